@@ -1,0 +1,92 @@
+"""Euler-Maruyama simulation of many paths: one jit-compiled scan over steps, vmapped over paths."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from ._custom_types import Key, PathIds, RealScalarLike, States
+from ._noise import brownian_normal, step_key
+from ._sde import AbstractSDE, em_increment, noise_dimension
+from ._validation import check_finite, check_key, check_states, check_time_grid
+
+
+def time_grid(t0, t1, num_steps: int, dtype):
+    """``(t0, dt)`` as arrays of ``dtype``; arrays keep a new ``t1`` from retracing."""
+    t0 = jnp.asarray(t0, dtype)
+    return t0, (jnp.asarray(t1, dtype) - t0) / num_steps
+
+
+def path_ids_for(num_paths: int, path_offset) -> PathIds:
+    """Global indices ``path_offset + arange(num_paths)`` that address each path's noise."""
+    return jnp.asarray(path_offset, jnp.int32) + jnp.arange(num_paths, dtype=jnp.int32)
+
+
+def check_common(sde, x0, t0, t1, num_steps, key) -> tuple[int, int]:
+    """Checks shared by every entry point that integrates ``sde`` from ``x0``."""
+    if not isinstance(sde, AbstractSDE):
+        raise TypeError(f"sde must be a dkjax.AbstractSDE; got {type(sde).__name__}.")
+    num_paths, dim = check_states(x0)
+    check_time_grid(t0, t1, num_steps)
+    check_key(key)
+    check_finite("x0", x0)
+    noise_dimension(sde, jnp.asarray(t0, jnp.result_type(x0)), jax.ShapeDtypeStruct((dim,), jnp.result_type(x0)))
+    return num_paths, dim
+
+
+@eqx.filter_jit
+def _simulate(sde, x0, path_ids, t0, t1, key, num_steps):
+    t0, dt = time_grid(t0, t1, num_steps, x0.dtype)
+    _, noise_dim = noise_dimension(sde, t0, x0[0])
+
+    def step(x, n):
+        t = t0 + n * dt
+        key_n = step_key(key, n)
+        z = jax.vmap(lambda i: brownian_normal(key_n, i, noise_dim, x.dtype))(path_ids)
+        return x + jax.vmap(lambda xi, zi: em_increment(sde, t, xi, zi, dt))(x, z), None
+
+    return jax.lax.scan(step, x0, jnp.arange(num_steps))[0]
+
+
+def simulate(
+    sde: AbstractSDE,
+    x0: States,
+    *,
+    t1: RealScalarLike,
+    num_steps: int,
+    key: Key,
+    t0: RealScalarLike = 0.0,
+    path_offset: int = 0,
+) -> States:
+    """Simulates ``num_paths`` paths of ``sde`` by Euler-Maruyama and returns the final states.
+
+    The noise of path ``i`` at step ``n`` is addressed by ``(key, n, path_offset + i)``, so
+    ``dkjax.divergence_kernel`` with the same arguments follows exactly the same paths.
+
+    Arguments:
+        sde: the SDE.
+        x0: initial states, shape ``(num_paths, d)``.
+        t1: final time.
+        num_steps: number of Euler-Maruyama steps (``dt = (t1 - t0) / num_steps``).
+        key: a JAX PRNG key.
+        t0: initial time.
+        path_offset: global index of the first path (to split one ensemble over chunks
+            or hosts without reusing noise).
+
+    Returns:
+        The states at ``t1``, shape ``(num_paths, d)``. Paths that blow up hold non-finite
+        values; they are not removed.
+
+    Raises:
+        ValueError: if ``x0`` is not ``(num_paths, d)`` or does not match the SDE, holds
+            non-finite values, ``num_steps < 1`` or ``t1 <= t0``.
+        TypeError: if ``sde`` is not an ``AbstractSDE`` or ``key`` is not a PRNG key.
+
+    Example:
+        >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5, dim=2)
+        >>> xT = dkjax.simulate(sde, jnp.zeros((1000, 2)), t1=1.0, num_steps=100,
+        ...                     key=jax.random.key(0))
+    """
+    num_paths, _ = check_common(sde, x0, t0, t1, num_steps, key)
+    x0 = jnp.asarray(x0)
+    t0, t1 = jnp.asarray(t0, x0.dtype), jnp.asarray(t1, x0.dtype)
+    return _simulate(sde, x0, path_ids_for(num_paths, path_offset), t0, t1, key, num_steps)

@@ -1,0 +1,141 @@
+"""Built-in SDEs with known structure: exact references and standard test beds."""
+
+import jax.numpy as jnp
+
+from ._custom_types import Array, ArrayLike, Scalar, State
+from ._sde import AbstractSDE
+
+
+def _float_array(value: ArrayLike) -> Array:
+    array = jnp.asarray(value)
+    return array if jnp.issubdtype(array.dtype, jnp.floating) else array.astype(float)
+
+
+class OrnsteinUhlenbeck(AbstractSDE):
+    """Ornstein-Uhlenbeck process ``dX = -theta (X - mean) dt + sigma dB`` (diagonal, additive).
+
+    ``theta``, ``sigma`` and ``mean`` are scalars or arrays of shape ``(d,)``; all three are
+    parameters.
+
+    Example:
+        >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.5, sigma=0.8)
+    """
+
+    theta: Array
+    sigma: Array
+    mean: Array
+
+    def __init__(self, theta: ArrayLike, sigma: ArrayLike, mean: ArrayLike = 0.0):
+        self.theta = _float_array(theta)
+        self.sigma = _float_array(sigma)
+        self.mean = _float_array(mean)
+
+    def drift(self, t: Scalar, x: State) -> State:
+        return -self.theta * (x - self.mean)
+
+    def diffusion(self, t: Scalar, x: State) -> State:
+        return self.sigma * jnp.ones_like(x)
+
+
+class LinearSDE(AbstractSDE):
+    """Linear SDE ``dX = (A X + b) dt + S dB`` with general noise matrix ``S`` of shape ``(d, m)``.
+
+    Its marginals are Gaussian for a Gaussian start, which makes it an exact reference for
+    parameters inside the drift matrix and inside the noise matrix.
+
+    Example:
+        >>> sde = dkjax.LinearSDE(A=-jnp.eye(2), S=0.5 * jnp.eye(2))
+    """
+
+    A: Array
+    S: Array
+    b: Array
+
+    def __init__(self, A: ArrayLike, S: ArrayLike, b: ArrayLike | None = None):
+        self.A = _float_array(A)
+        self.S = _float_array(S)
+        self.b = jnp.zeros(self.A.shape[0], self.A.dtype) if b is None else _float_array(b)
+        if self.A.ndim != 2 or self.A.shape[0] != self.A.shape[1]:
+            raise ValueError(f"A must be a square matrix; got shape {self.A.shape}.")
+        if self.S.ndim != 2 or self.S.shape[0] != self.A.shape[0]:
+            raise ValueError(f"S must have shape (d, m) with d = {self.A.shape[0]}; got shape {self.S.shape}.")
+
+    def drift(self, t: Scalar, x: State) -> State:
+        return self.A @ x + self.b
+
+    def diffusion(self, t: Scalar, x: State) -> Array:
+        return self.S
+
+
+class GeometricBrownianMotion(AbstractSDE):
+    """Geometric Brownian motion ``dX = mu X dt + sigma X dB`` (diagonal multiplicative noise).
+
+    Example:
+        >>> sde = dkjax.GeometricBrownianMotion(mu=0.1, sigma=0.3)
+    """
+
+    mu: Array
+    sigma: Array
+
+    def __init__(self, mu: ArrayLike, sigma: ArrayLike):
+        self.mu = _float_array(mu)
+        self.sigma = _float_array(sigma)
+
+    def drift(self, t: Scalar, x: State) -> State:
+        return self.mu * x
+
+    def diffusion(self, t: Scalar, x: State) -> State:
+        return self.sigma * x
+
+
+def lorenz96_drift(x: State, forcing: Array) -> State:
+    """``dx_i/dt = (x_{i+1} - x_{i-2}) x_{i-1} - x_i + F`` with periodic indices."""
+    return (jnp.roll(x, -1, axis=-1) - jnp.roll(x, 2, axis=-1)) * jnp.roll(x, 1, axis=-1) - x + forcing
+
+
+class Lorenz96(AbstractSDE):
+    """Stochastic Lorenz-96 with additive noise: ``dX = L96_F(X) dt + noise dB``.
+
+    Parameters: ``forcing`` (F) and ``noise`` (scalars). Chaotic for F = 8 and d >= 8.
+
+    Example:
+        >>> sde = dkjax.Lorenz96(forcing=8.0, noise=0.5)
+    """
+
+    forcing: Array
+    noise: Array
+
+    def __init__(self, forcing: ArrayLike = 8.0, noise: ArrayLike = 0.5):
+        self.forcing = _float_array(forcing)
+        self.noise = _float_array(noise)
+
+    def drift(self, t: Scalar, x: State) -> State:
+        return lorenz96_drift(x, self.forcing)
+
+    def diffusion(self, t: Scalar, x: State) -> State:
+        return self.noise * jnp.ones_like(x)
+
+
+class Lorenz96Multiplicative(AbstractSDE):
+    """Lorenz-96 with multiplicative noise, the test bed of the DK paper.
+
+    ``dx_i = (x_{i-1}(x_{i+1} - x_{i-2}) - x_i + F - 0.01 x_i^2) dt + sigma(x) dB_i`` with
+    the scalar ``sigma(x) = exp(-|x|^2 / 2) + noise_level`` multiplying a d-dimensional
+    Brownian motion. Parameters: ``forcing`` and ``noise_level``.
+
+    Example:
+        >>> sde = dkjax.Lorenz96Multiplicative(forcing=8.0, noise_level=0.5)
+    """
+
+    forcing: Array
+    noise_level: Array
+
+    def __init__(self, forcing: ArrayLike = 8.0, noise_level: ArrayLike = 0.5):
+        self.forcing = _float_array(forcing)
+        self.noise_level = _float_array(noise_level)
+
+    def drift(self, t: Scalar, x: State) -> State:
+        return lorenz96_drift(x, self.forcing) - 0.01 * x**2
+
+    def diffusion(self, t: Scalar, x: State) -> State:
+        return (jnp.exp(-0.5 * jnp.sum(x**2)) + self.noise_level) * jnp.ones_like(x)
