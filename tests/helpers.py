@@ -1,0 +1,91 @@
+"""Shared exact references and statistical judges for the tests (MATH.md section 7)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def z_score(samples) -> tuple[float, float]:
+    """Monte-Carlo mean of ``samples`` and its standard error."""
+    samples = np.asarray(samples, dtype=np.float64)
+    return float(samples.mean()), float(samples.std(ddof=1) / np.sqrt(samples.shape[0]))
+
+
+def assert_unbiased(estimates, reference, *, scale, max_rel_se, max_z=5.0, label=""):
+    """Judges ``E[estimates - reference] = 0`` in standard errors, with a bound on the error.
+
+    ``scale`` is the typical size of the quantity (e.g. the RMS of ``reference``); the
+    standard error must be below ``max_rel_se * scale`` so a useless high-variance
+    estimator cannot pass by having huge error bars.
+    """
+    mean, se = z_score(np.asarray(estimates) - np.asarray(reference))
+    assert se <= max_rel_se * scale, f"{label}: standard error {se:.3g} exceeds {max_rel_se} x scale {scale:.3g}"
+    assert abs(mean) <= max_z * se, f"{label}: bias {mean:.3g} is {abs(mean) / se:.1f} standard errors (se {se:.3g})"
+
+
+def assert_conditional_identity(weights, exact, x, *, max_rel_se, label="", powers=(0, 1, 2)):
+    """``E[(weights - exact(x)) phi(x)] = 0`` for test functions ``phi = x^k`` (MATH.md section 7).
+
+    ``weights`` and ``exact`` have shape ``(M,)`` or ``(M, k)``; ``x`` has shape ``(M, d)``;
+    the test functions are powers of each state coordinate, scaled to unit spread.
+    """
+    weights = np.asarray(weights, dtype=np.float64).reshape(x.shape[0], -1)
+    exact = np.asarray(exact, dtype=np.float64).reshape(x.shape[0], -1)
+    x = np.asarray(x, dtype=np.float64)
+    x = (x - x.mean(0)) / x.std(0)
+    scale = float(np.sqrt(np.mean(exact**2))) + 1e-12
+    for column in range(weights.shape[1]):
+        for coordinate in range(x.shape[1]):
+            for power in powers:
+                phi = x[:, coordinate] ** power
+                assert_unbiased(
+                    weights[:, column] * phi,
+                    exact[:, column] * phi,
+                    scale=scale,
+                    max_rel_se=max_rel_se,
+                    label=f"{label}[{column}] phi=x{coordinate}^{power}",
+                )
+
+
+def em_ou_moments(theta, sigma, mean0, var0, dt, num_steps):
+    """Mean and variance of the Euler-Maruyama chain of ``dX = -theta X dt + sigma dB`` (exact)."""
+    m, v = mean0, var0
+    for _ in range(num_steps):
+        m = (1 - theta * dt) * m
+        v = (1 - theta * dt) ** 2 * v + sigma**2 * dt
+    return m, v
+
+
+def gaussian_logpdf(x, mean, cov):
+    """Log-density of ``N(mean, cov)`` at ``x`` (shape ``(d,)``), differentiable in all arguments."""
+    chol = jnp.linalg.cholesky(cov)
+    r = jax.scipy.linalg.solve_triangular(chol, x - mean, lower=True)
+    return -0.5 * r @ r - jnp.sum(jnp.log(jnp.diag(chol))) - 0.5 * x.shape[0] * jnp.log(2 * jnp.pi)
+
+
+def em_linear_moments(A, S, b, mean0, cov0, dt, num_steps):
+    """Mean and covariance of the Euler-Maruyama chain of ``dX = (A X + b) dt + S dB`` (exact)."""
+    step = jnp.eye(A.shape[0]) + A * dt
+    m, c = mean0, cov0
+    for _ in range(num_steps):
+        m = step @ m + b * dt
+        c = step @ c @ step.T + S @ S.T * dt
+    return m, c
+
+
+def grid_density_1d(drift, diffusion, p0, grid, dt, num_steps):
+    """Density of a 1-D Euler-Maruyama chain propagated on a grid with its transition kernel.
+
+    ``drift(x)``, ``diffusion(x)`` act elementwise on the grid; ``p0`` is the initial
+    density on ``grid``. Differentiable in whatever ``drift`` and ``diffusion`` close over.
+    """
+    h = grid[1] - grid[0]
+    mean = grid + drift(grid) * dt
+    std = jnp.abs(diffusion(grid)) * jnp.sqrt(dt)
+    kernel = jnp.exp(-0.5 * ((grid[None, :] - mean[:, None]) / std[:, None]) ** 2) / (
+        jnp.sqrt(2 * jnp.pi) * std[:, None]
+    )
+    p = p0
+    for _ in range(num_steps):
+        p = (p * h) @ kernel
+    return p
