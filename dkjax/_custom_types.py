@@ -14,7 +14,7 @@ Diffusion: TypeAlias = Float[Array, " d"] | Float[Array, "d m"]
 PathIds: TypeAlias = Int[Array, " paths"]
 Key: TypeAlias = PRNGKeyArray
 Params: TypeAlias = PyTree[Array]
-KernelRate: TypeAlias = RealScalarLike | Callable[[Scalar], Scalar]
+KernelRate: TypeAlias = RealScalarLike | Callable[[Scalar], Scalar] | str
 Observable: TypeAlias = Callable[[State], Any]
 
 __all__ = [

@@ -1,0 +1,207 @@
+"""One step of the divergence-kernel recursion (MATH.md sections 3-4), per path.
+
+The exact discrete-time recursion for the Euler-Maruyama chain, with the Jacobian terms
+evaluated densely (``mode="exact"``) or by VJPs and Hutchinson probes
+(``mode="matrix_free"``), and ``dk_scan``, the scan over steps that the estimator and the
+memory-lean trainer share.
+"""
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+
+from ._custom_types import Array, Scalar, State
+from ._noise import brownian_normal, rademacher_probe, step_key
+from ._sde import AbstractSDE, em_increment, noise_dimension
+from ._simulate import time_grid
+
+
+@dataclasses.dataclass(frozen=True)
+class _StepPlan:
+    """Static choices for one kind of step, fixed at trace time."""
+
+    mode: str
+    noise_kind: str
+    noise_dim: int
+    divergence: bool
+    kernel_score: bool
+    divergence_response: bool
+    kernel_response: bool
+
+
+def kernel_score(sigma: Array, z: Array, dt: Scalar) -> State:
+    """``grad_y log k(x, y)`` at ``y = x + F dt + sigma z sqrt(dt)``: ``-Sigma^{-1} sigma z / sqrt(dt)``."""
+    if sigma.ndim == 1:
+        return -z / (sigma * jnp.sqrt(dt))
+    if sigma.shape[0] == sigma.shape[1]:
+        return -jnp.linalg.solve(sigma.T, z) / jnp.sqrt(dt)
+    chol = jsl.cho_factor(sigma @ sigma.T, lower=True)
+    return -jsl.cho_solve(chol, sigma @ z) / jnp.sqrt(dt)
+
+
+def log_kernel(sde: AbstractSDE, t: Scalar, dt: Scalar, x: State, y: State) -> Scalar:
+    """``log N(y; x + F(t, x) dt, Sigma(t, x) dt)`` up to a constant independent of the SDE."""
+    residual = y - x - sde.drift(t, x) * dt
+    sigma = sde.diffusion(t, x)
+    if sigma.ndim == 1:
+        return jnp.sum(-0.5 * residual**2 / (sigma**2 * dt) - jnp.log(jnp.abs(sigma)))
+    chol = jnp.linalg.cholesky(sigma @ sigma.T)
+    whitened = jsl.solve_triangular(chol, residual, lower=True)
+    return -0.5 * jnp.sum(whitened**2) / dt - jnp.sum(jnp.log(jnp.diag(chol)))
+
+
+def _logdet(plan: "_StepPlan", increment, x, params, probe) -> Scalar:
+    """``log|det J|`` of the step map ``x -> x + increment(x)``, exactly or by one Hutchinson probe.
+
+    Matrix-free (MATH.md section 4): with ``A = J - I`` acting by a JVP and a VJP of the
+    increment, ``h = v.(Av) - (A^T v).(Av)/2`` estimates ``tr A - tr(A^2)/2`` without bias.
+    The second-order term is kept for additive noise too: there it is O(dt^2) per step,
+    but dropping it leaves an O(dt) bias of many standard errors at practical step sizes.
+    """
+    at_params = lambda x_: increment(x_, params)
+    if plan.mode == "exact":
+        return jnp.linalg.slogdet(jnp.eye(x.shape[0], dtype=x.dtype) + jax.jacfwd(at_params)(x))[1]
+    _, a_probe = jax.jvp(at_params, (x,), (probe,))
+    at_probe = jax.vjp(at_params, x)[1](probe)[0]
+    return probe @ a_probe - 0.5 * (at_probe @ a_probe)
+
+
+def _pushforward(plan: "_StepPlan", increment, x, params, w) -> State:
+    """``J^{-T} w``: a dense solve, or ``w - A^T w + A^T A^T w`` by two VJPs (MATH.md section 4)."""
+    at_params = lambda x_: increment(x_, params)
+    if plan.mode == "exact":
+        jac = jnp.eye(x.shape[0], dtype=x.dtype) + jax.jacfwd(at_params)(x)
+        return jnp.linalg.solve(jac.T, w)
+    _, vjp_increment = jax.vjp(at_params, x)
+    at_w = vjp_increment(w)[0]
+    return w - at_w + vjp_increment(at_w)[0]
+
+
+def _increment_fn(static, t, dt, z):
+    """``(x, params) -> F dt + sigma z sqrt(dt)`` at frozen noise ``z``."""
+    return lambda x_, params_: em_increment(eqx.combine(params_, static), t, x_, z, dt)
+
+
+def _path_transition(plan: "_StepPlan", params, static, t, dt, mix_score, x, nu, z, probe):
+    """State and score update of one path (MATH.md section 3): returns ``(x_next, nu_next, u)``.
+
+    ``u = J^{-T}(nu - grad_x log|det J|)`` is the divergence part of the score, also
+    needed (held fixed) by the response surrogate.
+    """
+    increment = _increment_fn(static, t, dt, z)
+    x_next = x + increment(x, params)
+    u = jnp.zeros_like(nu)
+    nu_next = jnp.zeros_like(nu)
+    if plan.divergence:
+        grad_x_logdet = jax.grad(lambda x_: _logdet(plan, increment, x_, params, probe))(x)
+        u = _pushforward(plan, increment, x, params, nu - grad_x_logdet)
+        nu_next = (1 - mix_score) * u
+    if plan.kernel_score:
+        sigma = eqx.combine(params, static).diffusion(t, x)
+        nu_next = nu_next + mix_score * kernel_score(sigma, z, dt)
+    return x_next, nu_next, u
+
+
+def _path_surrogate(plan: "_StepPlan", params, static, t, dt, mix_response, x, u, x_next, z, probe) -> Scalar:
+    """A scalar of the parameters whose gradient is the response increment of one path.
+
+    ``eta_{n+1} - eta_n = grad_params [ -(1 - b)(u . g(x) + log|det J|) + b log k(x, x_next) ]``
+    with ``x``, ``u`` and ``x_next`` held fixed (MATH.md section 3). Summing it over paths
+    with weights gives the weighted response in one VJP (the memory-lean training gradient).
+    """
+    value = jnp.zeros((), x.dtype)
+    if plan.divergence_response:
+        increment = _increment_fn(static, t, dt, z)
+        divergence = u @ increment(x, params) + _logdet(plan, increment, x, params, probe)
+        value = value - (1 - mix_response) * divergence
+    if plan.kernel_response:
+        value = value + mix_response * log_kernel(eqx.combine(params, static), t, dt, x, x_next)
+    return value
+
+
+def _nonfinite(*trees) -> Array:
+    """Per path, whether any leaf of ``trees`` (leading path axis) is non-finite."""
+    leaves = [leaf.reshape(leaf.shape[0], -1) for leaf in jax.tree.leaves(trees)]
+    return ~jnp.all(jnp.concatenate([jnp.isfinite(leaf) for leaf in leaves], axis=1), axis=1)
+
+
+def _rate_at(kernel_rate, t):
+    return kernel_rate(t) if callable(kernel_rate) else kernel_rate
+
+
+def _step_plan(sde, x0, mode, use_kernel_score, response_mix, t0) -> _StepPlan:
+    """The static plan of the regular steps; raises where the kernel part needs a singular inverse."""
+    noise_kind, noise_dim = noise_dimension(sde, t0, x0[0])
+    plan = _StepPlan(
+        mode=mode,
+        noise_kind=noise_kind,
+        noise_dim=noise_dim,
+        divergence=True,
+        kernel_score=use_kernel_score,
+        divergence_response=response_mix != 1.0,
+        kernel_response=response_mix != 0.0,
+    )
+    if noise_kind == "general" and noise_dim < x0.shape[1] and (plan.kernel_score or plan.kernel_response):
+        raise ValueError(
+            f"the kernel part needs an invertible Sigma = sigma sigma^T, but the diffusion has shape "
+            f"({x0.shape[1]}, {noise_dim}): fewer noise than state dimensions. Use kernel_rate=0 with "
+            "score0 given, and response_mix=0."
+        )
+    return plan
+
+
+def dk_scan(sde, x0, score0, path_ids, t0, t1, key, kernel_rate, response_mix, options, accumulate, acc0):
+    """Runs the DK recursion and folds each step's response surrogate into an accumulator.
+
+    ``accumulate(acc, surrogate, inputs)`` receives the per-path surrogate
+    ``surrogate(params, *per_path_inputs) -> scalar`` and the batched inputs; the DK
+    estimator adds per-path gradients (``dlogp``), the memory-lean trainer adds one
+    weighted gradient summed over paths. Returns ``(x, score, acc, nonfinite_step)``.
+    Noise is drawn from ``(key, step, path_id)``, so two calls replay the same paths.
+    """
+    mode, num_steps, point_mass, use_kernel_score = options
+    t0, dt = time_grid(t0, t1, num_steps, x0.dtype)
+    params, static = eqx.partition(sde, eqx.is_inexact_array)
+    plan = _step_plan(sde, x0, mode, use_kernel_score, response_mix, t0)
+
+    def step(plan, n, mix_score, mix_response, x, nu, acc):
+        t = t0 + n * dt
+        key_n = step_key(key, n)
+        z = jax.vmap(lambda i: brownian_normal(key_n, i, plan.noise_dim, x.dtype))(path_ids)
+        probe = jax.vmap(lambda i: rademacher_probe(key_n, i, x.shape[1], x.dtype))(path_ids)
+        transition = lambda x_, nu_, z_, v_: _path_transition(plan, params, static, t, dt, mix_score, x_, nu_, z_, v_)
+        x_next, nu_next, u = jax.vmap(transition)(x, nu, z, probe)
+        surrogate = lambda params_, x_, u_, y_, z_, v_: _path_surrogate(
+            plan, params_, static, t, dt, mix_response, x_, u_, y_, z_, v_
+        )
+        return x_next, nu_next, accumulate(acc, surrogate, (x, u, jax.lax.stop_gradient(x_next), z, probe))
+
+    x, nu, acc, first = x0, score0, acc0, 0
+    if point_mass:
+        # No initial score: the first step is pure kernel (a_0 = b_0 = 1), exact whenever
+        # the initial law does not depend on the parameters.
+        if plan.noise_kind == "general" and plan.noise_dim < x0.shape[1]:
+            raise ValueError(
+                "score0=None needs an invertible Sigma = sigma sigma^T for the first (pure kernel) step; "
+                "give score0 (the initial score) instead."
+            )
+        kernel_plan = dataclasses.replace(
+            plan, divergence=False, kernel_score=True, divergence_response=False, kernel_response=True
+        )
+        x, nu, acc = step(kernel_plan, jnp.int32(0), 1.0, 1.0, x, nu, acc)
+        first = 1
+
+    def body(carry, n):
+        x, nu, acc, bad_step = carry
+        mix_score = _rate_at(kernel_rate, t0 + n * dt) * dt
+        x, nu, acc = step(plan, n, mix_score, response_mix, x, nu, acc)
+        bad_step = jnp.where((bad_step < 0) & _nonfinite(x, nu), n, bad_step)
+        return (x, nu, acc, bad_step), None
+
+    bad_step = jnp.where(_nonfinite(x, nu), 0, -1).astype(jnp.int32)
+    steps = jnp.arange(first, num_steps, dtype=jnp.int32)
+    (x, nu, acc, bad_step), _ = jax.lax.scan(body, (x, nu, acc, bad_step), steps)
+    return x, nu, acc, bad_step
