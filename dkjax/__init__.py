@@ -3,6 +3,7 @@
 from ._estimator import DKResult as DKResult
 from ._estimator import divergence_kernel as divergence_kernel
 from ._kernel_rate import estimate_kernel_rate as estimate_kernel_rate
+from ._neural import NeuralSDE as NeuralSDE
 from ._noise import BrownianIncrements as BrownianIncrements
 from ._sde import AbstractSDE as AbstractSDE
 from ._sde import parameters as parameters

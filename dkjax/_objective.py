@@ -1,0 +1,192 @@
+"""Training objectives of DK-SDE and their forward-only gradients (MATH.md section 6).
+
+An objective maps the final states ``X_T^m`` of ``M`` model paths and a data batch to a
+loss and per-path weights ``c_m`` such that ``grad loss = sum_m c_m eta_m`` in expectation,
+``eta_m`` being path ``m``'s divergence-kernel response. That sum is formed either from
+the per-path responses (one pass, memory ``O(M size(theta))``) or by the memory-lean two
+passes: simulate, compute ``c``, replay the same noise and fold ``c``-weighted response
+increments into one parameter-shaped accumulator (memory ``O(M d + size(theta))``).
+"""
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+
+from ._custom_types import Array, Float, Key, Params, Scalar, States
+from ._dk_step import dk_scan
+from ._estimator import divergence_kernel
+from ._sde import AbstractSDE, parameters
+from ._simulate import path_ids_for, simulate, time_grid
+
+Objective = Literal["kl", "energy"]
+GradientMethod = Literal["per_path", "two_pass"]
+OBJECTIVES = ("kl", "energy")
+GRADIENT_METHODS = ("per_path", "two_pass")
+_NUM_BANDWIDTHS = 32
+
+
+def _squared_distances(a: Float[Array, "n d"], b: Float[Array, "m d"]) -> Float[Array, "n m"]:
+    # Differences, not the expanded |a|^2 - 2ab + |b|^2: that cancels catastrophically in float32.
+    return jnp.sum((a[:, None, :] - b[None, :, :]) ** 2, axis=-1)
+
+
+def _mean_ess(logits: Float[Array, "j m"]) -> Scalar:
+    """Mean over data points of the effective sample size ``1 / sum_m w_jm^2`` of softmax weights."""
+    w = jax.nn.softmax(logits, axis=1)
+    return jnp.mean(1.0 / jnp.sum(w**2, axis=1))
+
+
+def ess_bandwidth(sq_dist: Float[Array, "j m"], ess_target: Scalar, h_min: Scalar, h_max: Scalar) -> Scalar:
+    """The smallest bandwidth on a log grid in ``[h_min, h_max]`` whose weights keep ``mean ESS >= ess_target``.
+
+    The Nadaraya-Watson weights ``w_jm = softmax_m(-|y_j - X_m|^2 / (2 h^2))`` collapse onto
+    one path per data point as ``h -> 0``; the self-normalised ratio's bias is of order
+    one over their effective sample size (MATH.md section 8), so ``h`` shrinks only as far
+    as the model's samples allow. Returns ``h_max`` if no grid value reaches the target.
+    """
+    candidates = jnp.geomspace(h_min, h_max, _NUM_BANDWIDTHS)
+    ess = jax.vmap(lambda h: _mean_ess(-sq_dist / (2 * h**2)))(candidates)
+    enough = ess >= ess_target
+    return jnp.where(jnp.any(enough), candidates[jnp.argmax(enough)], h_max)
+
+
+def kl_weights(
+    x: States, data: Float[Array, "j d"], bandwidth: Scalar, key: Key
+) -> tuple[Scalar, Float[Array, " m"], Scalar]:
+    """Smoothed negative log-likelihood ``L_h`` and its DK path weights (MATH.md section 6).
+
+    ``L_h = -mean_j log q_h(y_j + h e_j)`` with ``q_h(y) = (1/M) sum_m K_h(y - X_m)``, a
+    Gaussian kernel of standard deviation ``h`` on both sides (data jittered afresh by
+    ``key``), so the minimiser is the data law for every ``h``. Weights:
+    ``c_m = -(1/J) sum_j w_jm + 1/M``; the constant ``1/M`` is a baseline (``E[eta] = 0``)
+    that removes the common part of the responses without bias.
+
+    Returns:
+        ``(loss, c, mean_ess)``.
+    """
+    num_paths, dim = x.shape
+    jittered = data + bandwidth * jr.normal(key, data.shape, data.dtype)
+    logits = -_squared_distances(jittered, x) / (2 * bandwidth**2)
+    log_norm = dim * jnp.log(bandwidth * math.sqrt(2 * math.pi))
+    log_q = jax.nn.logsumexp(logits, axis=1) - jnp.log(num_paths) - log_norm
+    w = jax.nn.softmax(logits, axis=1)
+    c = -jnp.mean(w, axis=0) + 1.0 / num_paths
+    return -jnp.mean(log_q), c, jnp.mean(1.0 / jnp.sum(w**2, axis=1))
+
+
+def _pairwise_distances(a, b):
+    # The +tiny keeps sqrt differentiable at zero distance; the DK gradient never
+    # differentiates it, but callers (metrics, tests) may.
+    return jnp.sqrt(_squared_distances(a, b) + jnp.finfo(a.dtype).tiny)
+
+
+def energy_distance(x: Float[Array, "m d"], y: Float[Array, "j d"]) -> Scalar:
+    """Energy distance ``2 E|X - Y| - E|X - X'| - E|Y - Y'|`` (U-statistics within samples).
+
+    Zero exactly when the two laws agree; used as a training objective and as a metric.
+
+    Example:
+        >>> dkjax.energy_distance(samples, heldout)
+    """
+    m, j = x.shape[0], y.shape[0]
+    xy = jnp.mean(_pairwise_distances(x, y))
+    xx = jnp.sum(_pairwise_distances(x, x) * (1 - jnp.eye(m, dtype=x.dtype))) / (m * (m - 1))
+    yy = jnp.sum(_pairwise_distances(y, y) * (1 - jnp.eye(j, dtype=y.dtype))) / (j * (j - 1))
+    return 2 * xy - xx - yy
+
+
+def energy_weights(x: States, data: Float[Array, "j d"]) -> tuple[Scalar, Float[Array, " m"], Scalar]:
+    """Energy distance to the data batch and its unbiased DK path weights.
+
+    ``d/dtheta [2 E|X - Y| - E|X - X'|] = E[(2 E_Y|X - Y| - 2 E_X'|X - X'|) eta_X]`` with
+    ``X'`` an independent path: no density estimate, no bandwidth, no ratio bias
+    (MATH.md section 8). The batch mean of the weight is subtracted as a baseline.
+
+    Returns:
+        ``(loss, c, ess)`` with ``ess`` the number of paths (every path carries weight).
+    """
+    m = x.shape[0]
+    to_data = jnp.mean(_pairwise_distances(x, data), axis=1)
+    to_paths = jnp.sum(_pairwise_distances(x, x), axis=1) / (m - 1)
+    weight = 2 * to_data - 2 * to_paths
+    c = (weight - jnp.mean(weight)) / m
+    return energy_distance(x, data), c, jnp.asarray(m, x.dtype)
+
+
+def dk_gradient(
+    sde: AbstractSDE,
+    x0: States,
+    score0: States | None,
+    weights: Callable[[States], tuple[Scalar, Float[Array, " m"], Scalar]],
+    *,
+    t1: Scalar,
+    num_steps: int,
+    key: Key,
+    kernel_rate: Scalar,
+    method: GradientMethod = "per_path",
+    t0: Scalar = 0.0,
+    mode: str = "matrix_free",
+) -> tuple[Scalar, Params, Scalar, States]:
+    """Loss and its forward-only gradient ``sum_m c_m eta_m`` for path weights from ``weights(X_T)``.
+
+    Both methods follow the same paths (noise addressed by ``(key, step, path)``) and give
+    the same gradient up to rounding.
+
+    Arguments:
+        sde: the model; its parameters are ``dkjax.parameters(sde)``.
+        x0: initial states ``(M, d)``; ``score0`` their initial score or ``None``.
+        weights: ``X_T -> (loss, c, ess)`` such as ``kl_weights`` or ``energy_weights``
+            with the data bound in; ``c`` is treated as a constant.
+        t1, num_steps, key, kernel_rate, t0, mode: as for ``dkjax.divergence_kernel``.
+        method: ``"per_path"`` (every path's response, memory grows with ``M`` times the
+            parameter count) or ``"two_pass"`` (the memory-lean replay).
+
+    Returns:
+        ``(loss, grad, ess, x_T)``; ``grad`` is shaped like ``dkjax.parameters(sde)``.
+    """
+    if method == "per_path":
+        result = divergence_kernel(
+            sde, x0, t1=t1, num_steps=num_steps, key=key, t0=t0, score0=score0,
+            kernel_rate=kernel_rate, mode=mode, on_nonfinite="ignore",
+        )  # fmt: skip
+        loss, c, ess = weights(result.x)
+        c = jax.lax.stop_gradient(c)
+        grad = jax.tree.map(lambda eta: jnp.tensordot(c, eta, axes=1), result.dlogp)
+        return loss, grad, ess, result.x
+    x_final = simulate(sde, x0, t1=t1, num_steps=num_steps, key=key, t0=t0)
+    loss, c, ess = weights(x_final)
+    c = jax.lax.stop_gradient(c)
+    params = parameters(sde)
+
+    def add_weighted_gradient(acc, surrogate, inputs):
+        in_axes = (None,) + (0,) * len(inputs)
+        weighted = lambda p: jnp.sum(c * jax.vmap(surrogate, in_axes=in_axes)(p, *inputs))
+        return jax.tree.map(jnp.add, acc, jax.grad(weighted)(params))
+
+    point_mass = score0 is None
+    t0_arr, _ = time_grid(t0, t1, num_steps, x0.dtype)
+    _, _, grad, _ = dk_scan(
+        sde,
+        x0,
+        jnp.zeros_like(x0) if point_mass else score0,
+        path_ids_for(x0.shape[0], 0),
+        t0_arr,
+        jnp.asarray(t1, x0.dtype),
+        key,
+        jnp.asarray(kernel_rate, x0.dtype),
+        0.0,
+        (mode, num_steps, point_mass, True),
+        add_weighted_gradient,
+        jax.tree.map(jnp.zeros_like, params),
+    )
+    return loss, grad, ess, x_final
+
+
+def parameter_count(sde: AbstractSDE) -> int:
+    """Number of scalar parameters of ``sde``."""
+    return sum(leaf.size for leaf in jax.tree.leaves(parameters(sde)))
+
