@@ -1,0 +1,613 @@
+"""Linear responses built on the DK weights: observables, densities and stationary averages.
+
+MATH.md section 5. Paths are streamed in fixed-size chunks (the noise of path ``i``
+depends on ``(key, step, i)`` only, so chunking does not change the estimate) and only
+running statistics stay on the device, so the number of paths is not bounded by memory.
+"""
+
+import math
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+from ._custom_types import Array, Key, KernelRate, Observable, Params, RealScalarLike
+from ._estimator import DKResult, divergence_kernel
+from ._sde import AbstractSDE, parameters
+from ._validation import check_key, check_states
+
+Sampler = Callable[[Key, int], tuple[Array, Array | None]]
+
+
+# --------------------------------------------------------------------------------------
+# Running moments (Chan's parallel update): no catastrophic cancellation of sum-of-squares
+# over 10^8 paths, and merged per chunk on the device.
+
+
+class Moments(eqx.Module):
+    """Count, mean and sum of squared deviations of i.i.d. samples, for any pytree of arrays."""
+
+    count: Array
+    mean: Params
+    m2: Params
+
+    @staticmethod
+    def zeros(like: Params, dtype) -> "Moments":
+        zero = jax.tree.map(lambda a: jnp.zeros(jnp.shape(a), dtype), like)
+        return Moments(count=jnp.zeros((), dtype), mean=zero, m2=zero)
+
+    @staticmethod
+    def of(samples: Params, mask: Array) -> "Moments":
+        """Moments of the rows of each leaf (leading sample axis) where ``mask`` is true."""
+        leaves = jax.tree.leaves(samples)
+        count = jnp.sum(mask).astype(leaves[0].dtype)
+        safe = jnp.maximum(count, 1.0)
+
+        def expand(leaf):
+            return mask.reshape(mask.shape + (1,) * (leaf.ndim - 1))
+
+        mean = jax.tree.map(lambda s: jnp.sum(jnp.where(expand(s), s, 0.0), axis=0) / safe, samples)
+        m2 = jax.tree.map(lambda s, m: jnp.sum(jnp.where(expand(s), (s - m) ** 2, 0.0), axis=0), samples, mean)
+        return Moments(count=count, mean=mean, m2=m2)
+
+    def merge(self, other: "Moments") -> "Moments":
+        count = self.count + other.count
+        safe = jnp.maximum(count, 1.0)
+        frac = other.count / safe
+        delta = jax.tree.map(jnp.subtract, other.mean, self.mean)
+        mean = jax.tree.map(lambda a, d: a + d * frac, self.mean, delta)
+        m2 = jax.tree.map(lambda a, b, d: a + b + d**2 * self.count * frac, self.m2, other.m2, delta)
+        return Moments(count=count, mean=mean, m2=m2)
+
+    def stderr(self) -> Params:
+        """Standard error of the mean, ``sqrt(m2 / (n - 1) / n)`` (NaN for fewer than 2 samples)."""
+        n = self.count
+        return jax.tree.map(lambda m2: jnp.where(n > 1, jnp.sqrt(m2 / jnp.maximum(n - 1, 1) / jnp.maximum(n, 1)), jnp.nan), self.m2)
+
+
+# --------------------------------------------------------------------------------------
+# Result modules
+
+
+class ResponseResult(eqx.Module):
+    """Estimated derivative ``d/dparam E[phi(X_T)]`` with Monte-Carlo standard errors.
+
+    Attributes:
+        estimate: pytree shaped like ``dkjax.parameters(sde)``; each leaf has shape
+            ``param.shape + phi_shape`` (``phi_shape`` is the shape ``phi`` returns).
+        stderr: standard errors, same structure (i.i.d. over paths).
+        value: ``E[phi(X_T)]``, shape ``phi_shape``.
+        value_stderr: its standard error.
+        num_paths: paths that entered the averages.
+        num_nonfinite: paths excluded because they went non-finite (``DKResult.finite``).
+        kernel_rate: the kernel rate used (``None`` for methods without one).
+    """
+
+    estimate: Params
+    stderr: Params
+    value: Array
+    value_stderr: Array
+    num_paths: int = eqx.field(static=True)
+    num_nonfinite: int = eqx.field(static=True)
+    kernel_rate: float | None = eqx.field(static=True, default=None)
+
+
+class DensityResponse(eqx.Module):
+    """Density, density response and conditional DK weights on points or histogram bins.
+
+    With ``k`` selected coordinates and ``G`` points (bin centres, row-major over the
+    ``grid_shape`` for 2-D bins):
+
+    Attributes:
+        points: shape ``(G, k)``.
+        grid_shape: ``(G,)`` for 1-D, ``(nx, ny)`` for 2-D bins (reshape the last axis).
+        density: ``p_T`` (bin average, or kernel-smoothed), shape ``(G,)``; ``density_stderr``.
+        response: ``d/dparam p_T``, pytree like the parameters with leaves
+            ``param.shape + (G,)``; ``response_stderr``.
+        dlogp_mean: ``E[dlogp | X_T]`` (estimates ``d/dparam log p_T``), leaves
+            ``param.shape + (G,)``; ``dlogp_mean_stderr``. NaN where fewer than 2
+            effective paths landed.
+        score_mean: ``E[score | X_T]`` for the selected coordinates, shape ``(G, k)``;
+            ``score_mean_stderr``. NaN where fewer than 2 effective paths landed.
+        effective_paths: per point, ``(sum w)^2 / sum w^2`` (paths per bin for histograms).
+        num_paths, num_nonfinite: as in ``ResponseResult``.
+        kernel_rate: the kernel rate used.
+    """
+
+    points: Array
+    grid_shape: tuple[int, ...] = eqx.field(static=True)
+    density: Array
+    density_stderr: Array
+    response: Params
+    response_stderr: Params
+    dlogp_mean: Params
+    dlogp_mean_stderr: Params
+    score_mean: Array
+    score_mean_stderr: Array
+    effective_paths: Array
+    num_paths: int = eqx.field(static=True)
+    num_nonfinite: int = eqx.field(static=True)
+    kernel_rate: float | None = eqx.field(static=True, default=None)
+
+
+class StationaryResponse(eqx.Module):
+    """Long-time response ``d/dparam <phi>`` for each window ``W`` (look for the plateau).
+
+    Attributes:
+        windows: window lengths in steps, shape ``(nW,)``; ``window_times`` in time units.
+        estimate: pytree like the parameters, leaves ``(nW,) + param.shape + phi_shape``.
+        stderr: batch-means standard errors (see ``stationary_response``), same structure.
+        value: the time average ``<phi>``, shape ``phi_shape``; ``value_stderr``.
+        num_paths: paths that entered the averages; ``num_nonfinite``: paths excluded.
+        num_batches: independent batches (paths x blocks) behind each standard error.
+        kernel_rate: the kernel rate used.
+    """
+
+    windows: Array
+    window_times: Array
+    estimate: Params
+    stderr: Params
+    value: Array
+    value_stderr: Array
+    num_paths: int = eqx.field(static=True)
+    num_nonfinite: int = eqx.field(static=True)
+    num_batches: int = eqx.field(static=True)
+    kernel_rate: float | None = eqx.field(static=True, default=None)
+
+
+# --------------------------------------------------------------------------------------
+# Streaming paths in chunks
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}.")
+    return int(value)
+
+
+def initial_chunks(x0, score0, num_paths, chunk_size, key) -> tuple[int, int, Callable[[int], tuple]]:
+    """Resolves ``x0`` (array or sampler) into ``(num_paths, chunk, get(c) -> (x0, score0, n_valid))``.
+
+    Every chunk has the same shape (the last one is padded and masked), so the chunk
+    kernels compile once. Samplers get ``fold_in(init_key, c)`` with ``init_key`` split from
+    ``key``, never a key the Brownian noise uses.
+    """
+    chunk_size = _check_positive_int("chunk_size", chunk_size)
+    if callable(x0):
+        if num_paths is None:
+            raise ValueError("num_paths is required when x0 is a sampler callable(key, n) -> (x0, score0 or None).")
+        if score0 is not None:
+            raise ValueError("score0 must be None when x0 is a sampler (the sampler returns the initial score).")
+        num_paths = _check_positive_int("num_paths", num_paths)
+        chunk = min(chunk_size, num_paths)
+        init_key = jr.split(key)[1]
+
+        def get(c):
+            n_valid = min(chunk, num_paths - c * chunk)
+            out = x0(jr.fold_in(init_key, c), chunk)
+            if not (isinstance(out, tuple) and len(out) == 2):
+                raise ValueError("the x0 sampler must return a tuple (x0, score0 or None).")
+            xs, ss = out
+            if jnp.shape(xs)[0] != chunk or jnp.ndim(xs) != 2:
+                raise ValueError(f"the x0 sampler must return x0 of shape ({chunk}, d); got {jnp.shape(xs)}.")
+            if ss is not None and jnp.shape(ss) != jnp.shape(xs):
+                raise ValueError(f"the x0 sampler's score0 must have the shape of x0; got {jnp.shape(ss)}.")
+            return jnp.asarray(xs), ss, n_valid
+
+        return num_paths, chunk, get
+
+    total, _ = check_states(x0)
+    if num_paths is not None and num_paths != total:
+        raise ValueError(f"num_paths ({num_paths}) must equal x0.shape[0] ({total}) when x0 is an array.")
+    if score0 is not None and jnp.shape(score0) != jnp.shape(x0):
+        raise ValueError(f"score0 must have the shape of x0, {jnp.shape(x0)}; got {jnp.shape(score0)}.")
+    x0 = jnp.asarray(x0)
+    chunk = min(chunk_size, total)
+    pad = -total % chunk
+    if pad:
+        x0 = jnp.concatenate([x0, jnp.repeat(x0[-1:], pad, axis=0)])
+        if score0 is not None:
+            score0 = jnp.concatenate([jnp.asarray(score0), jnp.repeat(jnp.asarray(score0)[-1:], pad, axis=0)])
+
+    def get(c):
+        rows = slice(c * chunk, (c + 1) * chunk)
+        return x0[rows], None if score0 is None else score0[rows], min(chunk, total - c * chunk)
+
+    return total, chunk, get
+
+
+def stream_dk(sde, x0, score0, num_paths, chunk_size, key, dk_kwargs) -> Iterator[tuple[int, DKResult, Array]]:
+    """Runs ``divergence_kernel`` chunk by chunk; yields ``(chunk_index, result, valid_mask)``.
+
+    ``dk_kwargs["kernel_rate"] = "auto"`` is resolved on the first chunk and the chosen
+    value reused, so all chunks use one rate.
+    """
+    check_key(key)
+    num_paths, chunk, get = initial_chunks(x0, score0, num_paths, chunk_size, key)
+    kwargs = dict(dk_kwargs)
+    for c in range(math.ceil(num_paths / chunk)):
+        xs, ss, n_valid = get(c)
+        result = divergence_kernel(sde, xs, score0=ss, key=key, path_offset=c * chunk, on_nonfinite="ignore", **kwargs)
+        if isinstance(kwargs.get("kernel_rate"), str) and hasattr(result, "kernel_rate"):
+            kwargs["kernel_rate"] = float(result.kernel_rate)
+        yield c, result, jnp.arange(chunk) < n_valid
+
+
+def used_kernel_rate(kernel_rate, result) -> float | None:
+    rate = getattr(result, "kernel_rate", kernel_rate)
+    return float(rate) if isinstance(rate, (int, float)) or (hasattr(rate, "shape") and jnp.ndim(rate) == 0) else None
+
+
+def warn_nonfinite(num_nonfinite: int, num_total: int, where: str) -> None:
+    if num_nonfinite:
+        warnings.warn(
+            f"{where}: {num_nonfinite} of {num_total} paths went non-finite and were excluded from the averages "
+            "(see num_nonfinite on the result). Use a smaller time step or a larger kernel_rate.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def apply_phi(phi: Observable, x: Array) -> Array:
+    """``phi`` on every row of ``x``: shape ``(paths,) + phi_shape``."""
+    return jax.vmap(lambda xi: jnp.asarray(phi(xi), x.dtype))(x)
+
+
+def outer_products(eta: Params, values: Array) -> Params:
+    """Per path, ``eta`` (leaves ``(P,) + pshape``) times ``values`` ``(P,) + vshape``: ``(P,) + pshape + vshape``."""
+    num = values.shape[0]
+
+    def outer(e):
+        flat = e.reshape(num, -1)[:, :, None] * values.reshape(num, -1)[:, None, :]
+        return flat.reshape(e.shape + values.shape[1:])
+
+    return jax.tree.map(outer, eta)
+
+
+class _ObservableStats(eqx.Module):
+    products: Moments
+    values: Moments
+    baseline: Array
+    num_nonfinite: Array
+    num_bad_phi: Array
+
+
+@eqx.filter_jit
+def _fold_observable(phi, stats: _ObservableStats | None, result: DKResult, valid: Array, center: bool):
+    """Adds one chunk's ``(phi - baseline) * dlogp`` and ``phi`` to the running moments.
+
+    On the first chunk (``stats is None``) the baseline is that chunk's mean of ``phi``;
+    its products are rescaled by ``n / (n - 1)``, which turns them into the unbiased sample
+    covariance, so the centred estimator stays exactly unbiased (``E[dlogp] = 0``).
+    """
+    values = apply_phi(phi, result.x)
+    flat = values.reshape(values.shape[0], -1)
+    phi_ok = jnp.all(jnp.isfinite(flat), axis=1)
+    mask = valid & result.finite & phi_ok
+    if stats is None:
+        count = jnp.sum(mask)
+        baseline = jnp.sum(jnp.where(mask[:, None], flat, 0.0), axis=0) / jnp.maximum(count, 1)
+        baseline = baseline.reshape(values.shape[1:])
+        if not center:
+            baseline = jnp.zeros_like(baseline)
+        scale = jnp.where(center & (count > 1), count / jnp.maximum(count - 1, 1), 1.0)
+    else:
+        baseline, scale = stats.baseline, 1.0
+    centred = jnp.where(mask.reshape((-1,) + (1,) * (values.ndim - 1)), values - baseline, 0.0)
+    dlogp = jax.tree.map(lambda e: jnp.where(mask.reshape((-1,) + (1,) * (e.ndim - 1)), e, 0.0), result.dlogp)
+    products = jax.tree.map(lambda p: p * scale, outer_products(dlogp, centred))
+    new = _ObservableStats(
+        products=Moments.of(products, mask),
+        values=Moments.of(values, mask),
+        baseline=baseline,
+        num_nonfinite=jnp.sum(valid & ~result.finite),
+        num_bad_phi=jnp.sum(valid & result.finite & ~phi_ok),
+    )
+    if stats is None:
+        return new
+    return _ObservableStats(
+        products=stats.products.merge(new.products),
+        values=stats.values.merge(new.values),
+        baseline=baseline,
+        num_nonfinite=stats.num_nonfinite + new.num_nonfinite,
+        num_bad_phi=stats.num_bad_phi + new.num_bad_phi,
+    )
+
+
+def _raise_bad_phi(num_bad_phi: int, num_paths: int, name: str = "phi") -> None:
+    if num_bad_phi:
+        raise ValueError(
+            f"{name} returned non-finite values at {num_bad_phi} of {num_paths} finite paths; "
+            f"make {name} finite on the states the SDE reaches."
+        )
+
+
+def observable_response(
+    sde: AbstractSDE,
+    phi: Observable,
+    x0: Array | Sampler,
+    *,
+    t1: RealScalarLike,
+    num_steps: int,
+    key: Key,
+    num_paths: int | None = None,
+    chunk_size: int = 65536,
+    t0: RealScalarLike = 0.0,
+    score0: Array | None = None,
+    kernel_rate: KernelRate = 1.0,
+    response_mix: float = 0.0,
+    mode: str = "matrix_free",
+    center: bool = True,
+) -> ResponseResult:
+    """Estimates ``d/dparam E[phi(X_T)]`` for every parameter by the divergence-kernel method.
+
+    Uses ``d/dparam E[phi(X_T)] = E[(phi(X_T) - c) dlogp_T]`` (MATH.md section 5; the
+    baseline ``c`` is free because ``E[dlogp_T] = 0``; ``center=True`` takes the first
+    chunk's mean of ``phi``, which lowers the variance and keeps the estimate exactly
+    unbiased). Paths are streamed in chunks of ``chunk_size``; only running means and
+    sums of squared deviations are kept, so ``num_paths`` is limited by time, not memory.
+    Standard errors treat the per-path products as i.i.d. over paths.
+
+    Arguments:
+        sde: the SDE; its floating-point array fields are the parameters.
+        phi: observable, ``phi(x)`` for one state ``x`` of shape ``(d,)``; a scalar or an
+            array (a vector of observables).
+        x0: initial states ``(num_paths, d)``, or a sampler ``callable(key, n) -> (x0,
+            score0 or None)`` drawing ``n`` initial states (then ``num_paths`` is required).
+        t1, num_steps, key, t0, kernel_rate, response_mix, mode: as in
+            ``dkjax.divergence_kernel`` (the same key gives the same paths).
+        num_paths: total number of paths (only with a sampler).
+        chunk_size: paths per chunk (device memory is about ``chunk_size`` paths).
+        score0: initial scores for an array ``x0`` (``None``: point mass or unknown law).
+        center: subtract the baseline ``c`` (default); ``False`` gives the plain estimator.
+
+    Returns:
+        A ``ResponseResult``; non-finite paths are excluded, counted in
+        ``num_nonfinite`` and reported with a ``RuntimeWarning``.
+
+    Raises:
+        ValueError: bad shapes or arguments (named), or ``phi`` non-finite on a finite path.
+        TypeError: ``sde`` not an ``AbstractSDE``, ``key`` not a PRNG key.
+
+    Example:
+        >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)
+        >>> res = dkjax.observable_response(sde, lambda x: x[0] ** 2, jnp.zeros((10_000, 1)),
+        ...                                 t1=1.0, num_steps=100, key=jax.random.key(0))
+        >>> res.estimate.theta, res.stderr.theta
+    """
+    if not callable(phi):
+        raise TypeError(f"phi must be a callable x -> observable(s); got {type(phi).__name__}.")
+    dk_kwargs = dict(t1=t1, num_steps=num_steps, t0=t0, kernel_rate=kernel_rate, response_mix=response_mix, mode=mode)
+    stats, last = None, None
+    for _, result, valid in stream_dk(sde, x0, score0, num_paths, chunk_size, key, dk_kwargs):
+        stats, last = _fold_observable(phi, stats, result, valid, bool(center)), result
+    total = int(stats.products.count) + int(stats.num_nonfinite) + int(stats.num_bad_phi)
+    _raise_bad_phi(int(stats.num_bad_phi), total)
+    warn_nonfinite(int(stats.num_nonfinite), total, "observable_response")
+    return ResponseResult(
+        estimate=stats.products.mean,
+        stderr=stats.products.stderr(),
+        value=stats.values.mean,
+        value_stderr=stats.values.stderr(),
+        num_paths=int(stats.products.count),
+        num_nonfinite=int(stats.num_nonfinite),
+        kernel_rate=used_kernel_rate(kernel_rate, last),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Density responses
+
+
+def _density_weights(bins, points, bandwidth, k):
+    """``(centres (G, k), grid_shape, w(xs) -> (G,))``: bin indicators / volume, or Gaussian kernels."""
+    if (bins is None) == (points is None):
+        raise ValueError("give exactly one of bins (histogram edges) or points (with bandwidth).")
+    if bins is not None:
+        if bandwidth is not None:
+            raise ValueError("bandwidth is only used with points; histogram bins need none.")
+        edges = [bins] if k == 1 else list(bins) if isinstance(bins, (tuple, list)) else None
+        if edges is None or len(edges) != k:
+            raise ValueError(f"bins must be one edge array (1-D) or a tuple of {k} edge arrays (2-D); got {type(bins).__name__}.")
+        edges = [np.asarray(e, dtype=np.float64) for e in edges]
+        for e in edges:
+            if e.ndim != 1 or e.size < 2 or not np.all(np.isfinite(e)) or not np.all(np.diff(e) > 0):
+                raise ValueError("bins must be finite, strictly increasing edge arrays with at least 2 edges.")
+        centres = [0.5 * (e[1:] + e[:-1]) for e in edges]
+        mesh = np.meshgrid(*centres, indexing="ij")
+        pts = np.stack([m.ravel() for m in mesh], axis=1)
+        widths = np.meshgrid(*[np.diff(e) for e in edges], indexing="ij")
+        volume = np.prod(np.stack([w.ravel() for w in widths], axis=1), axis=1)
+        grid_shape = tuple(len(c) for c in centres)
+        jedges = [jnp.asarray(e) for e in edges]
+
+        def weights(xs):
+            inside = jnp.ones((pts.shape[0],), bool)
+            idx = []
+            for axis, e in enumerate(jedges):
+                i = jnp.searchsorted(e, xs[axis], side="right") - 1
+                inside = inside & (i >= 0) & (i < e.shape[0] - 1)
+                idx.append(jnp.clip(i, 0, e.shape[0] - 2))
+            flat = jnp.ravel_multi_index(tuple(idx), grid_shape, mode="clip")
+            onehot = (jnp.arange(pts.shape[0]) == flat) & inside
+            return onehot / jnp.asarray(volume, xs.dtype)
+
+        return jnp.asarray(pts), grid_shape, weights
+
+    pts = np.asarray(points, dtype=np.float64)
+    if k == 1 and pts.ndim == 1:
+        pts = pts[:, None]
+    if pts.ndim != 2 or pts.shape[1] != k or pts.shape[0] < 1 or not np.all(np.isfinite(pts)):
+        raise ValueError(f"points must be finite with shape (G,) or (G, {k}); got shape {np.shape(points)}.")
+    if bandwidth is None or np.ndim(bandwidth) != 0 or not float(bandwidth) > 0 or not math.isfinite(float(bandwidth)):
+        raise ValueError(f"bandwidth must be a positive finite scalar with points; got {bandwidth!r}.")
+    h = float(bandwidth)
+    norm = (2 * math.pi * h**2) ** (-k / 2)
+    jpts = jnp.asarray(pts)
+
+    def weights(xs):
+        return norm * jnp.exp(-0.5 * jnp.sum((jpts.astype(xs.dtype) - xs) ** 2, axis=1) / h**2)
+
+    return jpts, (pts.shape[0],), weights
+
+
+class _ConditionalStats(eqx.Module):
+    """Sums for the weighted (Nadaraya-Watson or binned) conditional mean and its delta-method error."""
+
+    w: Array
+    w2: Array
+    wy: Params
+    w2y: Params
+    w2y2: Params
+
+
+def _conditional_sums(weights: Array, targets: Params) -> _ConditionalStats:
+    """``weights (P, G)``, targets leaves ``(P,) + shape`` -> sums with leaves ``shape + (G,)``."""
+    w2 = weights**2
+
+    def contract(wts, y):
+        flat = y.reshape(y.shape[0], -1)
+        return (flat.T @ wts).reshape(y.shape[1:] + (wts.shape[1],))
+
+    return _ConditionalStats(
+        w=jnp.sum(weights, axis=0),
+        w2=jnp.sum(w2, axis=0),
+        wy=jax.tree.map(lambda y: contract(weights, y), targets),
+        w2y=jax.tree.map(lambda y: contract(w2, y), targets),
+        w2y2=jax.tree.map(lambda y: contract(w2, y**2), targets),
+    )
+
+
+def _conditional_mean(s: _ConditionalStats) -> tuple[Params, Params, Array]:
+    """Ratio ``sum w y / sum w`` and its delta-method standard error; NaN below 2 effective paths."""
+    ess = jnp.where(s.w2 > 0, s.w**2 / jnp.where(s.w2 > 0, s.w2, 1.0), 0.0)
+    ok = ess >= 2.0
+    safe_w = jnp.where(ok, s.w, 1.0)
+    mean = jax.tree.map(lambda wy: jnp.where(ok, wy / safe_w, jnp.nan), s.wy)
+    var = jax.tree.map(
+        lambda r, w2y, w2y2: jnp.maximum(w2y2 - 2 * r * w2y + r**2 * s.w2, 0.0) / safe_w**2, mean, s.w2y, s.w2y2
+    )
+    return mean, jax.tree.map(lambda v: jnp.where(ok, jnp.sqrt(v), jnp.nan), var), ess
+
+
+@eqx.filter_jit
+def _fold_conditional(weight_fn, coords, stats, result: DKResult, valid: Array):
+    mask = valid & result.finite
+    xs = result.x[:, coords]
+    weights = jnp.where(mask[:, None], jax.vmap(weight_fn)(xs), 0.0)
+    targets = (
+        jax.tree.map(lambda e: jnp.where(mask.reshape((-1,) + (1,) * (e.ndim - 1)), e, 0.0), result.dlogp),
+        jnp.where(mask[:, None], result.score[:, coords], 0.0),
+    )
+    new = _conditional_sums(weights, targets)
+    return new if stats is None else jax.tree.map(jnp.add, stats, new)
+
+
+def density_response(
+    sde: AbstractSDE,
+    x0: Array | Sampler,
+    *,
+    t1: RealScalarLike,
+    num_steps: int,
+    key: Key,
+    bins=None,
+    points=None,
+    bandwidth: float | None = None,
+    coordinates: Sequence[int] | None = None,
+    num_paths: int | None = None,
+    chunk_size: int = 65536,
+    t0: RealScalarLike = 0.0,
+    score0: Array | None = None,
+    kernel_rate: KernelRate = 1.0,
+    response_mix: float = 0.0,
+    mode: str = "matrix_free",
+) -> DensityResponse:
+    """Estimates ``p_T``, ``d/dparam p_T`` and the conditional DK weights on a 1-D or 2-D grid.
+
+    With weights ``w_g(x)`` (histogram: the indicator of bin ``g`` over its volume;
+    points: a Gaussian kernel of width ``bandwidth`` centred at point ``g``):
+
+        density[g]    = E[w_g(X_T)]                    (bin-averaged or smoothed p_T)
+        response[g]   = E[(w_g(X_T) - c_g) dlogp_T]    (d/dparam of the same; MATH.md section 5)
+        dlogp_mean[g] = sum w_g(X) dlogp / sum w_g(X)  (binning or Nadaraya-Watson)
+        score_mean[g] = sum w_g(X) score / sum w_g(X)
+
+    so the first two are exact for the bin average (or the ``bandwidth``-smoothed density)
+    and the conditional means converge to ``d/dparam log p_T`` and ``grad log p_T`` as bins
+    shrink. Conditional standard errors use the delta method for the ratio.
+
+    Arguments:
+        sde, x0, t1, num_steps, key, num_paths, chunk_size, t0, score0, kernel_rate,
+            response_mix, mode: as in ``observable_response``.
+        bins: edges, a 1-D array (one coordinate) or a tuple of two arrays (two coordinates).
+        points: evaluation points, shape ``(G,)`` or ``(G, 2)``; needs ``bandwidth``.
+        bandwidth: Gaussian kernel width for ``points``.
+        coordinates: which state coordinates (1 or 2 of them); default all (``d`` <= 2).
+
+    Returns:
+        A ``DensityResponse``. Points with fewer than 2 effective paths hold NaN
+        conditional means (with a warning); non-finite paths are excluded and counted.
+
+    Raises:
+        ValueError: both or neither of ``bins``/``points``, malformed edges or points,
+            a missing ``bandwidth``, bad ``coordinates``, or no point reached by any path.
+
+    Example:
+        >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)
+        >>> res = dkjax.density_response(sde, jnp.zeros((10_000, 1)), t1=1.0, num_steps=100,
+        ...                              key=jax.random.key(0), bins=jnp.linspace(-1, 1, 21))
+        >>> res.response.theta.shape  # d p_T / d theta at the 20 bin centres
+        (20,)
+    """
+    dim = (x0(jr.key(0), 1)[0] if callable(x0) else jnp.asarray(x0)).shape[-1]
+    coords = tuple(range(dim)) if coordinates is None else tuple(int(c) for c in coordinates)
+    if len(coords) not in (1, 2) or any(not 0 <= c < dim for c in coords) or len(set(coords)) != len(coords):
+        raise ValueError(
+            f"coordinates must select 1 or 2 distinct state coordinates in [0, {dim}); got {coordinates!r}"
+            + (" (the state has more than 2 coordinates: choose them)" if coordinates is None else "")
+            + "."
+        )
+    centres, grid_shape, weight_fn = _density_weights(bins, points, bandwidth, len(coords))
+    phi = lambda x: weight_fn(x[jnp.asarray(coords)])
+    dk_kwargs = dict(t1=t1, num_steps=num_steps, t0=t0, kernel_rate=kernel_rate, response_mix=response_mix, mode=mode)
+    obs, cond, last = None, None, None
+    for _, result, valid in stream_dk(sde, x0, score0, num_paths, chunk_size, key, dk_kwargs):
+        obs = _fold_observable(phi, obs, result, valid, True)
+        cond = _fold_conditional(weight_fn, jnp.asarray(coords), cond, result, valid)
+        last = result
+    total = int(obs.products.count) + int(obs.num_nonfinite)
+    warn_nonfinite(int(obs.num_nonfinite), total, "density_response")
+    (dlogp_mean, score_mean), (dlogp_se, score_se), ess = _conditional_mean(cond)
+    empty = int(jnp.sum(ess < 2.0))
+    if empty == ess.shape[0]:
+        raise ValueError(
+            f"no {'bin' if bins is not None else 'point'} received paths: the "
+            f"{'bins' if bins is not None else 'points'} lie outside the region the paths reach."
+        )
+    if empty:
+        warnings.warn(
+            f"density_response: {empty} of {ess.shape[0]} {'bins' if bins is not None else 'points'} received fewer "
+            "than 2 effective paths; their conditional means are NaN.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return DensityResponse(
+        points=centres,
+        grid_shape=grid_shape,
+        density=obs.values.mean,
+        density_stderr=obs.values.stderr(),
+        response=obs.products.mean,
+        response_stderr=obs.products.stderr(),
+        dlogp_mean=dlogp_mean,
+        dlogp_mean_stderr=dlogp_se,
+        score_mean=score_mean.T,
+        score_mean_stderr=score_se.T,
+        effective_paths=ess,
+        num_paths=int(obs.products.count),
+        num_nonfinite=int(obs.num_nonfinite),
+        kernel_rate=used_kernel_rate(kernel_rate, last),
+    )
