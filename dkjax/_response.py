@@ -143,7 +143,7 @@ class StationaryResponse(eqx.Module):
         stderr: batch-means standard errors (see ``stationary_response``), same structure.
         value: the time average ``<phi>``, shape ``phi_shape``; ``value_stderr``.
         num_paths: paths that entered the averages; ``num_nonfinite``: paths excluded.
-        num_batches: independent batches (paths x blocks) behind each standard error.
+        num_batches: per window, the batches (paths x blocks) behind its standard error.
         kernel_rate: the kernel rate used.
     """
 
@@ -155,7 +155,7 @@ class StationaryResponse(eqx.Module):
     value_stderr: Array
     num_paths: int = eqx.field(static=True)
     num_nonfinite: int = eqx.field(static=True)
-    num_batches: int = eqx.field(static=True)
+    num_batches: Array
     kernel_rate: float | None = eqx.field(static=True, default=None)
 
 
@@ -232,14 +232,9 @@ def stream_dk(sde, x0, score0, num_paths, chunk_size, key, dk_kwargs) -> Iterato
     for c in range(math.ceil(num_paths / chunk)):
         xs, ss, n_valid = get(c)
         result = divergence_kernel(sde, xs, score0=ss, key=key, path_offset=c * chunk, on_nonfinite="ignore", **kwargs)
-        if isinstance(kwargs.get("kernel_rate"), str) and hasattr(result, "kernel_rate"):
-            kwargs["kernel_rate"] = float(result.kernel_rate)
+        if isinstance(kwargs.get("kernel_rate"), str):
+            kwargs["kernel_rate"] = result.kernel_rate
         yield c, result, jnp.arange(chunk) < n_valid
-
-
-def used_kernel_rate(kernel_rate, result) -> float | None:
-    rate = getattr(result, "kernel_rate", kernel_rate)
-    return float(rate) if isinstance(rate, (int, float)) or (hasattr(rate, "shape") and jnp.ndim(rate) == 0) else None
 
 
 def warn_nonfinite(num_nonfinite: int, num_total: int, where: str) -> None:
@@ -395,7 +390,7 @@ def observable_response(
         value_stderr=stats.values.stderr(),
         num_paths=int(stats.products.count),
         num_nonfinite=int(stats.num_nonfinite),
-        kernel_rate=used_kernel_rate(kernel_rate, last),
+        kernel_rate=last.kernel_rate,
     )
 
 
@@ -609,5 +604,224 @@ def density_response(
         effective_paths=ess,
         num_paths=int(obs.products.count),
         num_nonfinite=int(obs.num_nonfinite),
-        kernel_rate=used_kernel_rate(kernel_rate, last),
+        kernel_rate=last.kernel_rate,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Stationary responses
+
+
+@eqx.filter_jit
+def _stationary_block(sde, phi, carry, block, t_start, dt, key, baseline, kernel_rate, static):
+    """Advances all paths by one block of segments, accumulating the windowed products.
+
+    Each segment is one ``divergence_kernel`` call chained through ``score0``/``dlogp0``
+    with its own key, so noise never repeats; ``ring`` holds ``eta`` at the last ``L``
+    segment ends (slot ``k mod L`` holds ``eta_k``). Returns the new carry, the block's
+    per-path mean products ``(nW, M, ...)``, the products counted per window, and the
+    block's per-path mean of ``phi``.
+    """
+    segs_per_block, sample_every, qs, ring_len, response_mix, mode = static
+    x, nu, eta, ring, bad, bad_phi = carry
+    num = x.shape[0]
+    seg_time = sample_every * dt
+
+    def segment(inner, j):
+        x, nu, eta, ring, bad, bad_phi, sums, counts, phi_sum = inner
+        k = block * segs_per_block + j + 1
+        t_a = t_start + (k - 1) * seg_time
+        res = divergence_kernel(
+            sde, x, t0=t_a, t1=t_a + seg_time, num_steps=sample_every, key=jr.fold_in(key, k), score0=nu,
+            dlogp0=eta, kernel_rate=kernel_rate, response_mix=response_mix, mode=mode, on_nonfinite="ignore",
+        )
+        values = apply_phi(phi, res.x)
+        phi_ok = jnp.all(jnp.isfinite(values.reshape(num, -1)), axis=1)
+        bad_phi = bad_phi | (res.finite & ~phi_ok)
+        bad = bad | ~res.finite | ~phi_ok
+        keep = lambda a: jnp.where(bad.reshape((-1,) + (1,) * (a.ndim - 1)), 0.0, a)
+        centred = keep(values - baseline)
+        new_sums, new_counts = [], []
+        for w, q in enumerate(qs):
+            active = k >= q
+            diff = jax.tree.map(lambda e, r: keep(e - r[(k - q) % ring_len]), res.dlogp, ring)
+            prod = outer_products(diff, centred)
+            new_sums.append(jax.tree.map(lambda s, p: s[w] + jnp.where(active, p, 0.0), sums, prod))
+            new_counts.append(counts[w] + active)
+        sums = jax.tree.map(lambda *leaves: jnp.stack(leaves), *new_sums)
+        ring = jax.tree.map(lambda r, e: r.at[k % ring_len].set(e), ring, res.dlogp)
+        inner = (res.x, res.score, res.dlogp, ring, bad, bad_phi, sums, jnp.stack(new_counts), phi_sum + keep(values))
+        return inner, None
+
+    probe = outer_products(eta, apply_phi(phi, x))
+    sums = jax.tree.map(lambda p: jnp.zeros((len(qs),) + p.shape, p.dtype), probe)
+    counts = jnp.zeros((len(qs),), x.dtype)
+    phi_sum = jnp.zeros_like(apply_phi(phi, x))
+    inner = (x, nu, eta, ring, bad, bad_phi, sums, counts, phi_sum)
+    inner, _ = jax.lax.scan(segment, inner, jnp.arange(segs_per_block))
+    x, nu, eta, ring, bad, bad_phi, sums, counts, phi_sum = inner
+    means = jax.tree.map(lambda s: s / jnp.maximum(counts, 1).reshape((-1,) + (1,) * (s.ndim - 1)), sums)
+    return (x, nu, eta, ring, bad, bad_phi), means, counts, phi_sum / segs_per_block
+
+
+def _batch_means(samples: Array, mask: Array) -> tuple[Array, Array, Array]:
+    """Mean, standard error and count over the leading axes ``(B, ..., M)`` where ``mask`` holds."""
+    m = mask.reshape(mask.shape + (1,) * (samples.ndim - mask.ndim))
+    axes = tuple(range(mask.ndim))
+    n = jnp.sum(mask)
+    mean = jnp.sum(jnp.where(m, samples, 0.0), axis=axes) / jnp.maximum(n, 1)
+    var = jnp.sum(jnp.where(m, (samples - mean) ** 2, 0.0), axis=axes) / jnp.maximum(n - 1, 1)
+    return mean, jnp.where(n > 1, jnp.sqrt(var / jnp.maximum(n, 1)), jnp.nan), n
+
+
+def stationary_response(
+    sde: AbstractSDE,
+    phi: Observable,
+    x0: Array,
+    *,
+    dt: float,
+    spinup_steps: int,
+    num_steps: int,
+    windows: Sequence[int],
+    key: Key,
+    sample_every: int = 1,
+    num_blocks: int = 1,
+    t0: float = 0.0,
+    score0: Array | None = None,
+    kernel_rate: KernelRate = 1.0,
+    response_mix: float = 0.0,
+    mode: str = "matrix_free",
+) -> StationaryResponse:
+    """Estimates the long-time response ``d/dparam <phi>`` along long paths, for several windows.
+
+    After ``spinup_steps`` steps (which also spin up the DK score), runs ``num_steps``
+    more steps and averages over the path and over the sampled steps ``n``
+
+        d/dparam <phi> ~ mean_n (phi(X_n) - c) (dlogp_n - dlogp_{n-W})
+
+    (MATH.md section 5), ``c`` being the mean of ``phi`` over the spun-up states (it only
+    lowers the variance). The window ``W`` must exceed the decorrelation time; too long a
+    window only adds variance, so look for the plateau of ``estimate`` over ``windows``.
+    ``dlogp`` is read every ``sample_every`` steps: the path is run as a chain of
+    ``divergence_kernel`` segments of that length (score and response passed on, a fresh
+    key per segment), with a ring buffer of the last ``max(windows)`` steps' ``dlogp``,
+    so memory does not depend on ``num_steps``.
+
+    Standard errors are batch means: the run of every path is cut into ``num_blocks``
+    consecutive blocks, each (path, block) mean is one batch, and the error is the spread
+    of the batch means over ``sqrt(number of batches)``. Paths are independent; blocks of
+    one path are nearly so only when much longer than the window and the decorrelation
+    time (use ``num_blocks > 1`` with few paths, and blocks several windows long).
+
+    Arguments:
+        sde: the SDE.
+        phi: observable ``phi(x)`` of one state (scalar or array).
+        x0: initial states ``(M, d)``: ``M`` independent long paths.
+        dt: time step.
+        spinup_steps: steps discarded before averaging (>= 1).
+        num_steps: steps averaged over, a multiple of ``sample_every * num_blocks``.
+        windows: window lengths ``W`` in steps, multiples of ``sample_every``, at most ``num_steps``.
+        key: PRNG key.
+        sample_every: steps per segment (``phi`` and ``dlogp`` are sampled at segment ends).
+        num_blocks: blocks per path for the batch-means errors.
+        t0: initial time; score0: initial score (``None``: unknown, as for ``divergence_kernel``).
+        kernel_rate, response_mix, mode: as in ``dkjax.divergence_kernel`` (``"auto"`` is
+            chosen once, over the spin-up).
+
+    Returns:
+        A ``StationaryResponse``; paths that went non-finite are excluded (whole) and counted.
+
+    Raises:
+        ValueError: a window longer than the run or not a multiple of ``sample_every``,
+            step counts that do not divide, a non-positive ``dt``, or ``phi`` non-finite on a
+            finite path.
+
+    Example:
+        >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)
+        >>> res = dkjax.stationary_response(sde, lambda x: x[0] ** 2, jnp.zeros((64, 1)), dt=0.01,
+        ...     spinup_steps=500, num_steps=20_000, windows=[100, 200, 400], key=jax.random.key(0),
+        ...     sample_every=10, kernel_rate=5.0)
+        >>> res.estimate.theta  # one value per window
+    """
+    if not callable(phi):
+        raise TypeError(f"phi must be a callable x -> observable(s); got {type(phi).__name__}.")
+    num, _ = check_states(x0)
+    if np.ndim(dt) != 0 or not float(dt) > 0 or not math.isfinite(float(dt)):
+        raise ValueError(f"dt must be a positive finite number; got {dt!r}.")
+    spinup_steps = _check_positive_int("spinup_steps", spinup_steps)
+    num_steps = _check_positive_int("num_steps", num_steps)
+    sample_every = _check_positive_int("sample_every", sample_every)
+    num_blocks = _check_positive_int("num_blocks", num_blocks)
+    if num_steps % (sample_every * num_blocks):
+        raise ValueError(
+            f"num_steps ({num_steps}) must be a multiple of sample_every * num_blocks ({sample_every} * {num_blocks})."
+        )
+    windows = [int(w) for w in np.atleast_1d(np.asarray(windows))]
+    if not windows or any(w < 1 or w % sample_every for w in windows):
+        raise ValueError(f"windows must be positive multiples of sample_every ({sample_every}); got {windows}.")
+    if max(windows) > num_steps:
+        raise ValueError(f"windows must not be longer than the run: max(windows) = {max(windows)} > num_steps = {num_steps}.")
+    check_key(key)
+    dtype = jnp.asarray(x0).dtype
+    t_start = float(t0) + spinup_steps * float(dt)
+    spin = divergence_kernel(
+        sde, x0, t0=t0, t1=t_start, num_steps=spinup_steps, key=jr.fold_in(key, 0), score0=score0,
+        kernel_rate=kernel_rate, response_mix=response_mix, mode=mode, on_nonfinite="ignore",
+    )
+    rate = spin.kernel_rate if spin.kernel_rate is not None else kernel_rate
+    values = apply_phi(phi, spin.x)
+    ok = spin.finite & jnp.all(jnp.isfinite(values.reshape(num, -1)), axis=1)
+    baseline = jnp.sum(jnp.where(ok.reshape((-1,) + (1,) * (values.ndim - 1)), values, 0.0), axis=0) / jnp.maximum(jnp.sum(ok), 1)
+    qs = tuple(w // sample_every for w in windows)
+    ring_len = max(qs)
+    eta = jax.tree.map(jnp.zeros_like, spin.dlogp)
+    ring = jax.tree.map(lambda e: jnp.zeros((ring_len,) + e.shape, e.dtype), eta)
+    segs_per_block = num_steps // sample_every // num_blocks
+    static = (segs_per_block, sample_every, qs, ring_len, float(response_mix), mode)
+    carry = (spin.x, spin.score, eta, ring, ~spin.finite, jnp.zeros((num,), bool))
+    block_means, block_counts, block_values = [], [], []
+    for b in range(num_blocks):
+        carry, means, counts, phi_mean = _stationary_block(
+            sde, phi, carry, jnp.asarray(b), jnp.asarray(t_start, dtype), jnp.asarray(dt, dtype), key, baseline, rate, static
+        )
+        block_means.append(means)
+        block_counts.append(counts)
+        block_values.append(phi_mean)
+    bad, bad_phi = carry[4], carry[5]
+    _raise_bad_phi(int(jnp.sum(bad_phi)), num)
+    num_nonfinite = int(jnp.sum(bad & ~bad_phi))
+    warn_nonfinite(num_nonfinite, num, "stationary_response")
+    good = ~bad
+    counts = jnp.stack(block_counts)  # (B, nW)
+    batch_mask = (counts > 0)[:, :, None] & good[None, None, :]  # (B, nW, M)
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *block_means)  # leaves (B, nW, M, ...)
+
+    def per_window(leaf):
+        outs = [_batch_means(leaf[:, w], batch_mask[:, w]) for w in range(len(qs))]
+        return jnp.stack([o[0] for o in outs]), jnp.stack([o[1] for o in outs]), jnp.stack([o[2] for o in outs])
+
+    results = jax.tree.map(per_window, stacked)
+    is_triple = lambda t: isinstance(t, tuple) and len(t) == 3
+    estimate = jax.tree.map(lambda t: t[0], results, is_leaf=is_triple)
+    stderr = jax.tree.map(lambda t: t[1], results, is_leaf=is_triple)
+    num_batches = jnp.sum(batch_mask, axis=(0, 2))
+    if int(jnp.min(num_batches)) < 2:
+        warnings.warn(
+            "stationary_response: fewer than 2 batches for some window; its standard error is NaN. Use more paths "
+            "or num_blocks > 1.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    value, value_se, _ = _batch_means(jnp.stack(block_values), jnp.broadcast_to(good, (num_blocks, num)))
+    return StationaryResponse(
+        windows=jnp.asarray(windows),
+        window_times=jnp.asarray(windows, dtype) * dt,
+        estimate=estimate,
+        stderr=stderr,
+        value=value,
+        value_stderr=value_se,
+        num_paths=int(jnp.sum(good)),
+        num_nonfinite=num_nonfinite,
+        num_batches=num_batches,
+        kernel_rate=None if callable(rate) else float(rate),
     )
