@@ -4,6 +4,7 @@ from ._estimator import DKResult as DKResult
 from ._estimator import divergence_kernel as divergence_kernel
 from ._kernel_rate import estimate_kernel_rate as estimate_kernel_rate
 from ._neural import NeuralSDE as NeuralSDE
+from ._objective import energy_distance as energy_distance
 from ._noise import BrownianIncrements as BrownianIncrements
 from ._sde import AbstractSDE as AbstractSDE
 from ._sde import parameters as parameters
@@ -13,5 +14,19 @@ from ._systems import LinearSDE as LinearSDE
 from ._systems import Lorenz96 as Lorenz96
 from ._systems import Lorenz96Multiplicative as Lorenz96Multiplicative
 from ._systems import OrnsteinUhlenbeck as OrnsteinUhlenbeck
+from ._train import TrainHistory as TrainHistory
+from ._train import fit as fit
+from ._train import sample as sample
+from ._train import standard_normal_initial as standard_normal_initial
+from ._response import DensityResponse as DensityResponse
+from ._response import ResponseResult as ResponseResult
+from ._response import StationaryResponse as StationaryResponse
+from ._response import density_response as density_response
+from ._response import observable_response as observable_response
+from ._response import stationary_response as stationary_response
+from ._baselines import backprop_response as backprop_response
+from ._baselines import finite_difference_response as finite_difference_response
+from ._baselines import finite_difference_stationary as finite_difference_stationary
+from ._baselines import likelihood_ratio_response as likelihood_ratio_response
 
 __version__ = "0.1.0"

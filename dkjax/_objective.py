@@ -10,7 +10,7 @@ increments into one parameter-shaped accumulator (memory ``O(M d + size(theta))`
 
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +26,8 @@ Objective = Literal["kl", "energy"]
 GradientMethod = Literal["per_path", "two_pass"]
 OBJECTIVES = ("kl", "energy")
 GRADIENT_METHODS = ("per_path", "two_pass")
-_NUM_BANDWIDTHS = 32
+_ESS_ROWS = 256
+_BISECTIONS = 12
 
 
 def _squared_distances(a: Float[Array, "n d"], b: Float[Array, "m d"]) -> Float[Array, "n m"]:
@@ -34,24 +35,33 @@ def _squared_distances(a: Float[Array, "n d"], b: Float[Array, "m d"]) -> Float[
     return jnp.sum((a[:, None, :] - b[None, :, :]) ** 2, axis=-1)
 
 
-def _mean_ess(logits: Float[Array, "j m"]) -> Scalar:
-    """Mean over data points of the effective sample size ``1 / sum_m w_jm^2`` of softmax weights."""
-    w = jax.nn.softmax(logits, axis=1)
+def _mean_ess(w: Float[Array, "j m"]) -> Scalar:
+    """Mean over data points of the effective sample size ``1 / sum_m w_jm^2`` of normalised weights."""
     return jnp.mean(1.0 / jnp.sum(w**2, axis=1))
 
 
 def ess_bandwidth(sq_dist: Float[Array, "j m"], ess_target: Scalar, h_min: Scalar, h_max: Scalar) -> Scalar:
-    """The smallest bandwidth on a log grid in ``[h_min, h_max]`` whose weights keep ``mean ESS >= ess_target``.
+    """The smallest bandwidth in ``[h_min, h_max]`` whose weights keep ``mean ESS >= ess_target``.
 
     The Nadaraya-Watson weights ``w_jm = softmax_m(-|y_j - X_m|^2 / (2 h^2))`` collapse onto
     one path per data point as ``h -> 0``; the self-normalised ratio's bias is of order
     one over their effective sample size (MATH.md section 8), so ``h`` shrinks only as far
-    as the model's samples allow. Returns ``h_max`` if no grid value reaches the target.
+    as the model's samples allow. The ESS grows with ``h``; bisection on ``log h`` over the
+    first ``_ESS_ROWS`` rows finds the crossing to within ``(h_max / h_min)^(2^-_BISECTIONS)``.
+    Returns ``h_max`` if even that misses the target.
     """
-    candidates = jnp.geomspace(h_min, h_max, _NUM_BANDWIDTHS)
-    ess = jax.vmap(lambda h: _mean_ess(-sq_dist / (2 * h**2)))(candidates)
-    enough = ess >= ess_target
-    return jnp.where(jnp.any(enough), candidates[jnp.argmax(enough)], h_max)
+    sq_dist = sq_dist[:_ESS_ROWS]
+    ess_at = lambda log_h: _mean_ess(jax.nn.softmax(-sq_dist / (2 * jnp.exp(2 * log_h)), axis=1))
+
+    def bisect(_, bounds):
+        low, high = bounds
+        mid = 0.5 * (low + high)
+        enough = ess_at(mid) >= ess_target
+        return jnp.where(enough, low, mid), jnp.where(enough, mid, high)
+
+    bounds = (jnp.log(h_min), jnp.log(h_max))
+    low, high = jax.lax.fori_loop(0, _BISECTIONS, bisect, bounds)
+    return jnp.where(ess_at(bounds[0]) >= ess_target, h_min, jnp.exp(high))
 
 
 def kl_weights(
@@ -75,7 +85,7 @@ def kl_weights(
     log_q = jax.nn.logsumexp(logits, axis=1) - jnp.log(num_paths) - log_norm
     w = jax.nn.softmax(logits, axis=1)
     c = -jnp.mean(w, axis=0) + 1.0 / num_paths
-    return -jnp.mean(log_q), c, jnp.mean(1.0 / jnp.sum(w**2, axis=1))
+    return -jnp.mean(log_q), c, _mean_ess(w)
 
 
 def _pairwise_distances(a, b):
@@ -121,7 +131,7 @@ def dk_gradient(
     sde: AbstractSDE,
     x0: States,
     score0: States | None,
-    weights: Callable[[States], tuple[Scalar, Float[Array, " m"], Scalar]],
+    weights: Callable[[States], tuple[Scalar, Float[Array, " m"], Any]],
     *,
     t1: Scalar,
     num_steps: int,
@@ -130,7 +140,7 @@ def dk_gradient(
     method: GradientMethod = "per_path",
     t0: Scalar = 0.0,
     mode: str = "matrix_free",
-) -> tuple[Scalar, Params, Scalar, States]:
+) -> tuple[Scalar, Params, Any, States]:
     """Loss and its forward-only gradient ``sum_m c_m eta_m`` for path weights from ``weights(X_T)``.
 
     Both methods follow the same paths (noise addressed by ``(key, step, path)``) and give
@@ -139,26 +149,26 @@ def dk_gradient(
     Arguments:
         sde: the model; its parameters are ``dkjax.parameters(sde)``.
         x0: initial states ``(M, d)``; ``score0`` their initial score or ``None``.
-        weights: ``X_T -> (loss, c, ess)`` such as ``kl_weights`` or ``energy_weights``
-            with the data bound in; ``c`` is treated as a constant.
+        weights: ``X_T -> (loss, c, aux)`` such as ``kl_weights`` or ``energy_weights``
+            with the data bound in; ``c`` is treated as a constant, ``aux`` passed through.
         t1, num_steps, key, kernel_rate, t0, mode: as for ``dkjax.divergence_kernel``.
         method: ``"per_path"`` (every path's response, memory grows with ``M`` times the
             parameter count) or ``"two_pass"`` (the memory-lean replay).
 
     Returns:
-        ``(loss, grad, ess, x_T)``; ``grad`` is shaped like ``dkjax.parameters(sde)``.
+        ``(loss, grad, aux, x_T)``; ``grad`` is shaped like ``dkjax.parameters(sde)``.
     """
     if method == "per_path":
         result = divergence_kernel(
             sde, x0, t1=t1, num_steps=num_steps, key=key, t0=t0, score0=score0,
             kernel_rate=kernel_rate, mode=mode, on_nonfinite="ignore",
         )  # fmt: skip
-        loss, c, ess = weights(result.x)
+        loss, c, aux = weights(result.x)
         c = jax.lax.stop_gradient(c)
         grad = jax.tree.map(lambda eta: jnp.tensordot(c, eta, axes=1), result.dlogp)
-        return loss, grad, ess, result.x
+        return loss, grad, aux, result.x
     x_final = simulate(sde, x0, t1=t1, num_steps=num_steps, key=key, t0=t0)
-    loss, c, ess = weights(x_final)
+    loss, c, aux = weights(x_final)
     c = jax.lax.stop_gradient(c)
     params = parameters(sde)
 
@@ -183,7 +193,7 @@ def dk_gradient(
         add_weighted_gradient,
         jax.tree.map(jnp.zeros_like, params),
     )
-    return loss, grad, ess, x_final
+    return loss, grad, aux, x_final
 
 
 def parameter_count(sde: AbstractSDE) -> int:

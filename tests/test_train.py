@@ -1,0 +1,138 @@
+"""DK-SDE training: parameter recovery on OU, exact resume, stability stops, input checks."""
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+import pytest
+
+import dkjax
+
+
+def _gaussian_initial(mean, std):
+    mean, std = jnp.asarray(mean, float), jnp.asarray(std, float)
+
+    def initial(key, n):
+        x0 = mean + std * jr.normal(key, (n, mean.shape[0]))
+        return x0, -(x0 - mean) / std**2
+
+    return initial
+
+
+def _ou_data(theta, sigma, mean0, std0, t1, n, key):
+    """Samples of the exact (continuous-time) OU marginal at ``t1`` from ``N(mean0, std0^2)``."""
+    theta, sigma, mean0, std0 = (np.asarray(v, float) for v in (theta, sigma, mean0, std0))
+    decay = np.exp(-theta * t1)
+    mean = mean0 * decay
+    var = std0**2 * decay**2 + sigma**2 * (1 - decay**2) / (2 * theta)
+    return jnp.asarray(mean + np.sqrt(var) * np.asarray(jr.normal(key, (n, mean0.shape[0]))))
+
+
+def _frozen_mean_ou(theta, sigma):
+    # The OU mean is not identifiable together with theta from p_T alone: hold it fixed.
+    return eqx.tree_at(lambda m: m.mean, dkjax.OrnsteinUhlenbeck(theta, sigma), 0.0)
+
+
+OU_CASES = [
+    # theta, sigma, mean0, std0, start theta, start sigma, objective
+    (1.5, 0.8, [1.0], [0.3], 0.5, 0.4, "kl"),
+    (0.7, 0.5, [-2.0], [0.5], 2.0, 1.0, "kl"),
+    ([1.0, 2.0], [0.4, 1.0], [1.5, -1.0], [0.2, 0.6], [0.5, 0.5], [0.8, 0.8], "kl"),
+    (1.5, 0.8, [1.0], [0.3], 0.5, 0.4, "energy"),
+]
+
+
+@pytest.mark.parametrize("case", OU_CASES)
+def test_fit_recovers_ou_drift_and_noise(case):
+    theta, sigma, mean0, std0, theta_start, sigma_start, objective = case
+    t1, steps = 1.0, 300
+    data = _ou_data(theta, sigma, mean0, std0, t1, 4096, jr.key(0))
+    ones = jnp.ones(len(mean0))
+    model = _frozen_mean_ou(jnp.asarray(theta_start, float) * ones, jnp.asarray(sigma_start, float) * ones)
+    optimizer = optax.adam(optax.cosine_decay_schedule(0.05, steps, 0.05))
+    fitted, history = dkjax.fit(
+        model, data, _gaussian_initial(mean0, std0), t1=t1, num_steps=40, key=jr.key(1), steps=steps,
+        optimizer=optimizer, num_paths=1024, kernel_rate=2.0, objective=objective, progress=False,
+    )  # fmt: skip
+    assert history.stop_reason is None and len(history.loss) == steps
+    np.testing.assert_allclose(fitted.theta, np.broadcast_to(theta, fitted.theta.shape), rtol=0.1)
+    np.testing.assert_allclose(fitted.sigma, np.broadcast_to(sigma, fitted.sigma.shape), rtol=0.1)
+
+
+def _tiny_problem():
+    sde = dkjax.NeuralSDE(2, key=jr.key(0), width=8, depth=1)
+    data = jr.normal(jr.key(1), (64, 2)) * 0.5 + 1.0
+    return sde, data, dkjax.standard_normal_initial(2)
+
+
+def _fit_tiny(steps, directory, resume=False, **kwargs):
+    sde, data, initial = _tiny_problem()
+    return dkjax.fit(
+        sde, data, initial, t1=1.0, num_steps=10, key=jr.key(2), steps=steps, num_paths=64, batch_size=32,
+        kernel_rate="auto", kernel_rate_every=2, checkpoint_dir=directory, checkpoint_every=3, resume=resume,
+        progress=False, **kwargs,
+    )  # fmt: skip
+
+
+def test_resume_is_bit_identical(tmp_path):
+    full, full_history = _fit_tiny(7, tmp_path / "full")
+    _fit_tiny(3, tmp_path / "split")
+    resumed, resumed_history = _fit_tiny(7, tmp_path / "split", resume=True, metrics_file=tmp_path / "m.jsonl")
+    for a, b in zip(jax.tree.leaves(dkjax.parameters(full)), jax.tree.leaves(dkjax.parameters(resumed))):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert resumed_history.records == full_history.records
+    assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 7
+    # And the run really moved away from its start (else equality is vacuous).
+    start = dkjax.parameters(_tiny_problem()[0])
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(start), jax.tree.leaves(full)))
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good(tmp_path):
+    # theta dt = 30: Euler-Maruyama explodes at once.
+    model = _frozen_mean_ou(3000.0, 0.5)
+    data = jr.normal(jr.key(0), (64, 1))
+    with pytest.warns(RuntimeWarning) as caught:
+        fitted, history = dkjax.fit(
+            model, data, _gaussian_initial([0.0], [1.0]), t1=1.0, num_steps=100, key=jr.key(1), steps=5,
+            num_paths=64, progress=False,
+        )  # fmt: skip
+    messages = " ".join(str(w.message) for w in caught)
+    assert "stiffness" in messages
+    assert history.stop_reason is not None and "step 0" in history.stop_reason
+    assert "kernel_rate" in history.stop_reason and "learning rate" in history.stop_reason
+    assert float(fitted.theta) == 3000.0 and len(history.records) == 0
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"data": jnp.zeros((10, 3))}, "dimension"),
+        ({"data": jnp.zeros((1, 2))}, "at least 2"),
+        ({"data": jnp.full((10, 2), jnp.nan)}, "non-finite"),
+        ({"data": jnp.zeros(10)}, "data must have shape"),
+        ({"bandwidth": 0.0}, "bandwidth"),
+        ({"bandwidth": -1.0}, "bandwidth"),
+        ({"kernel_rate": -1.0}, "kernel_rate"),
+        ({"objective": "mmd"}, "objective"),
+        ({"gradient": "backprop"}, "gradient"),
+        ({"steps": 0}, "steps"),
+        ({"checkpoint_every": 5}, "checkpoint_dir"),
+    ],
+)
+def test_bad_inputs_raise_before_work(change, match):
+    sde, data, initial = _tiny_problem()
+    kwargs = dict(t1=1.0, num_steps=10, key=jr.key(0), steps=3, progress=False)
+    data = change.pop("data", data)
+    with pytest.raises(ValueError, match=match):
+        dkjax.fit(sde, data, initial, **{**kwargs, **change})
+
+
+def test_sample_shapes_and_reproducibility():
+    sde, _, initial = _tiny_problem()
+    a = dkjax.sample(sde, initial, 100, t1=1.0, num_steps=10, key=jr.key(3))
+    b = dkjax.sample(sde, initial, 100, t1=1.0, num_steps=10, key=jr.key(3))
+    assert a.shape == (100, 2) and np.array_equal(a, b) and math.isfinite(float(jnp.sum(a)))
