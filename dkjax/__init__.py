@@ -28,15 +28,5 @@ from ._baselines import backprop_response as backprop_response
 from ._baselines import finite_difference_response as finite_difference_response
 from ._baselines import finite_difference_stationary as finite_difference_stationary
 from ._baselines import likelihood_ratio_response as likelihood_ratio_response
-from ._response import DensityResponse as DensityResponse
-from ._response import ResponseResult as ResponseResult
-from ._response import StationaryResponse as StationaryResponse
-from ._response import density_response as density_response
-from ._response import observable_response as observable_response
-from ._response import stationary_response as stationary_response
-from ._baselines import backprop_response as backprop_response
-from ._baselines import finite_difference_response as finite_difference_response
-from ._baselines import finite_difference_stationary as finite_difference_stationary
-from ._baselines import likelihood_ratio_response as likelihood_ratio_response
 
 __version__ = "0.1.0"
