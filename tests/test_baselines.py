@@ -1,0 +1,137 @@
+"""Baselines (finite differences, likelihood ratio, backprop) against exact references, and
+the DK response on Lorenz-96 (d = 8) against finite differences."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dkjax
+from helpers import em_ou_moments
+from test_response import MEAN0, STD0, STEPS, T, ou_first_two_moments, ou_initial, observables, assert_close_in_se
+
+THETA, SIGMA = 1.0, 0.8
+
+
+def test_finite_differences_and_backprop_match_exact_ou():
+    x0, _ = ou_initial(4000)
+    sde = dkjax.OrnsteinUhlenbeck(THETA, SIGMA)
+    kwargs = dict(t1=T, num_steps=STEPS, key=jax.random.key(20), chunk_size=3000)
+    fd = dkjax.finite_difference_response(sde, observables, x0, **kwargs)
+    bp = dkjax.backprop_response(sde, observables, x0, **kwargs)
+    d_theta, d_sigma = jax.jacfwd(ou_first_two_moments, argnums=(0, 1))(THETA, SIGMA)
+    for name, res in (("fd", fd), ("backprop", bp)):
+        assert_close_in_se(res.estimate.theta, res.stderr.theta, d_theta, max_rel_se=0.05, label=f"{name} theta")
+        assert_close_in_se(res.estimate.sigma, res.stderr.sigma, d_sigma, max_rel_se=0.05, label=f"{name} sigma")
+        assert res.num_paths == 4000 and res.kernel_rate is None
+    # Same key, same Brownian increments: for a linear SDE both are the same pathwise derivative.
+    for a, b in zip(jax.tree.leaves(fd.estimate), jax.tree.leaves(bp.estimate)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+
+
+def test_backprop_follows_dkjax_paths_with_multiplicative_noise():
+    mu, sigma, steps, t1 = 0.3, 0.4, 40, 1.0
+    x0 = jnp.ones((3000, 1))
+    sde = dkjax.GeometricBrownianMotion(mu, sigma)
+    phi = lambda x: jnp.stack([x[0], x[0] ** 2])
+    bp = dkjax.backprop_response(sde, phi, x0, t1=t1, num_steps=steps, key=jax.random.key(21))
+    fd = dkjax.finite_difference_response(sde, phi, x0, t1=t1, num_steps=steps, key=jax.random.key(21), relative_step=1e-5)
+    for a, b in zip(jax.tree.leaves(fd.estimate), jax.tree.leaves(bp.estimate)):
+        np.testing.assert_allclose(a, b, rtol=1e-5)
+
+    def moments(mu, sigma):  # the Euler-Maruyama chain X_{n+1} = X_n (1 + mu dt + sigma sqrt(dt) Z)
+        dt = t1 / steps
+        return jnp.stack([(1 + mu * dt) ** steps, ((1 + mu * dt) ** 2 + sigma**2 * dt) ** steps])
+
+    d_mu, d_sigma = jax.jacfwd(moments, argnums=(0, 1))(mu, sigma)
+    assert_close_in_se(bp.estimate.mu, bp.stderr.mu, d_mu, max_rel_se=0.05, label="d/dmu")
+    assert_close_in_se(bp.estimate.sigma, bp.stderr.sigma, d_sigma, max_rel_se=0.15, label="d/dsigma")
+
+
+def test_likelihood_ratio_fine_for_drift_but_degrades_for_diffusion_as_dt_shrinks():
+    x0, score0 = ou_initial(6000)
+    sde = dkjax.OrnsteinUhlenbeck(THETA, SIGMA)
+    phi = lambda x: x[0] ** 2
+
+    def second_moment(theta, sigma, steps):
+        m, v = em_ou_moments(theta, sigma, MEAN0, STD0**2, T / steps, steps)
+        return v + m**2
+
+    stderr = {}
+    for steps in (25, 200):
+        kwargs = dict(score0=score0, t1=T, num_steps=steps, key=jax.random.key(22))
+        lr = dkjax.likelihood_ratio_response(sde, phi, x0, **kwargs)
+        dk = dkjax.observable_response(sde, phi, x0, kernel_rate=2.0, **kwargs)
+        d_theta, d_sigma = jax.grad(second_moment, argnums=(0, 1))(THETA, SIGMA, steps)
+        assert_close_in_se(lr.estimate.theta, lr.stderr.theta, d_theta, max_rel_se=0.1, label=f"LR theta {steps}")
+        assert_close_in_se(dk.estimate.sigma, dk.stderr.sigma, d_sigma, max_rel_se=0.1, label=f"DK sigma {steps}")
+        assert abs(lr.estimate.sigma - d_sigma) <= 5 * lr.stderr.sigma
+        stderr[steps] = (float(lr.stderr.sigma), float(dk.stderr.sigma))
+    # 8 x the steps: the likelihood ratio's error for a diffusion parameter grows like sqrt(8); DK's does not.
+    assert stderr[200][0] > 2.0 * stderr[25][0], stderr
+    assert stderr[200][1] < 1.3 * stderr[25][1], stderr
+
+
+def test_finite_difference_stationary_ou():
+    dt = 0.02
+
+    def stationary_second_moment(theta, sigma):
+        return sigma**2 * dt / (1 - (1 - theta * dt) ** 2)
+
+    x0 = 0.5 * jax.random.normal(jax.random.key(23), (64, 1))
+    res = dkjax.finite_difference_stationary(
+        dkjax.OrnsteinUhlenbeck(THETA, SIGMA), lambda x: x[0] ** 2, x0, dt=dt, spinup_steps=200, num_steps=4000,
+        key=jax.random.key(24), sample_every=5, num_blocks=2,
+    )
+    d_theta, d_sigma = jax.grad(stationary_second_moment, argnums=(0, 1))(THETA, SIGMA)
+    assert_close_in_se(res.estimate.theta, res.stderr.theta, d_theta, max_rel_se=0.05, label="FD stationary theta")
+    assert_close_in_se(res.estimate.sigma, res.stderr.sigma, d_sigma, max_rel_se=0.05, label="FD stationary sigma")
+    assert_close_in_se(res.value, res.value_stderr, stationary_second_moment(THETA, SIGMA), max_rel_se=0.05, label="<x^2>")
+
+
+def test_lorenz96_d8_dk_response_matches_finite_differences():
+    sde = dkjax.Lorenz96(forcing=8.0, noise=0.5)
+    start = 8.0 * jax.random.uniform(jax.random.key(25), (16_000, 8))
+    attractor = dkjax.simulate(sde, start, t1=2.0, num_steps=200, key=jax.random.key(26))
+    # Spin the DK score up too, so the estimate does not start from a pure-kernel first step.
+    spun = dkjax.divergence_kernel(sde, attractor, t1=1.0, num_steps=100, key=jax.random.key(27), kernel_rate=10.0)
+    phi = lambda x: jnp.mean(x**2)
+    kwargs = dict(t1=0.5, num_steps=50, key=jax.random.key(28))
+    dk = dkjax.observable_response(sde, phi, spun.x, score0=spun.score, kernel_rate=20.0, **kwargs)
+    fd = dkjax.finite_difference_response(sde, phi, spun.x, relative_step=1e-3, **kwargs)
+    scale = abs(float(fd.estimate.forcing))
+    for name in ("forcing", "noise"):
+        est, se = getattr(dk.estimate, name), getattr(dk.stderr, name)
+        ref, ref_se = getattr(fd.estimate, name), getattr(fd.stderr, name)
+        # FD with common random numbers is far more precise here; combine both errors anyway.
+        assert_close_in_se(est, np.hypot(se, ref_se), ref, scale=scale, max_rel_se=0.4 if name == "noise" else 0.08,
+                           label=f"L96 d/d{name}")
+
+
+class Frozen(dkjax.AbstractSDE):
+    def drift(self, t, x):
+        return -x
+
+    def diffusion(self, t, x):
+        return jnp.ones_like(x)
+
+
+def test_baseline_bad_inputs():
+    x0, _ = ou_initial(50)
+    sde = dkjax.OrnsteinUhlenbeck(THETA, SIGMA)
+    kwargs = dict(t1=T, num_steps=5, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="relative_step"):
+        dkjax.finite_difference_response(sde, observables, x0, relative_step=-1.0, **kwargs)
+    with pytest.raises(ValueError, match="kernel_rate is fixed"):
+        dkjax.likelihood_ratio_response(sde, observables, x0, kernel_rate=3.0, **kwargs)
+    with pytest.raises(ValueError, match="no parameters"):
+        dkjax.backprop_response(Frozen(), observables, x0, **kwargs)
+    with pytest.raises(ValueError, match="phi returned non-finite"):
+        dkjax.finite_difference_stationary(sde, lambda x: jnp.log(x[0]), x0 - 5.0, dt=0.01, spinup_steps=5,
+                                           num_steps=10, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="multiple of sample_every"):
+        dkjax.finite_difference_stationary(sde, observables, x0, dt=0.01, spinup_steps=5, num_steps=10,
+                                           sample_every=3, key=jax.random.key(0))
+    with pytest.warns(RuntimeWarning, match="went non-finite"):
+        res = dkjax.backprop_response(sde, lambda x: jnp.where(x[0] > 0.9, jnp.nan, x[0]), x0, **kwargs)
+    assert res.num_nonfinite > 0 and res.num_paths + res.num_nonfinite == 50
