@@ -1,10 +1,15 @@
 """dkjax: divergence-kernel linear responses and generative SDEs in JAX."""
 
+from ._data import gaussian_initial as gaussian_initial
+from ._data import lorenz96_snapshots as lorenz96_snapshots
+from ._data import toy_data as toy_data
 from ._estimator import DKResult as DKResult
 from ._estimator import divergence_kernel as divergence_kernel
 from ._kernel_rate import estimate_kernel_rate as estimate_kernel_rate
 from ._neural import NeuralSDE as NeuralSDE
-from ._objective import energy_distance as energy_distance
+from ._metrics import energy_distance as energy_distance
+from ._metrics import sliced_wasserstein as sliced_wasserstein
+from ._metrics import smoothed_nll as smoothed_nll
 from ._noise import BrownianIncrements as BrownianIncrements
 from ._sde import AbstractSDE as AbstractSDE
 from ._sde import parameters as parameters

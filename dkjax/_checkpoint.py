@@ -45,6 +45,17 @@ def save_checkpoint(directory, step: int, tree, record: dict, keep: int = 2) -> 
     return arrays
 
 
+def _latest(directory) -> tuple[Path, dict] | None:
+    latest = Path(directory) / _LATEST
+    if not latest.exists():
+        return None
+    record = json.loads(latest.read_text())
+    arrays = latest.parent / record["arrays"]
+    if not arrays.exists():
+        raise ValueError(f"checkpoint record {latest} names {arrays.name}, which is missing.")
+    return arrays, record
+
+
 def load_checkpoint(directory, like):
     """The latest checkpoint in ``directory`` as ``(tree, record)``, or ``None`` if there is none.
 
@@ -53,14 +64,10 @@ def load_checkpoint(directory, like):
     Raises:
         ValueError: if the record names an array file that is missing or does not match ``like``.
     """
-    directory = Path(directory)
-    latest = directory / _LATEST
-    if not latest.exists():
+    found = _latest(directory)
+    if found is None:
         return None
-    record = json.loads(latest.read_text())
-    arrays = directory / record["arrays"]
-    if not arrays.exists():
-        raise ValueError(f"checkpoint record {latest} names {arrays.name}, which is missing.")
+    arrays, record = found
     try:
         tree = eqx.tree_deserialise_leaves(arrays, like)
     except Exception as error:
@@ -68,3 +75,20 @@ def load_checkpoint(directory, like):
             f"checkpoint {arrays} does not match this model and optimiser (different configuration?): {error}"
         ) from error
     return tree, record
+
+
+def load_checkpoint_prefix(directory, like_prefix):
+    """The first part of the latest checkpoint's ``tree`` (e.g. the model of ``(model, opt_state)``).
+
+    Leaves are stored in flattening order, so the leaves of a tuple's first element come
+    first and can be read without knowing the structure of the rest.
+
+    Raises:
+        ValueError: if ``directory`` holds no checkpoint.
+    """
+    found = _latest(directory)
+    if found is None:
+        raise ValueError(f"no checkpoint in {directory} (missing {_LATEST}).")
+    arrays, record = found
+    with open(arrays, "rb") as file:
+        return eqx.tree_deserialise_leaves(file, like_prefix), record

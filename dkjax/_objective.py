@@ -8,7 +8,6 @@ passes: simulate, compute ``c``, replay the same noise and fold ``c``-weighted r
 increments into one parameter-shaped accumulator (memory ``O(M d + size(theta))``).
 """
 
-import math
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -19,6 +18,7 @@ import jax.random as jr
 from ._custom_types import Array, Float, Key, Params, Scalar, States
 from ._dk_step import dk_scan
 from ._estimator import divergence_kernel
+from ._metrics import energy_distance, kde_log_terms, pairwise_distances
 from ._sde import AbstractSDE, parameters
 from ._simulate import path_ids_for, simulate, time_grid
 
@@ -28,11 +28,6 @@ OBJECTIVES = ("kl", "energy")
 GRADIENT_METHODS = ("per_path", "two_pass")
 _ESS_ROWS = 256
 _BISECTIONS = 12
-
-
-def _squared_distances(a: Float[Array, "n d"], b: Float[Array, "m d"]) -> Float[Array, "n m"]:
-    # Differences, not the expanded |a|^2 - 2ab + |b|^2: that cancels catastrophically in float32.
-    return jnp.sum((a[:, None, :] - b[None, :, :]) ** 2, axis=-1)
 
 
 def _mean_ess(w: Float[Array, "j m"]) -> Scalar:
@@ -78,35 +73,11 @@ def kl_weights(
     Returns:
         ``(loss, c, mean_ess)``.
     """
-    num_paths, dim = x.shape
     jittered = data + bandwidth * jr.normal(key, data.shape, data.dtype)
-    logits = -_squared_distances(jittered, x) / (2 * bandwidth**2)
-    log_norm = dim * jnp.log(bandwidth * math.sqrt(2 * math.pi))
-    log_q = jax.nn.logsumexp(logits, axis=1) - jnp.log(num_paths) - log_norm
+    logits, offset = kde_log_terms(jittered, x, bandwidth)
     w = jax.nn.softmax(logits, axis=1)
-    c = -jnp.mean(w, axis=0) + 1.0 / num_paths
-    return -jnp.mean(log_q), c, _mean_ess(w)
-
-
-def _pairwise_distances(a, b):
-    # The +tiny keeps sqrt differentiable at zero distance; the DK gradient never
-    # differentiates it, but callers (metrics, tests) may.
-    return jnp.sqrt(_squared_distances(a, b) + jnp.finfo(a.dtype).tiny)
-
-
-def energy_distance(x: Float[Array, "m d"], y: Float[Array, "j d"]) -> Scalar:
-    """Energy distance ``2 E|X - Y| - E|X - X'| - E|Y - Y'|`` (U-statistics within samples).
-
-    Zero exactly when the two laws agree; used as a training objective and as a metric.
-
-    Example:
-        >>> dkjax.energy_distance(samples, heldout)
-    """
-    m, j = x.shape[0], y.shape[0]
-    xy = jnp.mean(_pairwise_distances(x, y))
-    xx = jnp.sum(_pairwise_distances(x, x) * (1 - jnp.eye(m, dtype=x.dtype))) / (m * (m - 1))
-    yy = jnp.sum(_pairwise_distances(y, y) * (1 - jnp.eye(j, dtype=y.dtype))) / (j * (j - 1))
-    return 2 * xy - xx - yy
+    c = -jnp.mean(w, axis=0) + 1.0 / x.shape[0]
+    return -jnp.mean(jax.nn.logsumexp(logits, axis=1) + offset), c, _mean_ess(w)
 
 
 def energy_weights(x: States, data: Float[Array, "j d"]) -> tuple[Scalar, Float[Array, " m"], Scalar]:
@@ -120,8 +91,8 @@ def energy_weights(x: States, data: Float[Array, "j d"]) -> tuple[Scalar, Float[
         ``(loss, c, ess)`` with ``ess`` the number of paths (every path carries weight).
     """
     m = x.shape[0]
-    to_data = jnp.mean(_pairwise_distances(x, data), axis=1)
-    to_paths = jnp.sum(_pairwise_distances(x, x), axis=1) / (m - 1)
+    to_data = jnp.mean(pairwise_distances(x, data), axis=1)
+    to_paths = jnp.sum(pairwise_distances(x, x), axis=1) / (m - 1)
     weight = 2 * to_data - 2 * to_paths
     c = (weight - jnp.mean(weight)) / m
     return energy_distance(x, data), c, jnp.asarray(m, x.dtype)

@@ -18,10 +18,10 @@ import optax
 from ._checkpoint import load_checkpoint, save_checkpoint
 from ._custom_types import Array, Float, Key, RealScalarLike, Scalar, States
 from ._kernel_rate import estimate_kernel_rate
+from ._metrics import squared_distances
 from ._objective import (
     GRADIENT_METHODS,
     OBJECTIVES,
-    _squared_distances,
     dk_gradient,
     energy_weights,
     ess_bandwidth,
@@ -143,7 +143,7 @@ def _make_train_step(initial, optimizer, *, objective, method, t0, t1, num_steps
             if objective == "energy":
                 loss, c, ess = energy_weights(x, data)
                 return loss, c, (ess, jnp.zeros((), x.dtype))
-            h = ess_bandwidth(_squared_distances(data, x), ess_target, h_min, h_max)
+            h = ess_bandwidth(squared_distances(data, x), ess_target, h_min, h_max)
             loss, c, ess = kl_weights(x, data, h, jitter_key)
             return loss, c, (ess, h)
 

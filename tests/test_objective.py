@@ -9,7 +9,8 @@ import pytest
 from helpers import em_ou_moments
 
 import dkjax
-from dkjax._objective import dk_gradient, energy_distance, energy_weights, ess_bandwidth, kl_weights
+from dkjax._metrics import energy_distance
+from dkjax._objective import dk_gradient, energy_weights, ess_bandwidth, kl_weights
 
 T, STEPS = 1.0, 40
 

@@ -1,0 +1,208 @@
+"""The ``dkjax`` command line: ``dkjax train`` and ``dkjax sample`` (argparse subcommands).
+
+Each subcommand is added by an ``_add_<name>(subparsers)`` function that sets its handler,
+so further subcommands plug in the same way.
+"""
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+_DEFAULT_CONFIG = Path("configs/two_moons.toml")
+_CONFIG_FILE = "config.toml"
+
+
+def _build(config):
+    """Data, held-out data, model, initial law and optimiser described by ``config``."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import jax.random as jr
+    import optax
+
+    from ._data import gaussian_initial, toy_data
+    from ._neural import NeuralSDE
+
+    if config["train"]["dtype"] == "float64":
+        jax.config.update("jax_enable_x64", True)
+    dtype = jnp.dtype(config["train"]["dtype"])
+    data_cfg, model_cfg, train_cfg = config["data"], config["model"], config["train"]
+    data_key = jr.key(data_cfg["seed"])
+    data = toy_data(data_cfg["name"], jr.fold_in(data_key, 0), data_cfg["num_points"]).astype(dtype)
+    heldout = toy_data(data_cfg["name"], jr.fold_in(data_key, 1), data_cfg["heldout_points"]).astype(dtype)
+    model = NeuralSDE(
+        data.shape[1], key=jr.key(model_cfg["seed"]), width=model_cfg["width"], depth=model_cfg["depth"],
+        noise=model_cfg["noise"], sigma_init=model_cfg["sigma_init"], state_dependent=model_cfg["state_dependent"],
+    )  # fmt: skip
+    model = jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, model)
+    initial = gaussian_initial(jnp.zeros(data.shape[1], dtype), 1.0)
+    schedule = optax.cosine_decay_schedule(
+        train_cfg["learning_rate"], train_cfg["steps"], train_cfg["final_lr_fraction"]
+    )
+    return data, heldout, model, initial, optax.adam(schedule)
+
+
+def _auto(value):
+    return None if value == "auto" else value
+
+
+def _evaluate(config, model, initial, data, heldout, run_dir: Path, records, quiet: bool) -> dict:
+    import jax.numpy as jnp
+    import jax.random as jr
+
+    from ._data import toy_data
+    from ._metrics import energy_distance, sliced_wasserstein, smoothed_nll
+    from ._plots import plot_loss, plot_samples
+    from ._train import sample
+
+    eval_cfg, train_cfg = config["eval"], config["train"]
+    key = jr.key(eval_cfg["seed"])
+    n = eval_cfg["num_samples"]
+    samples = sample(model, initial, n, t1=train_cfg["t1"], num_steps=train_cfg["num_steps"], key=key)
+    mean, cov = jnp.mean(data, 0), jnp.cov(data.T)
+    gaussian = mean + jr.normal(jr.fold_in(key, 1), (n, data.shape[1]), data.dtype) @ jnp.linalg.cholesky(cov).T
+    fresh = toy_data(config["data"]["name"], jr.fold_in(key, 2), n).astype(data.dtype)
+    metrics = {
+        "energy_distance": float(energy_distance(samples, heldout)),
+        "energy_distance_gaussian": float(energy_distance(gaussian, heldout)),
+        "energy_distance_data": float(energy_distance(fresh, heldout)),
+        "sliced_wasserstein": float(sliced_wasserstein(samples, heldout, key=jr.fold_in(key, 3))),
+        "sliced_wasserstein_gaussian": float(sliced_wasserstein(gaussian, heldout, key=jr.fold_in(key, 3))),
+        "heldout_nll": float(smoothed_nll(samples, heldout, eval_cfg["bandwidth"])),
+        "heldout_nll_gaussian": float(smoothed_nll(gaussian, heldout, eval_cfg["bandwidth"])),
+    }
+    (run_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    title = f"energy distance {metrics['energy_distance']:.4f} (Gaussian {metrics['energy_distance_gaussian']:.4f})"
+    plot_samples(samples, heldout, run_dir / "samples.png", title)
+    if records:
+        plot_loss(records, run_dir / "loss.png")
+    if not quiet:
+        for name, value in metrics.items():
+            print(f"  {name:28s} {value:.5g}")
+    return metrics
+
+
+def _train(args, parser) -> int:
+    from ._config import ConfigError, dump_config, load_config
+
+    if args.resume is not None and args.config is not None:
+        parser.error("--resume RUN_DIR reads RUN_DIR/config.toml; do not also give --config.")
+    try:
+        if args.resume is not None:
+            run_dir = Path(args.resume)
+            if not (run_dir / _CONFIG_FILE).is_file():
+                raise ConfigError(f"--resume: {run_dir / _CONFIG_FILE} does not exist.")
+            config = load_config(run_dir / _CONFIG_FILE, args.set)
+        else:
+            path = args.config if args.config is not None else (_DEFAULT_CONFIG if _DEFAULT_CONFIG.is_file() else None)
+            config = load_config(path, args.set)
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            run_dir = Path(args.out) if args.out is not None else Path("runs") / f"{config['run']['name']}-{stamp}"
+            if (run_dir / "checkpoints").exists():
+                raise ConfigError(f"--out: {run_dir} already holds a run; use --resume {run_dir} to continue it.")
+    except ConfigError as error:
+        parser.error(str(error))
+
+    import jax.random as jr
+
+    from ._train import fit
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / _CONFIG_FILE).write_text(dump_config(config))
+    data, heldout, model, initial, optimizer = _build(config)
+    cfg = config["train"]
+    if not args.quiet:
+        print(f"dkjax train: {config['data']['name']}, {cfg['steps']} steps, run folder {run_dir}")
+    model, history = fit(
+        model, data, initial, t1=cfg["t1"], num_steps=cfg["num_steps"], key=jr.key(cfg["seed"]), steps=cfg["steps"],
+        optimizer=optimizer, num_paths=cfg["num_paths"], batch_size=cfg["batch_size"],
+        bandwidth=_auto(cfg["bandwidth"]), min_bandwidth=_auto(cfg["min_bandwidth"]), ess_target=cfg["ess_target"],
+        kernel_rate=cfg["kernel_rate"], kernel_rate_every=cfg["kernel_rate_every"], objective=cfg["objective"],
+        gradient=cfg["gradient"], clip_norm=cfg["clip_norm"], checkpoint_dir=run_dir / "checkpoints",
+        checkpoint_every=cfg["checkpoint_every"], resume=args.resume is not None,
+        metrics_file=run_dir / "metrics.jsonl", progress=not args.quiet,
+    )  # fmt: skip
+    if history.stop_reason is not None:
+        print(f"dkjax train: {history.stop_reason}", file=sys.stderr)
+        print(f"dkjax train: run folder {run_dir}", file=sys.stderr)
+        return 1
+    _evaluate(config, model, initial, data, heldout, run_dir, history.records, args.quiet)
+    print(f"dkjax train: finished; run folder {run_dir}")
+    return 0
+
+
+def _sample(args, parser) -> int:
+    import numpy as np
+
+    from ._checkpoint import load_checkpoint_prefix
+    from ._config import ConfigError, load_config
+    from ._train import sample
+
+    run_dir = Path(args.run)
+    try:
+        if not (run_dir / _CONFIG_FILE).is_file():
+            raise ConfigError(f"--run: {run_dir / _CONFIG_FILE} does not exist; is {run_dir} a dkjax train folder?")
+        config = load_config(run_dir / _CONFIG_FILE)
+    except ConfigError as error:
+        parser.error(str(error))
+    if args.num < 1:
+        parser.error(f"--num must be >= 1; got {args.num}.")
+    import equinox as eqx
+    import jax.random as jr
+
+    _, _, template, initial, _ = _build(config)
+    params, static = eqx.partition(template, eqx.is_inexact_array)
+    try:
+        params, record = load_checkpoint_prefix(run_dir / "checkpoints", params)
+    except ValueError as error:
+        parser.error(str(error))
+    model = eqx.combine(params, static)
+    cfg = config["train"]
+    xs = sample(model, initial, args.num, t1=cfg["t1"], num_steps=cfg["num_steps"], key=jr.key(args.seed))
+    np.save(args.out, np.asarray(xs))
+    print(f"dkjax sample: {args.num} samples from step {record['step']} of {run_dir} written to {args.out}")
+    return 0
+
+
+def _add_train(subparsers) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="train a neural SDE generative model with forward-only DK gradients",
+        description="Train a NeuralSDE on a 2-D toy data set from a TOML config; writes a run folder with the "
+        "config, checkpoints, metrics.jsonl, eval.json, samples.png and loss.png.",
+    )
+    train.add_argument("--config", type=Path, help=f"TOML config (default: {_DEFAULT_CONFIG} if present)")
+    train.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key (repeatable)"
+    )
+    train.add_argument("--out", help="run folder (default: runs/<name>-<timestamp>)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    train.set_defaults(handler=_train)
+
+
+def _add_sample(subparsers) -> None:
+    sample = subparsers.add_parser("sample", help="draw samples from a trained run")
+    sample.add_argument("--run", required=True, metavar="RUN_DIR", help="a folder written by dkjax train")
+    sample.add_argument("--num", type=int, required=True, help="number of samples")
+    sample.add_argument("--out", required=True, help="output .npy file")
+    sample.add_argument("--seed", type=int, default=0, help="sampling seed")
+    sample.set_defaults(handler=_sample)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``dkjax`` argument parser with its subcommands."""
+    parser = argparse.ArgumentParser(prog="dkjax", description="Divergence-kernel responses and DK-SDE training.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_train(subparsers)
+    _add_sample(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dkjax`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.handler(args, parser)
