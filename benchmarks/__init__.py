@@ -1,0 +1,1 @@
+"""Paper reproductions and method comparisons: ``python -m benchmarks.<name> --size small|full``."""
