@@ -22,7 +22,6 @@ from ._systems import OrnsteinUhlenbeck as OrnsteinUhlenbeck
 from ._train import TrainHistory as TrainHistory
 from ._train import fit as fit
 from ._train import sample as sample
-from ._train import standard_normal_initial as standard_normal_initial
 from ._response import DensityResponse as DensityResponse
 from ._response import ResponseResult as ResponseResult
 from ._response import StationaryResponse as StationaryResponse

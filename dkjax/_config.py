@@ -12,9 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._data import TOY_DATA
-
-_OBJECTIVES = ("kl", "energy")
-_GRADIENTS = ("auto", "per_path", "two_pass")
+from ._objective import GRADIENT_METHODS, OBJECTIVES
 
 
 class ConfigError(ValueError):
@@ -82,8 +80,8 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "bandwidth": _auto_or_positive("auto"),
         "min_bandwidth": _auto_or_positive("auto"),
         "ess_target": _positive_float(16.0),
-        "objective": _choice("kl", _OBJECTIVES),
-        "gradient": _choice("auto", _GRADIENTS),
+        "objective": _choice("kl", OBJECTIVES),
+        "gradient": _choice("auto", ("auto",) + GRADIENT_METHODS),
         "clip_norm": _positive_float(1.0),
         "checkpoint_every": _positive_int(100),
         "seed": _Key(2, (int,), lambda v: v >= 0, "an integer >= 0"),

@@ -22,7 +22,6 @@ from ._metrics import energy_distance, kde_log_terms, pairwise_distances
 from ._sde import AbstractSDE, parameters
 from ._simulate import path_ids_for, simulate, time_grid
 
-Objective = Literal["kl", "energy"]
 GradientMethod = Literal["per_path", "two_pass"]
 OBJECTIVES = ("kl", "energy")
 GRADIENT_METHODS = ("per_path", "two_pass")

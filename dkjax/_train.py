@@ -255,7 +255,7 @@ def fit(
     Example:
         >>> data = dkjax.toy_data("two_moons", jax.random.key(0), 4096)
         >>> sde = dkjax.NeuralSDE(2, key=jax.random.key(1))
-        >>> initial = dkjax.standard_normal_initial(2)
+        >>> initial = dkjax.gaussian_initial(jnp.zeros(2), 1.0)
         >>> sde, history = dkjax.fit(sde, data, initial, t1=1.0, num_steps=50,
         ...                          key=jax.random.key(2), steps=500, kernel_rate=10.0)
     """
@@ -378,29 +378,13 @@ def fit(
     return eqx.combine(params, static), history
 
 
-def standard_normal_initial(dim: int) -> Initial:
-    """The initial law ``N(0, I_dim)`` as ``initial(key, n) -> (x0, score0)`` with ``score0 = -x0``.
-
-    Example:
-        >>> x0, score0 = dkjax.standard_normal_initial(2)(jax.random.key(0), 5)
-    """
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be an int >= 1; got {dim!r}.")
-
-    def initial(key: Key, n: int) -> tuple[States, States]:
-        x0 = jr.normal(key, (n, dim))
-        return x0, -x0
-
-    return initial
-
-
 def sample(
     sde: AbstractSDE, initial: Initial, n: int, *, t1: RealScalarLike, num_steps: int, key: Key, t0: RealScalarLike = 0.0
 ) -> States:
     """``n`` samples of the model's law at ``t1``: initial states from ``initial``, then Euler-Maruyama.
 
     Example:
-        >>> xs = dkjax.sample(sde, dkjax.standard_normal_initial(2), 1000, t1=1.0,
+        >>> xs = dkjax.sample(sde, dkjax.gaussian_initial(jnp.zeros(2), 1.0), 1000, t1=1.0,
         ...                   num_steps=50, key=jax.random.key(0))
     """
     _positive("n", n, integer=True)

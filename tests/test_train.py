@@ -13,16 +13,6 @@ import pytest
 import dkjax
 
 
-def _gaussian_initial(mean, std):
-    mean, std = jnp.asarray(mean, float), jnp.asarray(std, float)
-
-    def initial(key, n):
-        x0 = mean + std * jr.normal(key, (n, mean.shape[0]))
-        return x0, -(x0 - mean) / std**2
-
-    return initial
-
-
 def _ou_data(theta, sigma, mean0, std0, t1, n, key):
     """Samples of the exact (continuous-time) OU marginal at ``t1`` from ``N(mean0, std0^2)``."""
     theta, sigma, mean0, std0 = (np.asarray(v, float) for v in (theta, sigma, mean0, std0))
@@ -55,7 +45,7 @@ def test_fit_recovers_ou_drift_and_noise(case):
     model = _frozen_mean_ou(jnp.asarray(theta_start, float) * ones, jnp.asarray(sigma_start, float) * ones)
     optimizer = optax.adam(optax.cosine_decay_schedule(0.05, steps, 0.05))
     fitted, history = dkjax.fit(
-        model, data, _gaussian_initial(mean0, std0), t1=t1, num_steps=40, key=jr.key(1), steps=steps,
+        model, data, dkjax.gaussian_initial(mean0, std0), t1=t1, num_steps=40, key=jr.key(1), steps=steps,
         optimizer=optimizer, num_paths=1024, kernel_rate=2.0, objective=objective, progress=False,
     )  # fmt: skip
     assert history.stop_reason is None and len(history.loss) == steps
@@ -66,7 +56,7 @@ def test_fit_recovers_ou_drift_and_noise(case):
 def _tiny_problem():
     sde = dkjax.NeuralSDE(2, key=jr.key(0), width=8, depth=1)
     data = jr.normal(jr.key(1), (64, 2)) * 0.5 + 1.0
-    return sde, data, dkjax.standard_normal_initial(2)
+    return sde, data, dkjax.gaussian_initial(jnp.zeros(2), 1.0)
 
 
 def _fit_tiny(steps, directory, resume=False, **kwargs):
@@ -97,7 +87,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good(tmp_path):
     data = jr.normal(jr.key(0), (64, 1))
     with pytest.warns(RuntimeWarning) as caught:
         fitted, history = dkjax.fit(
-            model, data, _gaussian_initial([0.0], [1.0]), t1=1.0, num_steps=100, key=jr.key(1), steps=5,
+            model, data, dkjax.gaussian_initial([0.0], [1.0]), t1=1.0, num_steps=100, key=jr.key(1), steps=5,
             num_paths=64, progress=False,
         )  # fmt: skip
     messages = " ".join(str(w.message) for w in caught)
