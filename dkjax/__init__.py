@@ -32,5 +32,9 @@ from ._baselines import backprop_response as backprop_response
 from ._baselines import finite_difference_response as finite_difference_response
 from ._baselines import finite_difference_stationary as finite_difference_stationary
 from ._baselines import likelihood_ratio_response as likelihood_ratio_response
+from ._response_plots import plot_density_response as plot_density_response
+from ._response_plots import plot_response_vs_parameter as plot_response_vs_parameter
+from ._response_plots import plot_slope_segments as plot_slope_segments
+from ._response_plots import plot_window_plateau as plot_window_plateau
 
 __version__ = "0.1.0"

@@ -275,3 +275,35 @@ def test_stationary_bad_inputs():
         dkjax.stationary_response(sde, lambda x: jnp.log(x[0]), x0 + 0.1, windows=[10], **kwargs)
     with pytest.raises(ValueError, match="dt must be"):
         dkjax.stationary_response(sde, lambda x: x[0], x0, windows=[10], **{**kwargs, "dt": -1.0})
+
+
+def test_auto_kernel_rate_is_chosen_once_and_reported():
+    x0, score0 = ou_initial(4000)
+    res = dkjax.observable_response(
+        dkjax.OrnsteinUhlenbeck(THETA, SIGMA), observables, x0, score0=score0, t1=T, num_steps=STEPS,
+        key=jax.random.key(14), kernel_rate="auto", chunk_size=1500,
+    )
+    assert isinstance(res.kernel_rate, float) and 0 < res.kernel_rate <= STEPS / T
+    d_theta = jax.jacfwd(ou_first_two_moments)(THETA, SIGMA)
+    assert_close_in_se(res.estimate.theta, res.stderr.theta, d_theta, max_rel_se=0.15, label="auto rate")
+
+
+def test_plots_write_png_files(tmp_path):
+    x0, score0 = ou_initial(2000)
+    sde = dkjax.OrnsteinUhlenbeck(THETA, SIGMA)
+    dens = dkjax.density_response(sde, x0, score0=score0, t1=T, num_steps=10, key=jax.random.key(15),
+                                  bins=jnp.linspace(-1.0, 1.5, 8))
+    stat = dkjax.stationary_response(sde, lambda x: x[0] ** 2, x0[:8], dt=0.05, spinup_steps=10, num_steps=100,
+                                     windows=[10, 20], key=jax.random.key(16), sample_every=10)
+    dkjax.plot_density_response(dens, tmp_path / "d.png", parameter="theta")
+    dkjax.plot_window_plateau(stat, tmp_path / "w.png", parameter="sigma", reference=(0.8, 0.1))
+    dkjax.plot_response_vs_parameter([1.0, 2.0], {"DK": ([0.1, 0.2], [0.01, 0.01])}, tmp_path / "r.png",
+                                     xlabel="p", ylabel="r")
+    dkjax.plot_slope_segments(np.linspace(-1, 1, 50), np.linspace(-1, 1, 50) ** 2, np.array([0.0, 0.5]),
+                              np.array([0.0, 1.0]), tmp_path / "s.png", xlabel="x", ylabel="y")
+    for name in ("d", "w", "r", "s"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="parameter must name"):
+        dkjax.plot_window_plateau(stat, tmp_path / "x.png", parameter="nope")
+    with pytest.raises(ValueError, match="has"):
+        dkjax.plot_response_vs_parameter([1.0, 2.0], {"DK": ([0.1], None)}, tmp_path / "r.png", xlabel="p", ylabel="r")
