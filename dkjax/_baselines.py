@@ -8,8 +8,6 @@
 """
 
 import math
-import warnings
-from collections.abc import Sequence
 
 import diffrax
 import equinox as eqx
@@ -18,7 +16,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from ._custom_types import Array, Key, Observable, Params, RealScalarLike
+from ._custom_types import Array, Key, Observable, RealScalarLike
 from ._noise import BrownianIncrements
 from ._response import (
     Moments,
@@ -32,7 +30,7 @@ from ._response import (
     observable_response,
     warn_nonfinite,
 )
-from ._sde import AbstractSDE, noise_dimension, parameters
+from ._sde import AbstractSDE, noise_dimension
 from ._simulate import check_common, simulate
 from ._validation import check_key, check_states
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ._custom_types import Array, Key, KernelRate, Observable, Params, RealScalarLike
 from ._estimator import DKResult, divergence_kernel
-from ._sde import AbstractSDE, parameters
+from ._sde import AbstractSDE
 from ._validation import check_key, check_states
 
 Sampler = Callable[[Key, int], tuple[Array, Array | None]]
@@ -36,16 +36,10 @@ class Moments(eqx.Module):
     m2: Params
 
     @staticmethod
-    def zeros(like: Params, dtype) -> "Moments":
-        zero = jax.tree.map(lambda a: jnp.zeros(jnp.shape(a), dtype), like)
-        return Moments(count=jnp.zeros((), dtype), mean=zero, m2=zero)
-
-    @staticmethod
     def of(samples: Params, mask: Array) -> "Moments":
         """Moments of the rows of each leaf (leading sample axis) where ``mask`` is true."""
-        leaves = jax.tree.leaves(samples)
-        count = jnp.sum(mask).astype(leaves[0].dtype)
-        safe = jnp.maximum(count, 1.0)
+        count = jnp.sum(mask)  # an integer: exact beyond the 2^24 paths a float32 count could hold
+        safe = jnp.maximum(count, 1)
 
         def expand(leaf):
             return mask.reshape(mask.shape + (1,) * (leaf.ndim - 1))
@@ -56,8 +50,7 @@ class Moments(eqx.Module):
 
     def merge(self, other: "Moments") -> "Moments":
         count = self.count + other.count
-        safe = jnp.maximum(count, 1.0)
-        frac = other.count / safe
+        frac = other.count / jnp.maximum(count, 1)
         delta = jax.tree.map(jnp.subtract, other.mean, self.mean)
         mean = jax.tree.map(lambda a, d: a + d * frac, self.mean, delta)
         m2 = jax.tree.map(lambda a, b, d: a + b + d**2 * self.count * frac, self.m2, other.m2, delta)

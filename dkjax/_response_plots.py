@@ -119,6 +119,7 @@ def plot_window_plateau(
     parameter: str,
     index: tuple = (),
     reference: tuple[float, float | None] | None = None,
+    reference_label: str = "reference",
     title: str = "",
 ) -> None:
     """The stationary response against the window length ``W``: the estimate should plateau.
@@ -127,7 +128,8 @@ def plot_window_plateau(
         result: a ``StationaryResponse``.
         path: output PNG path.
         parameter: the parameter field; ``index`` selects an entry (after the window axis).
-        reference: optional ``(value, standard error or None)`` drawn as a band (e.g. finite differences).
+        reference: optional ``(value, standard error or None)`` drawn as a line with a
+            two-standard-error band (e.g. finite differences); ``reference_label`` names it.
         title: plot title.
 
     Returns:
@@ -147,7 +149,7 @@ def plot_window_plateau(
     ax.errorbar(t, est, yerr=err, marker="o", capsize=3, label="DK")
     if reference is not None:
         value, se = reference
-        ax.axhline(value, color="k", lw=1, label="reference")
+        ax.axhline(value, color="k", lw=1, label=reference_label)
         if se is not None:
             ax.axhspan(value - 2 * se, value + 2 * se, color="k", alpha=0.15)
     ax.set(xlabel="window W (time)", ylabel=f"d<phi>/d{parameter}", title=title)
