@@ -7,7 +7,9 @@ clipping). Gradients:
 - ``dk_two_pass``: the memory-lean two-pass DK gradient (``fit(..., gradient="two_pass")``);
 - ``dk_per_path``: per-path DK responses (``gradient="per_path"``);
 - ``backprop``: reverse mode through ``diffrax.diffeqsolve`` (Euler on the same grid, driven by
-  ``dkjax.BrownianIncrements``, diffrax's default ``RecursiveCheckpointAdjoint``).
+  ``dkjax.BrownianIncrements``, diffrax's default ``RecursiveCheckpointAdjoint``, which
+  recomputes the forward pass from a few checkpoints to save memory);
+- ``backprop_full``: the same, storing every step (``RecursiveCheckpointAdjoint(checkpoints=num_steps)``).
 
 Every (method, time steps) configuration runs in its own subprocess. Peak memory is XLA's
 compiled ``memory_analysis()`` of the jitted training step (arguments + outputs + temporaries,
@@ -30,7 +32,7 @@ import subprocess
 import sys
 import time
 
-METHODS = ("dk_two_pass", "dk_per_path", "backprop")
+METHODS = ("dk_two_pass", "dk_per_path", "backprop", "backprop_full")
 
 
 def _setup(num_paths):
@@ -46,7 +48,7 @@ def _setup(num_paths):
     return data, heldout, model, initial
 
 
-def _backprop_step(initial, optimizer, num_paths, batch_size, num_steps, t1=1.0, ess_target=16.0):
+def _backprop_step(initial, optimizer, num_paths, batch_size, num_steps, store_all, t1=1.0, ess_target=16.0):
     """A jitted training step whose gradient is reverse mode through diffrax."""
     import diffrax
     import equinox as eqx
@@ -59,13 +61,14 @@ def _backprop_step(initial, optimizer, num_paths, batch_size, num_steps, t1=1.0,
     from dkjax._objective import ess_bandwidth, kl_weights
 
     ts = t1 * jnp.arange(num_steps + 1) / num_steps
+    adjoint = diffrax.RecursiveCheckpointAdjoint(checkpoints=num_steps if store_all else None)
 
     def final_states(sde, x0, key):
         def solve(x, path_id):
             bm = dkjax.BrownianIncrements(key, 0.0, t1, num_steps, dim=x.shape[0], path_id=path_id)
             sol = diffrax.diffeqsolve(
                 sde.terms(bm), diffrax.Euler(), 0.0, t1, None, x, stepsize_controller=diffrax.StepTo(ts=ts),
-                saveat=diffrax.SaveAt(t1=True), max_steps=num_steps,
+                saveat=diffrax.SaveAt(t1=True), max_steps=num_steps, adjoint=adjoint,
             )  # fmt: skip
             return sol.ys[-1]
 
@@ -111,8 +114,8 @@ def _step_and_args(method, num_steps, num_paths, batch_size, total_steps):
     params, static = eqx.partition(model, eqx.is_inexact_array)
     opt_state = optimizer.init(params)
     h_min, h_max = jnp.asarray(0.05), jnp.asarray(4.0)
-    if method == "backprop":
-        step = _backprop_step(initial, optimizer, num_paths, batch_size, num_steps)
+    if method.startswith("backprop"):
+        step = _backprop_step(initial, optimizer, num_paths, batch_size, num_steps, method == "backprop_full")
         args = lambda p, o, k: (p, static, o, data, k, h_min, h_max)
     else:
         step = _dk_step(initial, optimizer, num_paths, batch_size, num_steps, method.removeprefix("dk_"))

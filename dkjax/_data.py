@@ -94,6 +94,16 @@ def toy_data(name: str, key: Key, n: int) -> Points:
 def gaussian_initial(mean, std) -> Callable:
     """The initial law ``N(mean, diag(std^2))`` as ``initial(key, n) -> (x0, score0)``.
 
+    Arguments:
+        mean: vector ``(d,)`` (its dtype is the dtype of the samples).
+        std: positive scalar or vector ``(d,)``.
+
+    Returns:
+        ``initial(key, n)`` returning ``x0`` of shape ``(n, d)`` and its score ``-(x0 - mean) / std^2``.
+
+    Raises:
+        ValueError: ``mean`` not a vector or ``std`` not positive.
+
     Example:
         >>> x0, score0 = dkjax.gaussian_initial(jnp.zeros(20), 0.5)(jax.random.key(0), 100)
     """
@@ -123,6 +133,15 @@ def lorenz96_snapshots(
     """Snapshots at ``t1`` of stochastic Lorenz-96 (additive noise) from a known initial law.
 
     The initial law is ``N(0, initial_std^2 I)``; it is returned so a model can start from it.
+
+    Arguments:
+        key: PRNG key; ``n``: number of snapshots.
+        dim, forcing, noise: the Lorenz-96 system (``dkjax.Lorenz96``).
+        t1, num_steps: the snapshot time and the Euler-Maruyama steps to reach it.
+        initial_std: standard deviation of the initial law.
+
+    Raises:
+        ValueError: ``dim < 4``.
 
     Returns:
         ``(data, initial)``: ``data`` of shape ``(n, dim)`` and ``initial(key, n) -> (x0, score0)``.

@@ -28,6 +28,12 @@ def energy_distance(x: Samples, y: Float[Array, "m d"]) -> Scalar:
     Zero exactly when the two laws agree (the estimate fluctuates around zero then); a
     training objective and a metric.
 
+    Arguments:
+        x: samples ``(m, d)``, ``m >= 2``; ``y``: samples ``(j, d)``, ``j >= 2``.
+
+    Returns:
+        A scalar.
+
     Example:
         >>> dkjax.energy_distance(samples, heldout)
     """
@@ -48,6 +54,13 @@ def kde_log_terms(y: Samples, x: Float[Array, "m d"], bandwidth: Scalar) -> tupl
 def smoothed_nll(samples: Samples, data: Float[Array, "j d"], bandwidth: Scalar) -> Scalar:
     """Held-out smoothed negative log-likelihood ``-mean_j log q_h(y_j)``, ``q_h`` the Gaussian KDE of ``samples``.
 
+    Arguments:
+        samples: model samples ``(m, d)``; ``data``: held-out points ``(j, d)``;
+        bandwidth: the kernel's standard deviation ``h``.
+
+    Returns:
+        A scalar (nats per point; lower is better).
+
     Example:
         >>> dkjax.smoothed_nll(dkjax.sample(sde, initial, 4096, ...), heldout, 0.1)
     """
@@ -61,6 +74,14 @@ def sliced_wasserstein(
     """Sliced 2-Wasserstein distance: RMS over random directions of the 1-D W2 of the projections.
 
     The 1-D distances compare ``num_quantiles`` quantiles, so the sample sizes may differ.
+
+    Arguments:
+        x, y: samples ``(m, d)`` and ``(j, d)``.
+        key: PRNG key for the random directions.
+        num_projections: number of directions; ``num_quantiles``: quantile levels compared.
+
+    Returns:
+        A scalar.
 
     Example:
         >>> dkjax.sliced_wasserstein(samples, heldout, key=jax.random.key(0))

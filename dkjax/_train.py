@@ -383,6 +383,20 @@ def sample(
 ) -> States:
     """``n`` samples of the model's law at ``t1``: initial states from ``initial``, then Euler-Maruyama.
 
+    Arguments:
+        sde: the (trained) model.
+        initial: ``initial(key, n) -> (x0, score0)``, the law at ``t0`` (``score0`` unused).
+        n: number of samples.
+        t1, num_steps, t0: the time grid (use the one the model was trained on).
+        key: PRNG key.
+
+    Returns:
+        Array of shape ``(n, d)``.
+
+    Raises:
+        ValueError: ``n`` not a positive int, or as ``dkjax.simulate``.
+        TypeError: ``key`` not a PRNG key.
+
     Example:
         >>> xs = dkjax.sample(sde, dkjax.gaussian_initial(jnp.zeros(2), 1.0), 1000, t1=1.0,
         ...                   num_steps=50, key=jax.random.key(0))

@@ -32,6 +32,21 @@ class Lorenz96Prior(dkjax.AbstractSDE):
         return jnp.exp(self.log_noise) * jnp.ones_like(x)
 
 
+def recover(objective="energy", *, steps=300, num_paths=2048, num_data=4096, t1=0.5, num_steps=50, lr=0.05,
+            kernel_rate="auto", ess_target=32.0, dtype=jnp.float32):
+    """Trains ``Lorenz96Prior`` from F = 6, noise = 1 on snapshots of the true system; returns ``(F, noise, history)``."""
+    data, snapshot_initial = dkjax.lorenz96_snapshots(jr.key(0), num_data, dim=20, forcing=8.0, noise=0.5, t1=t1)
+    initial = lambda key, n: tuple(a.astype(dtype) for a in snapshot_initial(key, n))
+    model = Lorenz96Prior(forcing=jnp.asarray(6.0, dtype), log_noise=jnp.log(jnp.asarray(1.0, dtype)))
+    optimizer = optax.adam(optax.cosine_decay_schedule(lr, steps, 0.1))
+    model, history = dkjax.fit(
+        model, data.astype(dtype), initial, t1=t1, num_steps=num_steps, key=jr.key(1), steps=steps,
+        optimizer=optimizer, num_paths=num_paths, batch_size=min(num_data, 2048), kernel_rate=kernel_rate,
+        objective=objective, ess_target=ess_target, progress=False,
+    )  # fmt: skip
+    return float(model.forcing), float(jnp.exp(model.log_noise)), history
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objective", choices=["kl", "energy"], default="energy")
@@ -43,22 +58,14 @@ def main():
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--kernel-rate", default="auto")
     parser.add_argument("--ess-target", type=float, default=32.0)
-    parser.add_argument("--float64", action="store_true")
     args = parser.parse_args()
-    if args.float64:
-        jax.config.update("jax_enable_x64", True)
-    rate = args.kernel_rate if args.kernel_rate == "auto" else float(args.kernel_rate)
-    data, initial = dkjax.lorenz96_snapshots(jr.key(0), args.data, dim=20, forcing=8.0, noise=0.5, t1=args.t1)
-    model = Lorenz96Prior(forcing=jnp.asarray(6.0), log_noise=jnp.log(jnp.asarray(1.0)))
-    optimizer = optax.adam(optax.cosine_decay_schedule(args.lr, args.steps, 0.1))
     start = time.perf_counter()
-    model, history = dkjax.fit(
-        model, data, initial, t1=args.t1, num_steps=args.num_steps, key=jr.key(1), steps=args.steps,
-        optimizer=optimizer, num_paths=args.paths, batch_size=min(args.data, 2048), kernel_rate=rate,
-        objective=args.objective, ess_target=args.ess_target, progress=False,
+    forcing, noise, history = recover(
+        args.objective, steps=args.steps, num_paths=args.paths, num_data=args.data, t1=args.t1,
+        num_steps=args.num_steps, lr=args.lr, ess_target=args.ess_target,
+        kernel_rate=args.kernel_rate if args.kernel_rate == "auto" else float(args.kernel_rate),
     )  # fmt: skip
     elapsed = time.perf_counter() - start
-    forcing, noise = float(model.forcing), float(jnp.exp(model.log_noise))
     print(
         f"objective={args.objective} T={args.t1} paths={args.paths} steps={args.steps}: forcing {forcing:.4f} "
         f"(true 8, error {abs(forcing / 8 - 1):.1%}), noise {noise:.4f} (true 0.5, error {abs(noise / 0.5 - 1):.1%}), "

@@ -150,3 +150,19 @@ def test_two_moons_beats_best_gaussian_threefold():
     model_distance = float(dkjax.energy_distance(samples, heldout))
     gaussian_distance = float(dkjax.energy_distance(gaussian, heldout))
     assert model_distance * 3 < gaussian_distance, (model_distance, gaussian_distance)
+
+
+@pytest.mark.slow
+def test_lorenz96_prior_recovers_forcing_and_noise_with_energy_objective():
+    """20-D stochastic Lorenz-96 snapshots at T = 0.5 (about 2 minutes on 2 CPU cores)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "examples" / "lorenz96_prior.py"
+    spec = importlib.util.spec_from_file_location("lorenz96_prior", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    forcing, noise, history = example.recover("energy")
+    assert history.stop_reason is None
+    assert abs(forcing / 8.0 - 1) < 0.02, forcing
+    assert abs(noise / 0.5 - 1) < 0.2, noise
