@@ -103,3 +103,22 @@ def test_ess_bandwidth_reaches_target():
     assert ess(h) >= 32.0
     assert ess(h / 1.02) < 32.0
     assert float(ess_bandwidth(sq, 1e6, 1e-3, 4.0)) == 4.0
+
+
+def test_sliced_wasserstein_of_shifted_gaussians():
+    # Projections of N(0, I) and N(a e_1, I) on a unit u differ by the shift a u_1 only, so
+    # SW2^2 = a^2 E[u_1^2] = a^2 / d.
+    x = jr.normal(jr.key(0), (20000, 2))
+    y = jr.normal(jr.key(1), (20000, 2)) + jnp.array([1.0, 0.0])
+    value = float(dkjax.sliced_wasserstein(x, y, key=jr.key(2), num_projections=512))
+    assert value == pytest.approx(1 / np.sqrt(2), rel=0.05)
+    assert float(dkjax.sliced_wasserstein(x, x[::-1], key=jr.key(2))) < 1e-12
+
+
+def test_smoothed_nll_of_gaussian_samples():
+    # KDE of N(0, 1) samples with width h is N(0, 1 + h^2) in expectation.
+    h = 0.3
+    samples = jr.normal(jr.key(0), (20000, 1))
+    data = jr.normal(jr.key(1), (4000, 1))
+    exact = 0.5 * np.log(2 * np.pi * (1 + h**2)) + float(jnp.mean(data**2)) / (2 * (1 + h**2))
+    assert float(dkjax.smoothed_nll(samples, data, h)) == pytest.approx(exact, abs=0.01)
