@@ -47,6 +47,8 @@ def plot_loss(records: list[dict], path: str | Path) -> None:
         twin = ax.twinx()
         twin.plot(steps, bandwidths, color="tab:orange", lw=0.8, label="bandwidth")
         twin.set_ylabel("bandwidth h")
+    # The KL loss is L_h at that step's h, so read it together with h.
+    fig.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
