@@ -11,9 +11,9 @@ import dataclasses
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 
 from ._custom_types import Array, Scalar, State
+from ._linalg import inverse_and_logabsdet
 from ._noise import brownian_normal, rademacher_probe, step_key
 from ._sde import AbstractSDE, em_increment, noise_dimension
 from ._simulate import time_grid
@@ -37,9 +37,8 @@ def kernel_score(sigma: Array, z: Array, dt: Scalar) -> State:
     if sigma.ndim == 1:
         return -z / (sigma * jnp.sqrt(dt))
     if sigma.shape[0] == sigma.shape[1]:
-        return -jnp.linalg.solve(sigma.T, z) / jnp.sqrt(dt)
-    chol = jsl.cho_factor(sigma @ sigma.T, lower=True)
-    return -jsl.cho_solve(chol, sigma @ z) / jnp.sqrt(dt)
+        return -inverse_and_logabsdet(sigma)[0].T @ z / jnp.sqrt(dt)
+    return -inverse_and_logabsdet(sigma @ sigma.T)[0] @ (sigma @ z) / jnp.sqrt(dt)
 
 
 def log_kernel(sde: AbstractSDE, t: Scalar, dt: Scalar, x: State, y: State) -> Scalar:
@@ -48,34 +47,46 @@ def log_kernel(sde: AbstractSDE, t: Scalar, dt: Scalar, x: State, y: State) -> S
     sigma = sde.diffusion(t, x)
     if sigma.ndim == 1:
         return jnp.sum(-0.5 * residual**2 / (sigma**2 * dt) - jnp.log(jnp.abs(sigma)))
-    chol = jnp.linalg.cholesky(sigma @ sigma.T)
-    whitened = jsl.solve_triangular(chol, residual, lower=True)
-    return -0.5 * jnp.sum(whitened**2) / dt - jnp.sum(jnp.log(jnp.diag(chol)))
+    precision, logabsdet = inverse_and_logabsdet(sigma @ sigma.T)
+    return -0.5 * residual @ precision @ residual / dt - 0.5 * logabsdet
 
 
-def _logdet(plan: "_StepPlan", increment, x, params, probe) -> Scalar:
-    """``log|det J|`` of the step map ``x -> x + increment(x)``, exactly or by one Hutchinson probe.
+def _step_jacobian(increment, x, params) -> Array:
+    """The dense Jacobian ``J = I + D_x increment`` of the step map at frozen noise."""
+    return jnp.eye(x.shape[0], dtype=x.dtype) + jax.jacfwd(lambda x_: increment(x_, params))(x)
 
+
+def _logdet_carrier(plan: "_StepPlan", increment, x, params, probe, inverse_t) -> Scalar:
+    """A scalar whose gradients in ``x`` and the parameters are those of ``log|det J|``.
+
+    Exact: ``sum(J^{-T} * J)`` with ``J^{-T}`` held fixed, since
+    ``d log|det J| = tr(J^{-1} dJ)``; ``inverse_t`` is ``J^{-T}`` at the current point.
     Matrix-free (MATH.md section 4): with ``A = J - I`` acting by a JVP and a VJP of the
     increment, ``h = v.(Av) - (A^T v).(Av)/2`` estimates ``tr A - tr(A^2)/2`` without bias.
     The second-order term is kept for additive noise too: there it is O(dt^2) per step,
     but dropping it leaves an O(dt) bias of many standard errors at practical step sizes.
     """
-    at_params = lambda x_: increment(x_, params)
     if plan.mode == "exact":
-        return jnp.linalg.slogdet(jnp.eye(x.shape[0], dtype=x.dtype) + jax.jacfwd(at_params)(x))[1]
+        return jnp.sum(jax.lax.stop_gradient(inverse_t) * _step_jacobian(increment, x, params))
+    at_params = lambda x_: increment(x_, params)
     _, a_probe = jax.jvp(at_params, (x,), (probe,))
     at_probe = jax.vjp(at_params, x)[1](probe)[0]
     return probe @ a_probe - 0.5 * (at_probe @ a_probe)
 
 
-def _pushforward(plan: "_StepPlan", increment, x, params, w) -> State:
-    """``J^{-T} w``: a dense solve, or ``w - A^T w + A^T A^T w`` by two VJPs (MATH.md section 4)."""
-    at_params = lambda x_: increment(x_, params)
+def _inverse_transpose(plan: "_StepPlan", increment, x, params) -> Array | None:
+    """``J^{-T}`` for the exact mode (``None`` in matrix-free mode, which never forms it)."""
+    if plan.mode != "exact":
+        return None
+    return inverse_and_logabsdet(_step_jacobian(increment, x, params))[0].T
+
+
+def _pushforward(plan: "_StepPlan", increment, x, params, w, inverse_t=None) -> State:
+    """``J^{-T} w``: densely, or ``w - A^T w + A^T A^T w`` by two VJPs (MATH.md section 4)."""
     if plan.mode == "exact":
-        jac = jnp.eye(x.shape[0], dtype=x.dtype) + jax.jacfwd(at_params)(x)
-        return jnp.linalg.solve(jac.T, w)
-    _, vjp_increment = jax.vjp(at_params, x)
+        inverse_t = _inverse_transpose(plan, increment, x, params) if inverse_t is None else inverse_t
+        return inverse_t @ w
+    _, vjp_increment = jax.vjp(lambda x_: increment(x_, params), x)
     at_w = vjp_increment(w)[0]
     return w - at_w + vjp_increment(at_w)[0]
 
@@ -96,8 +107,9 @@ def _path_transition(plan: "_StepPlan", params, static, t, dt, mix_score, x, nu,
     u = jnp.zeros_like(nu)
     nu_next = jnp.zeros_like(nu)
     if plan.divergence:
-        grad_x_logdet = jax.grad(lambda x_: _logdet(plan, increment, x_, params, probe))(x)
-        u = _pushforward(plan, increment, x, params, nu - grad_x_logdet)
+        inverse_t = _inverse_transpose(plan, increment, x, params)
+        grad_x_logdet = jax.grad(lambda x_: _logdet_carrier(plan, increment, x_, params, probe, inverse_t))(x)
+        u = _pushforward(plan, increment, x, params, nu - grad_x_logdet, inverse_t)
         nu_next = (1 - mix_score) * u
     if plan.kernel_score:
         sigma = eqx.combine(params, static).diffusion(t, x)
@@ -115,7 +127,8 @@ def _path_surrogate(plan: "_StepPlan", params, static, t, dt, mix_response, x, u
     value = jnp.zeros((), x.dtype)
     if plan.divergence_response:
         increment = _increment_fn(static, t, dt, z)
-        divergence = u @ increment(x, params) + _logdet(plan, increment, x, params, probe)
+        inverse_t = _inverse_transpose(plan, increment, x, params)
+        divergence = u @ increment(x, params) + _logdet_carrier(plan, increment, x, params, probe, inverse_t)
         value = value - (1 - mix_response) * divergence
     if plan.kernel_response:
         value = value + mix_response * log_kernel(eqx.combine(params, static), t, dt, x, x_next)

@@ -97,7 +97,14 @@ def noise_dimension(sde: AbstractSDE, t: Scalar, x: State) -> tuple[NoiseKind, i
             neither ``(d,)`` nor ``(d, m)``.
     """
     (d,) = x.shape
-    drift = jax.eval_shape(sde.drift, t, x)
+    try:
+        drift = jax.eval_shape(sde.drift, t, x)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"sde.drift must map a state of shape ({d},) to shape ({d},); it failed on shape ({d},) with "
+            f"{type(error).__name__}: {str(error).splitlines()[0]}. Check x0 (shape (num_paths, {d})) against "
+            "the SDE's dimension."
+        ) from error
     if drift.shape != (d,):
         raise ValueError(
             f"sde.drift must map a state of shape ({d},) to shape ({d},); it returned "

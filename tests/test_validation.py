@@ -1,0 +1,104 @@
+"""Bad input is refused before any work, with a message naming the argument."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import dkjax
+
+OU = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)
+KEY = jax.random.key(0)
+GOOD = dict(t1=1.0, num_steps=10, key=KEY)
+
+
+class _WrongDiffusion(dkjax.AbstractSDE):
+    scale: jax.Array
+
+    def drift(self, t, x):
+        return -x
+
+    def diffusion(self, t, x):
+        return self.scale * jnp.ones((x.shape[0] + 1,))
+
+
+class _Degenerate(dkjax.AbstractSDE):
+    """Noise of rank one in two dimensions: Sigma is singular."""
+
+    scale: jax.Array
+
+    def drift(self, t, x):
+        return -x
+
+    def diffusion(self, t, x):
+        return self.scale * jnp.ones((2, 1))
+
+
+class _Exploding(dkjax.AbstractSDE):
+    rate: jax.Array
+
+    def drift(self, t, x):
+        return self.rate * x**3
+
+    def diffusion(self, t, x):
+        return 0.1 * jnp.ones_like(x)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(x0=jnp.zeros(5)), ValueError, "x0 must have shape"),
+        (dict(x0=jnp.zeros((5, 1), jnp.int32)), TypeError, "x0 must be a floating"),
+        (dict(x0=jnp.zeros((5, 1)).at[2, 0].set(jnp.nan)), ValueError, "x0 holds 1 non-finite"),
+        (dict(num_steps=0), ValueError, "num_steps must be >= 1"),
+        (dict(num_steps=2.5), TypeError, "num_steps must be a Python int"),
+        (dict(t1=0.0), ValueError, "t1 must be greater than t0"),
+        (dict(t0=2.0), ValueError, "t1 must be greater than t0"),
+        (dict(key=0), TypeError, "key must be a single JAX PRNG key"),
+        (dict(kernel_rate=-1.0), ValueError, "kernel_rate must be finite and >= 0"),
+        (dict(kernel_rate=100.0), ValueError, "kernel_rate \\* dt must be <= 1"),
+        (dict(kernel_rate="fast"), ValueError, "kernel_rate must be a number, a callable or 'auto'"),
+        (dict(mode="dense"), ValueError, "mode must be one of"),
+        (dict(score0=jnp.zeros((4, 1))), ValueError, "score0 must have the shape of x0"),
+        (dict(score0=jnp.full((5, 1), jnp.inf)), ValueError, "score0 holds 5 non-finite"),
+        (dict(on_nonfinite="maybe"), ValueError, "on_nonfinite must be one of"),
+        (dict(sde=lambda t, x: x), TypeError, "sde must be a dkjax.AbstractSDE"),
+        (dict(sde=_WrongDiffusion(jnp.array(1.0))), ValueError, "sde.diffusion must return shape"),
+        (dict(x0=jnp.zeros((5, 2)), sde=dkjax.LinearSDE(-jnp.eye(3), jnp.eye(3))), ValueError, "sde.drift must map"),
+    ],
+)
+def test_divergence_kernel_rejects_bad_input(kwargs, error, match):
+    args = dict(sde=OU, x0=jnp.zeros((5, 1)), **GOOD)
+    args.update(kwargs)
+    sde, x0 = args.pop("sde"), args.pop("x0")
+    with pytest.raises(error, match=match):
+        dkjax.divergence_kernel(sde, x0, **args)
+
+
+def test_simulate_rejects_bad_input():
+    with pytest.raises(ValueError, match="x0 must have shape"):
+        dkjax.simulate(OU, jnp.zeros((2, 3, 4)), **GOOD)
+    with pytest.raises(ValueError, match="num_steps"):
+        dkjax.simulate(OU, jnp.zeros((2, 1)), t1=1.0, num_steps=-3, key=KEY)
+
+
+def test_singular_diffusion_explains_the_fix_and_the_fix_works():
+    sde = _Degenerate(jnp.array(0.5))
+    x0 = jnp.zeros((5, 2))
+    with pytest.raises(ValueError, match="kernel_rate=0 with score0 given"):
+        dkjax.divergence_kernel(sde, x0, score0=jnp.zeros((5, 2)), **GOOD)
+    with pytest.raises(ValueError, match="give score0"):
+        dkjax.divergence_kernel(sde, x0, kernel_rate=0.0, **GOOD)
+    res = dkjax.divergence_kernel(sde, x0, score0=jnp.zeros((5, 2)), t1=1.0, num_steps=10, key=KEY, kernel_rate=0.0)
+    assert bool(jnp.all(jnp.isfinite(res.score)))
+
+
+def test_paths_that_blow_up_are_reported_not_averaged_silently():
+    sde = _Exploding(jnp.array(1.0))
+    x0 = jnp.concatenate([jnp.zeros((6, 1)), jnp.full((2, 1), 3.0)])
+    with pytest.warns(RuntimeWarning, match="2 of 8 paths went non-finite"):
+        res = dkjax.divergence_kernel(sde, x0, t1=1.0, num_steps=50, key=KEY, kernel_rate=1.0)
+    assert int(res.num_nonfinite) == 2
+    assert res.finite.tolist() == [True] * 6 + [False] * 2
+    assert bool(jnp.all(res.nonfinite_step[6:] >= 0)) and bool(jnp.all(res.nonfinite_step[:6] == -1))
+    with pytest.raises(FloatingPointError, match="went non-finite"):
+        dkjax.divergence_kernel(sde, x0, t1=1.0, num_steps=50, key=KEY, on_nonfinite="raise")
