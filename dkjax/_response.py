@@ -551,6 +551,7 @@ def density_response(
         >>> res.response.theta.shape  # d p_T / d theta at the 20 bin centres
         (20,)
     """
+    # A sampler reveals the state dimension only through one draw (its key is never used for paths).
     dim = (x0(jr.key(0), 1)[0] if callable(x0) else jnp.asarray(x0)).shape[-1]
     coords = tuple(range(dim)) if coordinates is None else tuple(int(c) for c in coordinates)
     if len(coords) not in (1, 2) or any(not 0 <= c < dim for c in coords) or len(set(coords)) != len(coords):
