@@ -73,3 +73,30 @@ def write_results(out: Path, payload: dict, table_md: str, title: str) -> None:
     (out / "results.json").write_text(json.dumps(to_json(payload), indent=2, allow_nan=True))
     (out / "results.md").write_text(f"# {title}\n\n{table_md}\n")
     print(f"\n{title}\n\n{table_md}\n\nwritten to {out}")
+
+
+def time_call(function, *args, repeats: int = 5) -> dict:
+    """Compile-and-first-call time and the median and minimum of ``repeats`` warm calls.
+
+    Every call is blocked until ready, so asynchronous dispatch is counted.
+    """
+    with Timer() as first:
+        jax.block_until_ready(function(*args))
+    times = []
+    for _ in range(repeats):
+        with Timer() as warm:
+            jax.block_until_ready(function(*args))
+        times.append(warm.seconds)
+    times.sort()
+    return {"compile_and_first_s": first.seconds, "median_s": times[len(times) // 2], "min_s": times[0]}
+
+
+def compiled_memory(jitted, *args) -> dict:
+    """XLA's own accounting of a jitted function's device memory, in bytes.
+
+    ``peak_bytes`` = arguments + outputs + temporaries - aliased buffers: what the call
+    needs, free of allocator and runtime noise.
+    """
+    stats = jitted.lower(*args).compile().memory_analysis()
+    peak = stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+    return {"temp_bytes": stats.temp_size_in_bytes, "peak_bytes": peak - stats.alias_size_in_bytes}

@@ -46,9 +46,9 @@ def test_ou_score_and_response_match_em_chain(mode, start):
     )
     dtheta, dsigma, score = _ou_reference(theta, sigma, mean0, var0, t1 / num_steps, num_steps)(res.x[:, 0])
     assert int(res.num_nonfinite) == 0
-    assert_conditional_identity(res.score[:, 0], score, res.x, max_rel_se=0.02, label="score")
-    assert_conditional_identity(res.dlogp.theta, dtheta, res.x, max_rel_se=0.03, label="d/dtheta")
-    assert_conditional_identity(res.dlogp.sigma, dsigma, res.x, max_rel_se=0.03, label="d/dsigma")
+    assert_conditional_identity(res.score[:, 0], score, res.x, max_rel_se=0.008, label="score")
+    assert_conditional_identity(res.dlogp.theta, dtheta, res.x, max_rel_se=0.04, label="d/dtheta")
+    assert_conditional_identity(res.dlogp.sigma, dsigma, res.x, max_rel_se=0.04, label="d/dsigma")
     # The mean is a parameter too; it has no effect from a point mass at the mean.
     assert res.dlogp.mean.shape == (num_paths,)
 
@@ -74,11 +74,11 @@ def test_linear_sde_general_noise_parameters_in_drift_and_noise_matrix(mode, noi
 
     exact = jax.vmap(jax.grad(logp, argnums=(0, 1)), in_axes=(None, 0))(sde, res.x)
     exact_dlogp, exact_score = exact
-    assert_conditional_identity(res.score, exact_score, res.x, max_rel_se=0.03, label="score", powers=(0, 1))
+    assert_conditional_identity(res.score, exact_score, res.x, max_rel_se=0.004, label="score", powers=(0, 1))
     for name in ("A", "S"):
         estimate = getattr(res.dlogp, name).reshape(num_paths, -1)
         reference = getattr(exact_dlogp, name).reshape(num_paths, -1)
-        assert_conditional_identity(estimate, reference, res.x, max_rel_se=0.06, label=name, powers=(0, 1))
+        assert_conditional_identity(estimate, reference, res.x, max_rel_se=0.02, label=name, powers=(0, 1))
 
 
 class _Multiplicative1D(dkjax.AbstractSDE):
@@ -123,10 +123,10 @@ def test_multiplicative_1d_matches_grid_density(mode):
     dlogp_grid = jax.jacfwd(log_density)(sde)
     x = res.x[:, 0]
     exact_score = jnp.interp(x, grid, jnp.gradient(logp_grid, grid))
-    assert_conditional_identity(res.score[:, 0], exact_score, res.x, max_rel_se=0.03, label="score")
+    assert_conditional_identity(res.score[:, 0], exact_score, res.x, max_rel_se=0.012, label="score")
     for name in ("a", "s", "c"):
         exact = jnp.interp(x, grid, getattr(dlogp_grid, name))
-        assert_conditional_identity(getattr(res.dlogp, name), exact, res.x, max_rel_se=0.05, label=name)
+        assert_conditional_identity(getattr(res.dlogp, name), exact, res.x, max_rel_se=0.025, label=name)
 
 
 class _Nonlinear10D(dkjax.AbstractSDE):
@@ -164,11 +164,18 @@ def test_matrix_free_agrees_with_exact_in_10d():
 def test_likelihood_ratio_degrades_for_diffusion_parameter_as_dt_shrinks():
     """Why DK exists: b = 1 has per-step O(1) terms for a noise parameter, b = 0 does not."""
     sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.7)
-    x0 = jnp.zeros((20_000, 1))
+    x0 = 0.5 * jax.random.normal(jax.random.key(0), (20_000, 1))
 
     def variance(num_steps, response_mix):
         res = dkjax.divergence_kernel(
-            sde, x0, t1=1.0, num_steps=num_steps, key=jax.random.key(0), kernel_rate=2.0, response_mix=response_mix
+            sde,
+            x0,
+            score0=-x0 / 0.25,
+            t1=1.0,
+            num_steps=num_steps,
+            key=jax.random.key(0),
+            kernel_rate=2.0,
+            response_mix=response_mix,
         )
         return float(jnp.var(res.dlogp.sigma))
 
@@ -180,32 +187,39 @@ def test_likelihood_ratio_degrades_for_diffusion_parameter_as_dt_shrinks():
 
 
 def test_chaotic_lorenz96_response_matches_finite_differences_where_backprop_explodes():
-    dim, num_paths, t1, num_steps = 8, 4000, 5.0, 500
+    dim, num_paths, t1, num_steps = 8, 16_000, 5.0, 1000
     sde = dkjax.Lorenz96(forcing=8.0, noise=0.5)
-    spin_x0 = 8.0 + jax.random.normal(jax.random.key(21), (num_paths, dim))
-    x0 = dkjax.simulate(sde, spin_x0, t1=10.0, num_steps=1000, key=jax.random.key(22))
+    spin_up = 8.0 + jax.random.normal(jax.random.key(21), (num_paths, dim))
+    x0 = dkjax.simulate(sde, spin_up, t1=5.0, num_steps=1000, key=jax.random.key(22))
     observable = lambda x: jnp.mean(x**2, axis=-1)
+    at_forcing = lambda forcing: eqx.tree_at(lambda s: s.forcing, sde, jnp.asarray(forcing))
     key = jax.random.key(23)
 
-    res = dkjax.divergence_kernel(sde, x0, t1=t1, num_steps=num_steps, key=key, kernel_rate=6.0)
+    # The kernel rate must exceed the covector growth rate (about 4.5 here).
+    res = dkjax.divergence_kernel(sde, x0, t1=t1, num_steps=num_steps, key=key, kernel_rate=12.0)
     phi = observable(res.x)
     dk_samples = (phi - phi.mean()) * res.dlogp.forcing  # centring keeps it unbiased, lowers variance
     dk, dk_se = float(jnp.mean(dk_samples)), float(jnp.std(dk_samples) / np.sqrt(num_paths))
 
-    delta = 0.5
-    mean_phi = lambda forcing, k, n: observable(
-        dkjax.simulate(eqx.tree_at(lambda s: s.forcing, sde, jnp.asarray(forcing)), x0, t1=t1, num_steps=num_steps, key=k, path_offset=n)
-    )
-    fd_samples = jnp.concatenate(
-        [(mean_phi(8.0 + delta, jax.random.key(24), n) - mean_phi(8.0 - delta, jax.random.key(24), n)) / (2 * delta) for n in (0,)]
-    )
+    delta, fd_key = 0.5, jax.random.key(24)  # common random numbers: the same key on both sides
+    final = lambda forcing: observable(dkjax.simulate(at_forcing(forcing), x0, t1=t1, num_steps=num_steps, key=fd_key))
+    fd_samples = (final(8.0 + delta) - final(8.0 - delta)) / (2 * delta)
     fd, fd_se = float(jnp.mean(fd_samples)), float(jnp.std(fd_samples) / np.sqrt(num_paths))
 
-    backprop = jax.vmap(
-        jax.grad(lambda forcing, x, i: observable(dkjax.simulate(eqx.tree_at(lambda s: s.forcing, sde, forcing), x[None], t1=t1, num_steps=num_steps, key=key, path_offset=i)[0])),
-        in_axes=(None, 0, 0),
-    )(jnp.asarray(8.0), x0[:200], jnp.arange(200))
-    print(f"DK {dk:.3f} +- {dk_se:.3f}; FD {fd:.3f} +- {fd_se:.3f}; backprop std {float(jnp.std(backprop)):.3g}")
-    assert dk_se < 0.5
-    assert abs(dk - fd) < 5 * np.hypot(dk_se, fd_se)
-    assert float(jnp.std(backprop)) > 100 * dk_se * np.sqrt(num_paths)
+    def pathwise(forcing, x, path):
+        xT = dkjax.simulate(at_forcing(forcing), x[None], t1=t1, num_steps=num_steps, key=key, path_offset=path)
+        return observable(xT[0])
+
+    backprop = jax.vmap(jax.grad(pathwise), in_axes=(None, 0, 0))(jnp.asarray(8.0), x0[:200], jnp.arange(200))
+    assert dk_se < 0.6, dk_se
+    assert abs(dk - fd) < 5 * np.hypot(dk_se, fd_se), (dk, dk_se, fd, fd_se)
+    # Per path, backpropagation's derivative is hundreds of times wider than the DK weight.
+    assert float(jnp.std(backprop)) > 100 * float(jnp.std(dk_samples)), (jnp.std(backprop), jnp.std(dk_samples))
+
+
+def test_auto_kernel_rate_doubles_the_covector_growth_rate():
+    """For OU the pushed-forward covector grows at exactly theta, so 'auto' picks 2 theta."""
+    sde = dkjax.OrnsteinUhlenbeck(theta=1.5, sigma=0.8)
+    res = dkjax.divergence_kernel(sde, jnp.zeros((512, 1)), t1=1.0, num_steps=100, key=jax.random.key(0), kernel_rate="auto")
+    assert res.kernel_rate == pytest.approx(3.0, rel=0.03)
+    assert dkjax.estimate_kernel_rate(dkjax.OrnsteinUhlenbeck(0.1, 0.8), jnp.zeros((64, 1)), t1=1.0, num_steps=100, key=jax.random.key(0)) == 1.0

@@ -1,0 +1,93 @@
+"""Cost of simulate and of the DK estimator relative to a hand-written Euler-Maruyama scan.
+
+Lorenz-96 (d = 40, additive noise) on the default device: wall time of ``dkjax.simulate``
+and of ``dkjax.divergence_kernel`` in both modes as ratios to a plain ``lax.scan`` loop,
+and XLA's compiled peak memory of the estimator at two step counts (it must be flat).
+Correctness is checked before timing: simulate must reproduce the reference loop's
+distribution moments and the estimator's states must equal simulate's.
+
+    python -m benchmarks.core_overhead [--paths 4096] [--steps 100]
+"""
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import dkjax
+from dkjax._systems import lorenz96_drift
+
+from ._common import ROOT, compiled_memory, machine, markdown_table, time_call, write_results
+
+
+def hand_written_scan(x0, key, *, forcing, noise, dt, num_steps):
+    """The baseline: the EM loop one would write by hand, batch noise per step."""
+
+    def step(x, n):
+        z = jax.random.normal(jax.random.fold_in(key, n), x.shape, x.dtype)
+        return x + lorenz96_drift(x, forcing) * dt + noise * jnp.sqrt(dt) * z, None
+
+    return jax.lax.scan(step, x0, jnp.arange(num_steps))[0]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--paths", type=int, default=4096)
+    parser.add_argument("--dim", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--exact-paths", type=int, default=512, help="paths for the (slow) exact mode")
+    parser.add_argument("--memory-steps", type=int, nargs=2, default=[200, 2000])
+    args = parser.parse_args(argv)
+
+    sde = dkjax.Lorenz96(forcing=8.0, noise=0.5)
+    key = jax.random.key(0)
+    x0 = dkjax.simulate(sde, 8.0 + jax.random.normal(jax.random.key(1), (args.paths, args.dim)), t1=5.0, num_steps=500, key=jax.random.key(2))
+    t1 = 0.005 * args.steps
+    dt = t1 / args.steps
+
+    baseline = jax.jit(lambda x, k: hand_written_scan(x, k, forcing=8.0, noise=0.5, dt=dt, num_steps=args.steps))
+    simulate = lambda x, k: dkjax.simulate(sde, x, t1=t1, num_steps=args.steps, key=k)
+    estimator = lambda mode: lambda x, k: dkjax.divergence_kernel(sde, x, t1=t1, num_steps=args.steps, key=k, kernel_rate=10.0, mode=mode)
+
+    # Correctness before timing.
+    reference, ours = baseline(x0, key), simulate(x0, key)
+    assert abs(float(reference.mean() - ours.mean())) < 0.1 and abs(float(reference.std() / ours.std()) - 1) < 0.02
+    result = estimator("matrix_free")(x0, key)
+    np.testing.assert_array_equal(result.x, ours)
+    assert int(result.num_nonfinite) == 0
+
+    rows = []
+    base = time_call(baseline, x0, key)
+    rows.append({"method": "hand-written lax.scan", "paths": args.paths, **base, "ratio": 1.0})
+    for name, function, x in [
+        ("dkjax.simulate", simulate, x0),
+        ("divergence_kernel matrix_free", estimator("matrix_free"), x0),
+    ]:
+        timing = time_call(function, x, key)
+        rows.append({"method": name, "paths": args.paths, **timing, "ratio": timing["median_s"] / base["median_s"]})
+    # The dense reference costs O(d^3) per path and step: timed on fewer paths, ratio per path.
+    x_small = x0[: args.exact_paths]
+    base_small = time_call(baseline, x_small, key)
+    timing = time_call(estimator("exact"), x_small, key, repeats=3)
+    rows.append({"method": "divergence_kernel exact", "paths": args.exact_paths, **timing, "ratio": timing["median_s"] / base_small["median_s"]})
+
+    memory = []
+    for steps in args.memory_steps:
+        jitted = jax.jit(lambda x, k, s=steps: dkjax.divergence_kernel(sde, x, t1=0.005 * s, num_steps=s, key=k, kernel_rate=10.0).dlogp)
+        memory.append({"steps": steps, **compiled_memory(jitted, x0, key)})
+    flat = memory[-1]["peak_bytes"] / memory[0]["peak_bytes"]
+
+    columns = ["method", "paths", "median_s", "compile_and_first_s", "ratio"]
+    table = f"Machine: {machine()}\n\n" + markdown_table(columns, [[row[c] for c in columns] for row in rows])
+    table += "\n\nPeak memory of divergence_kernel (XLA compiled: arguments + outputs + temporaries):\n\n"
+    table += markdown_table(["steps", "peak_bytes", "temp_bytes"], [[m["steps"], m["peak_bytes"], m["temp_bytes"]] for m in memory])
+    table += f"\n\nratio {args.memory_steps[1]} / {args.memory_steps[0]} steps: {flat:.3f}"
+    payload = {"machine": machine(), "args": vars(args), "timings": rows, "memory": memory, "memory_ratio": flat}
+    out = ROOT / "benchmarks" / "results" / "core_overhead"
+    out.mkdir(parents=True, exist_ok=True)
+    write_results(out, payload, table, "Cost of simulate and the DK estimator vs a hand-written scan")
+
+
+if __name__ == "__main__":
+    main()
