@@ -223,3 +223,22 @@ def test_auto_kernel_rate_doubles_the_covector_growth_rate():
     res = dkjax.divergence_kernel(sde, jnp.zeros((512, 1)), t1=1.0, num_steps=100, key=jax.random.key(0), kernel_rate="auto")
     assert res.kernel_rate == pytest.approx(3.0, rel=0.03)
     assert dkjax.estimate_kernel_rate(dkjax.OrnsteinUhlenbeck(0.1, 0.8), jnp.zeros((64, 1)), t1=1.0, num_steps=100, key=jax.random.key(0)) == 1.0
+
+
+def test_initial_response_and_rate_schedule_enter_the_recursion_as_documented():
+    sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)
+    x0 = jax.random.normal(jax.random.key(0), (64, 2))
+    kwargs = dict(score0=-x0, t1=1.0, num_steps=20, key=jax.random.key(1))
+    plain = dkjax.divergence_kernel(sde, x0, kernel_rate=2.0, **kwargs)
+    # The response recursion is additive in eta_0: a given dlogp0 is carried to the end.
+    dlogp0 = jax.tree.map(lambda leaf: jnp.full_like(leaf, 0.25), plain.dlogp)
+    shifted = dkjax.divergence_kernel(sde, x0, kernel_rate=2.0, dlogp0=dlogp0, **kwargs)
+    np.testing.assert_allclose(shifted.dlogp.theta, plain.dlogp.theta + 0.25, rtol=1e-12)
+    # A schedule t -> alpha equal to the constant gives the same weights; another does not.
+    scheduled = dkjax.divergence_kernel(sde, x0, kernel_rate=lambda t: 2.0 + 0.0 * t, **kwargs)
+    np.testing.assert_allclose(scheduled.score, plain.score, rtol=1e-12)
+    assert scheduled.kernel_rate is None
+    ramp = dkjax.divergence_kernel(sde, x0, kernel_rate=lambda t: 4.0 * t, **kwargs)
+    assert not np.allclose(ramp.score, plain.score)
+    with pytest.raises(ValueError, match="dlogp0 must be shaped like"):
+        dkjax.divergence_kernel(sde, x0, dlogp0={"theta": jnp.zeros(64)}, **kwargs)
