@@ -38,3 +38,7 @@ from ._response_plots import plot_slope_segments as plot_slope_segments
 from ._response_plots import plot_window_plateau as plot_window_plateau
 
 __version__ = "0.1.0"
+from ._sharding import host_path_offset as host_path_offset
+from ._sharding import path_mesh as path_mesh
+from ._sharding import shard_paths as shard_paths
+from ._sharding import sharded_initial as sharded_initial

@@ -1,0 +1,137 @@
+"""Sharding the path axis over local devices (and the path offsets of multi-host runs).
+
+Every dkjax entry point is a ``vmap`` over paths inside a ``lax.scan`` over steps, and the
+noise of path ``i`` at step ``n`` depends on ``(key, n, path_offset + i)`` only. Putting the
+leading path axis of the inputs on a 1-D device mesh is therefore all it takes: XLA's
+sharding propagation (GSPMD) splits the scan over the devices, draws each device's noise
+locally, and turns the reductions over paths (means, standard errors, training gradients
+``sum_m c_m eta_m``) into all-reduce collectives. The results equal a single-device run up
+to the reassociation of those sums.
+
+Multi-host (``jax.distributed.initialize``): each host simulates its own disjoint block of
+the same ensemble with ``path_offset = host_path_offset(paths_per_host)`` and the hosts
+combine their sums (see ``examples/multihost_response.py`` and ``docs/scaling.md``).
+"""
+
+from collections.abc import Callable, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ._custom_types import Key
+
+PATH_AXIS = "paths"
+
+
+def path_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh with axis ``"paths"`` over ``devices`` (default: all devices of this process).
+
+    Example:
+        >>> mesh = dkjax.path_mesh()          # every local device
+        >>> mesh.shape
+        {'paths': 4}
+    """
+    devices = jax.local_devices() if devices is None else list(devices)
+    if not devices:
+        raise ValueError("path_mesh needs at least one device.")
+    return Mesh(np.asarray(devices), (PATH_AXIS,))
+
+
+def path_sharding(mesh: Mesh | None = None) -> NamedSharding:
+    """The ``NamedSharding`` that splits a leading path axis over ``mesh``'s ``"paths"`` axis."""
+    mesh = path_mesh() if mesh is None else mesh
+    if PATH_AXIS not in mesh.axis_names:
+        raise ValueError(f"the mesh must have an axis named {PATH_AXIS!r}; got axes {mesh.axis_names}.")
+    return NamedSharding(mesh, PartitionSpec(PATH_AXIS))
+
+
+def _check_divisible(leaves, num_devices: int) -> None:
+    for leaf in leaves:
+        shape = np.shape(leaf)
+        if len(shape) == 0:
+            raise ValueError("shard_paths needs arrays with a leading path axis; got a scalar.")
+        if shape[0] % num_devices:
+            raise ValueError(
+                f"the number of paths ({shape[0]}) must be divisible by the number of devices ({num_devices}) "
+                f"to shard the path axis; use a multiple of {num_devices} paths."
+            )
+
+
+def shard_paths(tree, mesh: Mesh | None = None):
+    """Places the leading (path) axis of every array in ``tree`` across the devices of ``mesh``.
+
+    Pass the result (initial states ``x0``, ``score0``, per-path ``dlogp0``) to
+    ``simulate``, ``divergence_kernel``, ``observable_response`` or ``dk_gradient``: the
+    computation then runs on all devices, with outputs sharded the same way and
+    reductions over paths done as collectives.
+
+    Arguments:
+        tree: an array or a pytree of arrays, each with a leading path axis.
+        mesh: a mesh with axis ``"paths"`` (default ``dkjax.path_mesh()``, all local devices).
+
+    Returns:
+        The same tree, every leaf a ``jax.Array`` sharded along its first axis.
+
+    Raises:
+        ValueError: a leaf whose number of paths is not divisible by the number of devices.
+
+    Example:
+        >>> x0 = dkjax.shard_paths(jnp.zeros((4096, 40)))
+        >>> res = dkjax.divergence_kernel(sde, x0, t1=1.0, num_steps=100, key=key)
+        >>> res.x.sharding      # NamedSharding(..., PartitionSpec('paths',))
+    """
+    sharding = path_sharding(mesh)
+    leaves = jax.tree.leaves(tree)
+    _check_divisible(leaves, sharding.mesh.size)
+    return jax.tree.map(lambda leaf: jax.device_put(leaf, sharding), tree)
+
+
+def constrain_paths(tree, mesh: Mesh | None = None):
+    """Inside ``jit``: ``with_sharding_constraint`` of every leaf's path axis to ``mesh``."""
+    sharding = path_sharding(mesh)
+    _check_divisible(jax.tree.leaves(tree), sharding.mesh.size)
+    return jax.tree.map(lambda leaf: jax.lax.with_sharding_constraint(leaf, sharding), tree)
+
+
+def sharded_initial(
+    initial: Callable[[Key, int], tuple], mesh: Mesh | None = None
+) -> Callable[[Key, int], tuple]:
+    """Wraps an initial law ``initial(key, n) -> (x0, score0)`` so its samples are path-sharded.
+
+    ``dkjax.fit`` draws the initial states inside its jitted training step; with the
+    wrapped law the whole step (both passes of the DK gradient, the objective's weights
+    and the gradient's sum over paths) runs sharded over ``mesh``, the sum over paths
+    becoming an all-reduce. Draws whose ``n`` is not divisible by the number of devices
+    (``fit``'s shape probe and small pilot runs) are left unsharded.
+
+    Example:
+        >>> initial = dkjax.sharded_initial(dkjax.gaussian_initial(jnp.zeros(2), 1.0))
+        >>> sde, history = dkjax.fit(sde, data, initial, ..., num_paths=4096)
+    """
+    mesh = path_mesh() if mesh is None else mesh
+
+    def wrapped(key, n):
+        x0, score0 = initial(key, n)
+        if n % mesh.size:
+            return x0, score0
+        x0 = constrain_paths(x0, mesh)
+        return x0, None if score0 is None else constrain_paths(score0, mesh)
+
+    return wrapped
+
+
+def host_path_offset(paths_per_host: int, process_index: int | None = None) -> int:
+    """The first global path index of this host: ``process_index * paths_per_host``.
+
+    With ``jax.distributed.initialize``, every host calls the estimators with the same
+    key and this ``path_offset``, so the hosts draw disjoint blocks of one ensemble and
+    together reproduce a single run over ``process_count * paths_per_host`` paths.
+    """
+    if isinstance(paths_per_host, bool) or not isinstance(paths_per_host, (int, np.integer)) or paths_per_host < 1:
+        raise ValueError(f"paths_per_host must be a positive int; got {paths_per_host!r}.")
+    index = jax.process_index() if process_index is None else process_index
+    offset = int(index) * int(paths_per_host)
+    if offset + paths_per_host > np.iinfo(np.int32).max:
+        raise ValueError("path indices must fit in int32: process_index * paths_per_host is too large.")
+    return offset
