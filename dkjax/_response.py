@@ -790,14 +790,9 @@ def stationary_response(
     batch_mask = (counts > 0)[:, :, None] & good[None, None, :]  # (B, nW, M)
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *block_means)  # leaves (B, nW, M, ...)
 
-    def per_window(leaf):
-        outs = [_batch_means(leaf[:, w], batch_mask[:, w]) for w in range(len(qs))]
-        return jnp.stack([o[0] for o in outs]), jnp.stack([o[1] for o in outs]), jnp.stack([o[2] for o in outs])
-
-    results = jax.tree.map(per_window, stacked)
-    is_triple = lambda t: isinstance(t, tuple) and len(t) == 3
-    estimate = jax.tree.map(lambda t: t[0], results, is_leaf=is_triple)
-    stderr = jax.tree.map(lambda t: t[1], results, is_leaf=is_triple)
+    by_window = jax.vmap(_batch_means, in_axes=(1, 1))
+    estimate = jax.tree.map(lambda leaf: by_window(leaf, batch_mask)[0], stacked)
+    stderr = jax.tree.map(lambda leaf: by_window(leaf, batch_mask)[1], stacked)
     num_batches = jnp.sum(batch_mask, axis=(0, 2))
     if int(jnp.min(num_batches)) < 2:
         warnings.warn(
