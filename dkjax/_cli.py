@@ -1,4 +1,4 @@
-"""The ``dkjax`` command line: ``dkjax train`` and ``dkjax sample`` (argparse subcommands).
+"""The ``dkjax`` command line: ``train``, ``sample``, ``response`` and ``bench`` (argparse subcommands).
 
 Each subcommand is added by an ``_add_<name>(subparsers)`` function that sets its handler,
 so further subcommands plug in the same way.
@@ -42,6 +42,13 @@ def _build(config):
         train_cfg["learning_rate"], train_cfg["steps"], train_cfg["final_lr_fraction"]
     )
     return data, heldout, model, initial, optax.adam(schedule)
+
+
+def _new_run_dir(config, out) -> Path:
+    """``--out`` if given, else ``runs/<run.name>-<timestamp>``."""
+    if out is not None:
+        return Path(out)
+    return Path("runs") / f"{config['run']['name']}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 def _auto(value):
@@ -98,8 +105,7 @@ def _train(args, parser) -> int:
         else:
             path = args.config if args.config is not None else (_DEFAULT_CONFIG if _DEFAULT_CONFIG.is_file() else None)
             config = load_config(path, args.set)
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            run_dir = Path(args.out) if args.out is not None else Path("runs") / f"{config['run']['name']}-{stamp}"
+            run_dir = _new_run_dir(config, args.out)
             if (run_dir / "checkpoints").exists():
                 raise ConfigError(f"--out: {run_dir} already holds a run; use --resume {run_dir} to continue it.")
     except ConfigError as error:
@@ -166,30 +172,127 @@ def _sample(args, parser) -> int:
     return 0
 
 
+def _add_config_arguments(parser, default_config: str) -> None:
+    parser.add_argument("--config", type=Path, help=f"TOML config (default: {default_config})")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key (repeatable)"
+    )
+    parser.add_argument("--out", help="run folder (default: runs/<run.name>-<timestamp>)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or tables; only the final summary line")
+
+
+def _subparser(subparsers, name: str, help: str, description: str, examples: str):
+    return subparsers.add_parser(
+        name, help=help, description=description, epilog="examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+
+
 def _add_train(subparsers) -> None:
-    train = subparsers.add_parser(
-        "train",
+    train = _subparser(
+        subparsers, "train",
         help="train a neural SDE generative model with forward-only DK gradients",
         description="Train a NeuralSDE on a 2-D toy data set from a TOML config; writes a run folder with the "
         "config, checkpoints, metrics.jsonl, eval.json, samples.png and loss.png.",
-    )
-    train.add_argument("--config", type=Path, help=f"TOML config (default: {_DEFAULT_CONFIG} if present)")
-    train.add_argument(
-        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key (repeatable)"
-    )
-    train.add_argument("--out", help="run folder (default: runs/<name>-<timestamp>)")
+        examples="  dkjax train --config configs/two_moons.toml\n"
+        "  dkjax train --config configs/two_moons.toml --set train.steps=100 --set data.name=pinwheel --out runs/pw\n"
+        "  dkjax train --resume runs/pw          # continue after an interruption, bit-identically\n",
+    )  # fmt: skip
+    _add_config_arguments(train, f"{_DEFAULT_CONFIG} if present")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
-    train.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     train.set_defaults(handler=_train)
 
 
 def _add_sample(subparsers) -> None:
-    sample = subparsers.add_parser("sample", help="draw samples from a trained run")
+    sample = _subparser(
+        subparsers, "sample", help="draw samples from a trained run",
+        description="Draw samples from the last checkpoint of a dkjax train run folder into a .npy file.",
+        examples="  dkjax sample --run runs/pw --num 10000 --out samples.npy --seed 1\n",
+    )  # fmt: skip
     sample.add_argument("--run", required=True, metavar="RUN_DIR", help="a folder written by dkjax train")
     sample.add_argument("--num", type=int, required=True, help="number of samples")
     sample.add_argument("--out", required=True, help="output .npy file")
     sample.add_argument("--seed", type=int, default=0, help="sampling seed")
     sample.set_defaults(handler=_sample)
+
+
+def _response(args, parser) -> int:
+    from . import _response_command as command
+    from ._config import ConfigError, dump_config, load_config
+
+    try:
+        config = load_config(args.config, args.set, command.RESPONSE_SCHEMA)
+        plan = command.prepare(config)
+    except ConfigError as error:
+        parser.error(str(error))
+    run_dir = _new_run_dir(config, args.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / _CONFIG_FILE).write_text(dump_config(config))
+    cfg = config["response"]
+    if not args.quiet:
+        print(f"dkjax response: {config['system']['name']}, {cfg['num_paths']} paths to T = {cfg['t1']}, "
+              f"run folder {run_dir}")  # fmt: skip
+    try:
+        results = command.run(config, plan, run_dir, args.quiet)
+    except (ValueError, FloatingPointError) as error:  # the library's own checks, e.g. a singular Sigma
+        print(f"dkjax response: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"dkjax response: {len(results['observables'])} observable(s) x {len(plan.labels)} parameter(s) from "
+        f"{results['num_paths']} paths ({results['num_nonfinite']} non-finite excluded) in "
+        f"{results['seconds']:.1f} s; kernel rate {results['kernel_rate']:.3g}; run folder {run_dir}"
+    )
+    return 0
+
+
+def _add_response(subparsers) -> None:
+    from ._response_command import OBSERVABLES, SYSTEMS
+
+    response = _subparser(
+        subparsers, "response",
+        help="linear responses d/dparam E[phi(X_T)] of a built-in or user SDE",
+        description="Estimate the derivative of E[phi(X_T)] with respect to every parameter of an SDE by the "
+        "divergence-kernel method (dkjax.observable_response), with standard errors. The system is one of "
+        f"{', '.join(SYSTEMS)} or a user class given as module:Class (or path/to/file.py:Class); observables "
+        f"are {', '.join(OBSERVABLES)} or module:function. Writes config.toml, results.json and response.png.",
+        examples="  dkjax response --config configs/lorenz96_response.toml\n"
+        "  dkjax response --config configs/lorenz96_response.toml --set response.num_paths=20000 --quiet\n"
+        "  dkjax response --set system.name=my_sdes:Duffing --set 'system.parameters={ a = 1.0, s = 0.5 }' "
+        "--set initial.dim=1\n",
+    )  # fmt: skip
+    _add_config_arguments(response, "an Ornstein-Uhlenbeck example")
+    response.set_defaults(handler=_response)
+
+
+def _bench(args, parser) -> int:
+    import importlib
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        if (root / "benchmarks" / "run.py").is_file() and str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        suite = importlib.import_module("benchmarks.run")
+    except ImportError as error:
+        print(
+            f"dkjax bench: the benchmark suite (benchmarks/run.py) is not importable ({error}). It ships with the "
+            "dkjax repository, not with the installed package: run dkjax bench from a clone of the repository.",
+            file=sys.stderr,
+        )
+        return 2
+    extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
+    return suite.main(["--suite", args.suite, *extra]) or 0
+
+
+def _add_bench(subparsers) -> None:
+    bench = _subparser(
+        subparsers, "bench", help="run the benchmark suite (needs the repository's benchmarks/ folder)",
+        description="Run the benchmark suite benchmarks/run.py of the dkjax repository. Arguments after -- go "
+        "to the suite unchanged.",
+        examples="  dkjax bench --suite quick\n  dkjax bench --suite full -- --help\n",
+    )  # fmt: skip
+    bench.add_argument("--suite", choices=("quick", "full"), default="quick", help="quick: minutes on a CPU; full: a GPU")
+    bench.add_argument("extra", nargs=argparse.REMAINDER, help="arguments passed on to the suite (after --)")
+    bench.set_defaults(handler=_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_train(subparsers)
     _add_sample(subparsers)
+    _add_response(subparsers)
+    _add_bench(subparsers)
     return parser
 
 

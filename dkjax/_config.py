@@ -1,11 +1,15 @@
-"""The TOML configuration of ``dkjax train``: schema, defaults, overrides and validation.
+"""TOML configurations of the ``dkjax`` subcommands: schemas, defaults, overrides and validation.
 
 Every key has a type, a default and a check; any error names the key and what is allowed,
-and is raised before any data is generated or any model is built.
+and is raised before any data is generated or any model is built. ``SCHEMA`` is the schema
+of ``dkjax train``; other subcommands pass their own to ``load_config``.
 """
 
 import dataclasses
+import importlib
+import importlib.util
 import math
+import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -94,32 +98,34 @@ SCHEMA: dict[str, dict[str, _Key]] = {
     },
 }
 
-
-def defaults() -> dict[str, dict[str, Any]]:
-    """The default configuration, section by section."""
-    return {section: {name: key.default for name, key in keys.items()} for section, keys in SCHEMA.items()}
+Schema = dict[str, dict[str, _Key]]
 
 
-def _check_value(section: str, name: str, value) -> None:
-    key = SCHEMA[section][name]
+def defaults(schema: Schema = SCHEMA) -> dict[str, dict[str, Any]]:
+    """The default configuration of ``schema`` (default: ``dkjax train``'s), section by section."""
+    return {section: {name: key.default for name, key in keys.items()} for section, keys in schema.items()}
+
+
+def _check_value(schema: Schema, section: str, name: str, value) -> None:
+    key = schema[section][name]
     # bool is an int in Python; only bool-typed keys accept it.
     wrong_bool = isinstance(value, bool) and bool not in key.types
     if wrong_bool or not isinstance(value, key.types) or not key.check(value):
         raise ConfigError(f"{section}.{name} must be {key.allowed}; got {value!r}.")
 
 
-def _merge(config: dict, updates: dict, origin: str) -> None:
+def _merge(schema: Schema, config: dict, updates: dict, origin: str) -> None:
     for section, values in updates.items():
-        if section not in SCHEMA:
-            raise ConfigError(f"unknown section [{section}] in {origin}; allowed sections: {list(SCHEMA)}.")
+        if section not in schema:
+            raise ConfigError(f"unknown section [{section}] in {origin}; allowed sections: {list(schema)}.")
         if not isinstance(values, dict):
             raise ConfigError(f"[{section}] in {origin} must be a table of keys; got {values!r}.")
         for name, value in values.items():
-            if name not in SCHEMA[section]:
+            if name not in schema[section]:
                 raise ConfigError(
-                    f"unknown key {section}.{name} in {origin}; allowed keys of [{section}]: {list(SCHEMA[section])}."
+                    f"unknown key {section}.{name} in {origin}; allowed keys of [{section}]: {list(schema[section])}."
                 )
-            _check_value(section, name, value)
+            _check_value(schema, section, name, value)
             config[section][name] = value
 
 
@@ -137,8 +143,12 @@ def _parse_override(text: str) -> tuple[str, str, Any]:
     return section, name, value
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict[str, dict[str, Any]]:
+def load_config(
+    path: str | Path | None, overrides: list[str] = (), schema: Schema = SCHEMA
+) -> dict[str, dict[str, Any]]:
     """Defaults, then the TOML file at ``path`` (if any), then ``section.key=value`` overrides.
+
+    ``schema`` is the subcommand's schema (default: that of ``dkjax train``).
 
     Raises:
         ConfigError: a missing or unparsable file, an unknown section or key, a value of
@@ -147,18 +157,18 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict[str,
     Example:
         >>> config = load_config("configs/two_moons.toml", ["train.steps=100"])
     """
-    config = defaults()
+    config = defaults(schema)
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist.")
         try:
-            _merge(config, tomllib.loads(path.read_text()), str(path))
+            _merge(schema, config, tomllib.loads(path.read_text()), str(path))
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"config file {path} is not valid TOML: {error}") from error
     for text in overrides:
         section, name, value = _parse_override(text)
-        _merge(config, {section: {name: value}}, f"--set {text}")
+        _merge(schema, config, {section: {name: value}}, f"--set {text}")
     return config
 
 
@@ -167,7 +177,54 @@ def _toml_value(value) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     return repr(value)
+
+
+def is_reference(text: str) -> bool:
+    """Whether ``text`` has the form ``module:name`` (or ``path/to/file.py:name``)."""
+    module, _, name = text.partition(":")
+    return bool(module) and name.isidentifier()
+
+
+def resolve_reference(text: str, key: str):
+    """The object that ``module:name`` or ``path/to/file.py:name`` names, for config key ``key``.
+
+    A module is imported as usual, with the working directory on the import path; a
+    ``.py`` file is loaded from its path.
+
+    Raises:
+        ConfigError: the text is not of that form, the module or file cannot be found or
+            fails to import, or it has no attribute ``name``; the message names ``key``.
+
+    Example:
+        >>> resolve_reference("dkjax:Lorenz96", "system.name")
+    """
+    if not is_reference(text):
+        raise ConfigError(f"{key} must be module:name or path/to/file.py:name; got {text!r}.")
+    module_name, _, name = text.partition(":")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise ConfigError(f"{key}: the file {path} does not exist.")
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path:
+                sys.path.insert(0, "")  # console scripts leave the working directory off the path
+            module = importlib.import_module(module_name)
+    except ConfigError:
+        raise
+    except Exception as error:
+        raise ConfigError(f"{key}: cannot import {module_name!r} ({type(error).__name__}: {error}).") from error
+    if not hasattr(module, name):
+        raise ConfigError(f"{key}: {module_name!r} has no attribute {name!r}.")
+    return getattr(module, name)
 
 
 def dump_config(config: dict[str, dict[str, Any]]) -> str:

@@ -1,0 +1,171 @@
+"""``dkjax response`` and ``dkjax bench``: results against an exact reference, user systems, help,
+and configuration errors raised before any work."""
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dkjax._cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+OU = """
+[run]
+name = "ou"
+[system]
+name = "OrnsteinUhlenbeck"
+parameters = {{ theta = {theta}, sigma = 0.5, mean = [0.0, 0.0] }}
+[initial]
+dim = 2
+mean = [1.0, -1.0]
+std = 0.3
+[response]
+observables = ["first", "mean_square"]
+t1 = 0.5
+num_steps = 10
+num_paths = 3000
+chunk_size = 1000
+kernel_rate = 1.0
+"""
+
+USER_MODULE = '''
+import jax.numpy as jnp
+import dkjax
+
+
+class Damped(dkjax.AbstractSDE):
+    rate: object
+    noise: object
+
+    def __init__(self, rate, noise):
+        self.rate, self.noise = rate, noise
+
+    def drift(self, t, x):
+        return -self.rate * x
+
+    def diffusion(self, t, x):
+        n = x.shape[0]
+        return self.noise * jnp.concatenate([jnp.eye(n), jnp.ones((n, 1))], axis=1)
+
+
+def last(x):
+    return x[-1]
+
+
+not_a_class = 3
+'''
+
+
+def _run(args, tmp_path):
+    run = tmp_path / "run"
+    return main(["response", *args, "--out", str(run)]), run
+
+
+def test_response_matches_exact_ou_derivative(tmp_path, capsys):
+    theta = 1.5
+    config = tmp_path / "ou.toml"
+    config.write_text(OU.format(theta=theta))
+    status, run = _run(["--config", str(config)], tmp_path)
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "d/dparam E[phi]" in out and f"run folder {run}" in out.splitlines()[-1]
+    for name in ("config.toml", "results.json", "response.png"):
+        assert (run / name).is_file(), name
+    results = json.loads((run / "results.json").read_text())
+    assert results["num_paths"] == 3000 and results["num_nonfinite"] == 0
+    first = results["observables"]["first"]
+    # Euler-Maruyama chain: E[X_T,0] = mu_0 + (m_0 - mu_0) (1 - theta dt)^n, so d/dmu_0 = 1 - (1 - theta dt)^n.
+    decay = (1 - theta * 0.05) ** 10
+    exact = {"mean[0]": 1 - decay, "mean[1]": 0.0, "theta": -0.05 * 10 * (1 - theta * 0.05) ** 9 * 1.0}
+    for label, value in exact.items():
+        r = first["response"][label]
+        assert 0 < r["stderr"] < 0.1 and abs(r["estimate"] - value) < 5 * r["stderr"], (label, r, value)
+    assert abs(first["value"] - decay) < 5 * first["value_stderr"]
+    assert set(results["observables"]["mean_square"]["response"]) == {"theta", "sigma", "mean[0]", "mean[1]"}
+
+
+def test_response_user_system_and_observable_from_a_file(tmp_path, capsys, monkeypatch):
+    (tmp_path / "user_sdes.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    args = ["--set", "system.name=user_sdes.py:Damped", "--set", "system.parameters={ rate = 1.0, noise = 0.3 }",
+            "--set", "initial.dim=3", "--set", 'response.observables=["user_sdes.py:last", "mean"]',
+            "--set", "response.num_paths=200", "--set", "response.num_steps=5", "--quiet"]  # fmt: skip
+    status, run = _run(args, tmp_path)
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "d/dparam" not in out and len(out.strip().splitlines()) == 1 and "run folder" in out
+    results = json.loads((run / "results.json").read_text())
+    assert list(results["observables"]) == ["user_sdes.py:last", "mean"]
+    for entry in results["observables"].values():
+        assert set(entry["response"]) == {"rate", "noise"}
+        assert all(np.isfinite(r["estimate"]) and np.isfinite(r["stderr"]) for r in entry["response"].values())
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["system.name=Duffing"], "system.name must be one of ['OrnsteinUhlenbeck'"),
+        (["system.name=no_such_module_xyz:Thing"], "system.name: cannot import 'no_such_module_xyz'"),
+        (["system.name=missing_file.py:Thing"], "system.name: the file missing_file.py does not exist"),
+        (["system.name=user_sdes.py:Nothing"], "system.name: 'user_sdes.py' has no attribute 'Nothing'"),
+        (["system.name=user_sdes.py:not_a_class"], "is not a dkjax.AbstractSDE subclass"),
+        (["system.parameters={ theta = 1.0, speed = 2.0 }"], "system.parameters: OrnsteinUhlenbeck has no parameter ['speed']"),
+        (['system.parameters={ theta = "fast" }'], "system.parameters must be a table of finite numbers"),
+        (["system.name=LinearSDE", "system.parameters={ A = [[-1.0, 0.0], [0.0, -1.0]], S = [[1.0, 0.0], [0.0, 1.0]] }",
+          "initial.dim=3"], "initial.dim = 3 does not fit LinearSDE"),
+        (["initial.dim=2", "initial.mean=[0.0, 1.0, 2.0]"], "initial.mean must be a number or a list of initial.dim = 2"),
+        (['response.observables=["median"]'], "response.observables must be a non-empty list of names from"),
+        (['response.observables=["user_sdes.py:Damped"]'], "response.observables: user_sdes.py:Damped fails"),
+        (["response.kernel_rate=500.0"], "response.kernel_rate must be <= 1 / dt = 100"),
+        (["response.mode=dense"], "response.mode must be one of ['matrix_free', 'exact']"),
+        (["response.num_paths=1"], "response.num_paths must be an integer >= 2"),
+        (["train.steps=3"], "unknown section [train]"),
+        (["response.paths=3"], "unknown key response.paths"),
+    ],
+)
+def test_response_config_errors_before_any_work(tmp_path, capsys, monkeypatch, overrides, match):
+    (tmp_path / "user_sdes.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    args = [arg for override in overrides for arg in ("--set", override)]
+    with pytest.raises(SystemExit) as exit_info:
+        _run(args + ["--quiet"], tmp_path)
+    assert exit_info.value.code == 2
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_shipped_response_config_is_valid(capsys):
+    from dkjax import _response_command as command
+    from dkjax._config import load_config
+
+    config = load_config(ROOT / "configs" / "lorenz96_response.toml", schema=command.RESPONSE_SCHEMA)
+    plan = command.prepare(config)
+    assert plan.labels == ["forcing", "noise"] and list(plan.observables) == ["mean", "mean_square"]
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "response", "bench"])
+def test_every_subcommand_has_help_with_examples(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and f"dkjax {command}" in out.split("examples:")[1]
+
+
+def test_bench_passes_the_suite_and_extra_arguments_on(monkeypatch):
+    calls = []
+    fake = types.ModuleType("benchmarks.run")
+    fake.main = lambda argv: calls.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "benchmarks.run", fake)
+    assert main(["bench", "--suite", "full", "--", "--only", "core"]) == 0
+    assert calls == [["--suite", "full", "--only", "core"]]
+
+
+def test_bench_without_the_suite_says_so(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "benchmarks.run", None)  # import raises ImportError
+    assert main(["bench", "--suite", "quick"]) == 2
+    assert "not importable" in capsys.readouterr().err
