@@ -280,7 +280,9 @@ def _bench(args, parser) -> int:
         )
         return 2
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
-    return suite.main(["--suite", args.suite, *extra]) or 0
+    suite.main(["--suite", args.suite, *extra])  # returns its results; failures raise
+    print(f"dkjax bench: suite {args.suite} finished")
+    return 0
 
 
 def _add_bench(subparsers) -> None:
