@@ -165,7 +165,7 @@ def divergence_kernel(
         FloatingPointError: with ``on_nonfinite="raise"``, if any path went non-finite.
 
     Example:
-        >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5, dim=1)
+        >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)
         >>> res = dkjax.divergence_kernel(sde, jnp.zeros((10_000, 1)), t1=1.0,
         ...                               num_steps=100, key=jax.random.key(0))
         >>> res.dlogp.theta.shape

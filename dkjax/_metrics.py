@@ -34,6 +34,9 @@ def energy_distance(x: Samples, y: Float[Array, "m d"]) -> Scalar:
     Returns:
         A scalar.
 
+    Raises:
+        TypeError: samples of different dimensions ``d`` (from JAX broadcasting).
+
     Example:
         >>> dkjax.energy_distance(samples, heldout)
     """
@@ -61,6 +64,9 @@ def smoothed_nll(samples: Samples, data: Float[Array, "j d"], bandwidth: Scalar)
     Returns:
         A scalar (nats per point; lower is better).
 
+    Raises:
+        TypeError: samples of different dimensions ``d`` (from JAX broadcasting).
+
     Example:
         >>> dkjax.smoothed_nll(dkjax.sample(sde, initial, 4096, ...), heldout, 0.1)
     """
@@ -82,6 +88,9 @@ def sliced_wasserstein(
 
     Returns:
         A scalar.
+
+    Raises:
+        TypeError: samples of different dimensions ``d`` (from JAX broadcasting).
 
     Example:
         >>> dkjax.sliced_wasserstein(samples, heldout, key=jax.random.key(0))

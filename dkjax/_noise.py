@@ -50,6 +50,10 @@ class BrownianIncrements(diffrax.AbstractPath):
         path_id: which path (row of ``x0``).
         dtype: floating dtype of the increments.
 
+    Raises:
+        Nothing at construction; evaluating off the time grid rounds to the nearest grid
+        point, so use a constant step of ``(t1 - t0) / num_steps``.
+
     Example:
         >>> bm = dkjax.BrownianIncrements(key, 0.0, 1.0, 100, dim=2, path_id=3)
         >>> bm.evaluate(0.0, 0.01)  # the first increment of path 3

@@ -30,6 +30,18 @@ class AbstractSDE(eqx.Module):
 
     Additive noise is simply a diffusion that does not depend on ``x``.
 
+    Arguments:
+        The fields the subclass declares (Equinox generates ``__init__`` unless the
+        subclass writes one). Parameters may be any pytree of arrays: a dict, a nested
+        ``eqx.Module``, a neural network.
+
+    Raises:
+        The entry points (``dkjax.simulate``, ``dkjax.divergence_kernel``, ...) raise
+        ``ValueError`` before any work if ``drift`` or ``diffusion`` return the wrong
+        shape for the states given. Keep the dtype of ``drift`` and ``diffusion`` that of
+        ``x`` (e.g. ``jnp.eye(d, dtype=x.dtype)``): mixing float64 into a float32 model
+        fails inside JAX's autodiff.
+
     Example:
         >>> class OU(dkjax.AbstractSDE):
         ...     theta: jax.Array
@@ -83,8 +95,17 @@ def parameters(sde: AbstractSDE) -> Params:
 
     This is the pytree structure of ``DKResult.dlogp`` (with a leading path axis).
 
+    Arguments:
+        sde: any ``dkjax.AbstractSDE`` (or Equinox module).
+
+    Returns:
+        A module of the same structure as ``sde`` holding only its floating-point arrays.
+
+    Raises:
+        Nothing of its own.
+
     Example:
-        >>> dkjax.parameters(dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5, dim=1))
+        >>> dkjax.parameters(dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5))
     """
     return eqx.filter(sde, eqx.is_inexact_array)
 

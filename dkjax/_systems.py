@@ -15,7 +15,13 @@ class OrnsteinUhlenbeck(AbstractSDE):
     """Ornstein-Uhlenbeck process ``dX = -theta (X - mean) dt + sigma dB`` (diagonal, additive).
 
     ``theta``, ``sigma`` and ``mean`` are scalars or arrays of shape ``(d,)``; all three are
-    parameters.
+    parameters. The state dimension ``d`` is set by ``x0``; scalars broadcast.
+
+    Arguments:
+        theta: mean-reversion rate; sigma: noise level; mean: long-time mean (default 0).
+
+    Raises:
+        TypeError: a non-numeric argument (from ``jnp.asarray``).
 
     Example:
         >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.5, sigma=0.8)
@@ -42,6 +48,13 @@ class LinearSDE(AbstractSDE):
 
     Its marginals are Gaussian for a Gaussian start, which makes it an exact reference for
     parameters inside the drift matrix and inside the noise matrix.
+
+    Arguments:
+        A: drift matrix ``(d, d)``; S: noise matrix ``(d, m)``; b: drift offset ``(d,)``
+            (default zero). All three are parameters.
+
+    Raises:
+        ValueError: ``A`` not square, or ``S`` not of shape ``(d, m)``.
 
     Example:
         >>> sde = dkjax.LinearSDE(A=-jnp.eye(2), S=0.5 * jnp.eye(2))
@@ -70,6 +83,14 @@ class LinearSDE(AbstractSDE):
 class GeometricBrownianMotion(AbstractSDE):
     """Geometric Brownian motion ``dX = mu X dt + sigma X dB`` (diagonal multiplicative noise).
 
+    Its marginals are log-normal: an exact reference for multiplicative noise.
+
+    Arguments:
+        mu: growth rate; sigma: volatility (scalars or ``(d,)`` arrays; both parameters).
+
+    Raises:
+        TypeError: a non-numeric argument (from ``jnp.asarray``).
+
     Example:
         >>> sde = dkjax.GeometricBrownianMotion(mu=0.1, sigma=0.3)
     """
@@ -97,6 +118,13 @@ class Lorenz96(AbstractSDE):
     """Stochastic Lorenz-96 with additive noise: ``dX = L96_F(X) dt + noise dB``.
 
     Parameters: ``forcing`` (F) and ``noise`` (scalars). Chaotic for F = 8 and d >= 8.
+    The dimension ``d`` (at least 4) is set by ``x0``.
+
+    Arguments:
+        forcing: the forcing F (default 8); noise: the additive noise level (default 0.5).
+
+    Raises:
+        TypeError: a non-numeric argument (from ``jnp.asarray``).
 
     Example:
         >>> sde = dkjax.Lorenz96(forcing=8.0, noise=0.5)
@@ -122,6 +150,12 @@ class Lorenz96Multiplicative(AbstractSDE):
     ``dx_i = (x_{i-1}(x_{i+1} - x_{i-2}) - x_i + F - 0.01 x_i^2) dt + sigma(x) dB_i`` with
     the scalar ``sigma(x) = exp(-|x|^2 / 2) + noise_level`` multiplying a d-dimensional
     Brownian motion. Parameters: ``forcing`` and ``noise_level``.
+
+    Arguments:
+        forcing: the forcing F (default 8); noise_level: the floor of the noise (default 0.5).
+
+    Raises:
+        TypeError: a non-numeric argument (from ``jnp.asarray``).
 
     Example:
         >>> sde = dkjax.Lorenz96Multiplicative(forcing=8.0, noise_level=0.5)
