@@ -27,6 +27,15 @@ PATH_AXIS = "paths"
 def path_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A 1-D mesh with axis ``"paths"`` over ``devices`` (default: all devices of this process).
 
+    Arguments:
+        devices: the devices to use (default ``jax.local_devices()``).
+
+    Returns:
+        A ``jax.sharding.Mesh`` with the single axis ``"paths"``.
+
+    Raises:
+        ValueError: an empty list of devices.
+
     Example:
         >>> mesh = dkjax.path_mesh()          # every local device
         >>> mesh.shape
@@ -105,6 +114,16 @@ def sharded_initial(
     becoming an all-reduce. Draws whose ``n`` is not divisible by the number of devices
     (``fit``'s shape probe and small pilot runs) are left unsharded.
 
+    Arguments:
+        initial: the initial law, ``initial(key, n) -> (x0, score0 or None)``.
+        mesh: a mesh with axis ``"paths"`` (default ``dkjax.path_mesh()``).
+
+    Returns:
+        A callable with the same signature whose outputs are sharded along the path axis.
+
+    Raises:
+        ValueError: (from the wrapped call) a mesh without a ``"paths"`` axis.
+
     Example:
         >>> initial = dkjax.sharded_initial(dkjax.gaussian_initial(jnp.zeros(2), 1.0))
         >>> sde, history = dkjax.fit(sde, data, initial, ..., num_paths=4096)
@@ -127,6 +146,21 @@ def host_path_offset(paths_per_host: int, process_index: int | None = None) -> i
     With ``jax.distributed.initialize``, every host calls the estimators with the same
     key and this ``path_offset``, so the hosts draw disjoint blocks of one ensemble and
     together reproduce a single run over ``process_count * paths_per_host`` paths.
+
+    Arguments:
+        paths_per_host: paths each host simulates.
+        process_index: this host's index (default ``jax.process_index()``).
+
+    Returns:
+        The ``path_offset`` to pass to ``simulate``, ``divergence_kernel`` and friends.
+
+    Raises:
+        ValueError: ``paths_per_host`` not a positive int, or path indices beyond int32.
+
+    Example:
+        >>> offset = dkjax.host_path_offset(65536)   # 0 on host 0, 65536 on host 1, ...
+        >>> res = dkjax.divergence_kernel(sde, x0_local, t1=1.0, num_steps=100, key=key,
+        ...                               path_offset=offset)
     """
     if isinstance(paths_per_host, bool) or not isinstance(paths_per_host, (int, np.integer)) or paths_per_host < 1:
         raise ValueError(f"paths_per_host must be a positive int; got {paths_per_host!r}.")
