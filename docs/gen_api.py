@@ -69,9 +69,9 @@ def render() -> str:
                 for attr, member in sorted(vars(obj).items()):
                     if attr.startswith("_") or not (inspect.isfunction(member) or isinstance(member, property)):
                         continue
-                    doc = inspect.getdoc(member)
-                    if doc and attr not in ("drift", "diffusion") or (doc and obj is dkjax.AbstractSDE):
-                        lines += [f"- `{name}.{attr}`: {doc.splitlines()[0]}"]
+                    doc = (member.fget if isinstance(member, property) else member).__doc__  # own, not inherited
+                    if doc:
+                        lines += [f"- `{name}.{attr}`: {inspect.cleandoc(doc).splitlines()[0]}"]
                 lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
