@@ -147,3 +147,19 @@ def test_host_path_offsets_tile_one_ensemble():
     assert dkjax.host_path_offset(4) == 4 * jax.process_index()
     with pytest.raises(ValueError, match="positive int"):
         dkjax.host_path_offset(0)
+
+
+@pytest.mark.slow
+def test_multihost_example_two_processes_on_localhost_equal_one_run():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run(
+        [sys.executable, "examples/multihost_response.py", "--launch", "2", "--port", str(port), "--paths-per-host", "128"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "equal up to summation order" in proc.stdout
+    assert proc.stdout.count("over 256 paths") == 2
