@@ -43,6 +43,26 @@ def _choice(default, choices):
     return _Key(default, (str,), lambda v: v in choices, f"one of {list(choices)}")
 
 
+def is_number(v) -> bool:
+    """A finite int or float (not a bool)."""
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _is_numeric_array(v) -> bool:
+    """A finite number or a (nested) list of them, as TOML writes vectors and matrices."""
+    if isinstance(v, list):
+        return len(v) > 0 and all(_is_numeric_array(x) for x in v)
+    return is_number(v)
+
+
+def numeric_table(default):
+    """A table of constructor arguments: names to numbers or (nested) lists of numbers."""
+    return _Key(
+        default, (dict,), lambda v: all(_is_numeric_array(x) for x in v.values()),
+        "a table of finite numbers or lists of them, e.g. { forcing = 8.0, noise = 0.5 }",
+    )  # fmt: skip
+
+
 def _auto_or_positive(default):
     return _Key(
         default, (str, int, float), lambda v: v == "auto" or (not isinstance(v, str) and v > 0 and math.isfinite(v)),

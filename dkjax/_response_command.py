@@ -7,33 +7,32 @@ simulating; ``run`` estimates ``d/dparam E[phi(X_T)]`` with ``dkjax.observable_r
 """
 
 import dataclasses
-import inspect
 import json
 import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ._config import SCHEMA, ConfigError, _choice, _Key, _positive_float, _positive_int, is_reference, resolve_reference
+from ._config import (
+    SCHEMA,
+    ConfigError,
+    _choice,
+    _Key,
+    _positive_float,
+    _positive_int,
+    is_number,
+    is_reference,
+    numeric_table,
+    resolve_reference,
+)
+from ._config_systems import SYSTEMS, build_system, check_dimension, parameter_labels
 
-SYSTEMS = ("OrnsteinUhlenbeck", "LinearSDE", "GeometricBrownianMotion", "Lorenz96", "Lorenz96Multiplicative")
 OBSERVABLES = {
     "mean": "mean of the coordinates",
     "mean_square": "mean of the squared coordinates",
     "first": "the first coordinate",
     "first_square": "the square of the first coordinate",
 }
-
-
-def _is_number(v) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def _is_numeric_array(v) -> bool:
-    """A finite number or a (nested) list of them, as TOML writes vectors and matrices."""
-    if isinstance(v, list):
-        return len(v) > 0 and all(_is_numeric_array(x) for x in v)
-    return _is_number(v)
 
 
 RESPONSE_SCHEMA = {
@@ -45,15 +44,12 @@ RESPONSE_SCHEMA = {
             "OrnsteinUhlenbeck", (str,), lambda v: v in SYSTEMS or is_reference(v),
             f"one of {list(SYSTEMS)} or module:Class (a dkjax.AbstractSDE subclass)",
         ),  # fmt: skip
-        "parameters": _Key(
-            {"theta": 1.0, "sigma": 0.5}, (dict,), lambda v: all(_is_numeric_array(x) for x in v.values()),
-            "a table of finite numbers or lists of them, e.g. { forcing = 8.0, noise = 0.5 }",
-        ),  # fmt: skip
+        "parameters": numeric_table({"theta": 1.0, "sigma": 0.5}),
     },
     "initial": {
         "dim": _positive_int(1),
         "mean": _Key(
-            0.0, (int, float, list), lambda v: _is_number(v) or (isinstance(v, list) and all(map(_is_number, v))),
+            0.0, (int, float, list), lambda v: is_number(v) or (isinstance(v, list) and all(map(is_number, v))),
             "a finite number or a list of dim finite numbers",
         ),  # fmt: skip
         "std": _positive_float(1.0),
@@ -99,48 +95,6 @@ def _builtin_observable(name: str) -> Callable:
     }[name]
 
 
-def _system_class(name: str):
-    import dkjax
-
-    from ._sde import AbstractSDE
-
-    cls = getattr(dkjax, name) if name in SYSTEMS else resolve_reference(name, "system.name")
-    if not (isinstance(cls, type) and issubclass(cls, AbstractSDE)):
-        raise ConfigError(f"system.name: {name} is not a dkjax.AbstractSDE subclass.")
-    return cls
-
-
-def _build_sde(cls, parameters: dict, dtype):
-    import equinox as eqx
-    import jax
-    import jax.numpy as jnp
-
-    accepted = [p for p in inspect.signature(cls).parameters if p != "self"]
-    unknown = sorted(set(parameters) - set(accepted))
-    if unknown:
-        raise ConfigError(f"system.parameters: {cls.__name__} has no parameter {unknown}; allowed: {accepted}.")
-    try:
-        sde = cls(**{name: jnp.asarray(value, dtype) for name, value in parameters.items()})
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"system.parameters: {cls.__name__}({parameters}) failed: {error}") from error
-    return jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, sde)
-
-
-def parameter_labels(sde) -> list[str]:
-    """One label per scalar parameter entry, e.g. ``forcing`` or ``theta[1]``, in flattening order."""
-    import jax
-    import numpy as np
-
-    from ._sde import parameters
-
-    labels = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(parameters(sde))[0]:
-        name = jax.tree_util.keystr(path).lstrip(".")
-        shape = np.shape(leaf)
-        labels += [name] if shape == () else [f"{name}{list(i)}" for i in np.ndindex(shape)]
-    return labels
-
-
 def prepare(config: dict) -> Plan:
     """Validates the cross-key constraints of a response config and builds the SDE (no simulation).
 
@@ -151,8 +105,6 @@ def prepare(config: dict) -> Plan:
     """
     import jax
     import jax.numpy as jnp
-
-    from ._sde import noise_dimension
 
     if config["response"]["dtype"] == "float64":
         jax.config.update("jax_enable_x64", True)
@@ -167,12 +119,12 @@ def prepare(config: dict) -> Plan:
             f"response.kernel_rate must be <= 1 / dt = {1 / dt:.4g} (dt = t1 / num_steps); got {rate}. "
             "Raise response.num_steps or lower the rate."
         )
-    sde = _build_sde(_system_class(config["system"]["name"]), config["system"]["parameters"], dtype)
+    sde = build_system(
+        config["system"]["name"], config["system"]["parameters"], dtype,
+        name_key="system.name", parameters_key="system.parameters",
+    )  # fmt: skip
+    check_dimension(sde, dim, dtype, "initial.dim", config["system"]["name"])
     state = jax.ShapeDtypeStruct((dim,), dtype)
-    try:
-        noise_dimension(sde, jnp.zeros((), dtype), state)
-    except ValueError as error:
-        raise ConfigError(f"initial.dim = {dim} does not fit {config['system']['name']}: {error}") from error
     observables = {}
     for name in cfg["observables"]:
         phi = _builtin_observable(name) if name in OBSERVABLES else resolve_reference(name, "response.observables")
