@@ -14,34 +14,100 @@ _DEFAULT_CONFIG = Path("configs/two_moons.toml")
 _CONFIG_FILE = "config.toml"
 
 
-def _build(config):
-    """Data, held-out data, model, initial law and optimiser described by ``config``."""
-    import equinox as eqx
+def _dtype(config):
     import jax
     import jax.numpy as jnp
-    import jax.random as jr
-    import optax
-
-    from ._data import gaussian_initial, toy_data
-    from ._neural import NeuralSDE
 
     if config["train"]["dtype"] == "float64":
         jax.config.update("jax_enable_x64", True)
-    dtype = jnp.dtype(config["train"]["dtype"])
-    data_cfg, model_cfg, train_cfg = config["data"], config["model"], config["train"]
+    return jnp.dtype(config["train"]["dtype"])
+
+
+def _dim(config) -> int:
+    return config["data"]["dim"] if config["data"]["name"] == "simulated" else 2
+
+
+def _initial(config, dtype):
+    import jax.numpy as jnp
+
+    from ._data import gaussian_initial
+
+    mean = jnp.full(_dim(config), config["model"]["initial_mean"], dtype)
+    return gaussian_initial(mean, config["model"]["initial_std"])
+
+
+def _data_system(config, dtype):
+    from ._config_systems import build_system, check_dimension
+
+    data_cfg = config["data"]
+    sde = build_system(
+        data_cfg["system"], data_cfg["parameters"], dtype, name_key="data.system", parameters_key="data.parameters"
+    )
+    check_dimension(sde, data_cfg["dim"], dtype, "data.dim", data_cfg["system"])
+    return sde
+
+
+def _data_points(config, key, n: int, dtype):
+    """``n`` points: a toy set, or snapshots at ``train.t1`` of ``data.system`` from the initial law."""
+    import jax.random as jr
+
+    from ._data import toy_data
+    from ._simulate import simulate
+
+    if config["data"]["name"] != "simulated":
+        return toy_data(config["data"]["name"], key, n).astype(dtype)
+    init_key, path_key = jr.split(key)
+    x0 = _initial(config, dtype)(init_key, n)[0]
+    sde = _data_system(config, dtype)
+    return simulate(sde, x0, t1=config["train"]["t1"], num_steps=config["data"]["num_steps"], key=path_key)
+
+
+def _model(config, dtype):
+    """The model to train: a ``NeuralSDE`` or a config-named SDE with its initial parameters."""
+    import equinox as eqx
+    import jax
+    import jax.random as jr
+
+    from ._config_systems import build_system, check_dimension
+    from ._neural import NeuralSDE
+
+    model_cfg = config["model"]
+    if model_cfg["name"] == "neural":
+        model = NeuralSDE(
+            _dim(config), key=jr.key(model_cfg["seed"]), width=model_cfg["width"], depth=model_cfg["depth"],
+            noise=model_cfg["noise"], sigma_init=model_cfg["sigma_init"],
+            state_dependent=model_cfg["state_dependent"],
+        )  # fmt: skip
+    else:
+        model = build_system(
+            model_cfg["name"], model_cfg["parameters"], dtype, name_key="model.name", parameters_key="model.parameters"
+        )
+        check_dimension(model, _dim(config), dtype, "data.dim", model_cfg["name"])
+    return jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, model)
+
+
+def _check_systems(config) -> None:
+    """Builds the model (and the data system) so that their config errors come before any work."""
+    dtype = _dtype(config)
+    _model(config, dtype)
+    if config["data"]["name"] == "simulated":
+        _data_system(config, dtype)
+
+
+def _build(config):
+    """Data, held-out data, model, initial law and optimiser described by ``config``."""
+    import jax.random as jr
+    import optax
+
+    dtype = _dtype(config)
+    data_cfg, train_cfg = config["data"], config["train"]
     data_key = jr.key(data_cfg["seed"])
-    data = toy_data(data_cfg["name"], jr.fold_in(data_key, 0), data_cfg["num_points"]).astype(dtype)
-    heldout = toy_data(data_cfg["name"], jr.fold_in(data_key, 1), data_cfg["heldout_points"]).astype(dtype)
-    model = NeuralSDE(
-        data.shape[1], key=jr.key(model_cfg["seed"]), width=model_cfg["width"], depth=model_cfg["depth"],
-        noise=model_cfg["noise"], sigma_init=model_cfg["sigma_init"], state_dependent=model_cfg["state_dependent"],
-    )  # fmt: skip
-    model = jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, model)
-    initial = gaussian_initial(jnp.zeros(data.shape[1], dtype), 1.0)
+    data = _data_points(config, jr.fold_in(data_key, 0), data_cfg["num_points"], dtype)
+    heldout = _data_points(config, jr.fold_in(data_key, 1), data_cfg["heldout_points"], dtype)
     schedule = optax.cosine_decay_schedule(
         train_cfg["learning_rate"], train_cfg["steps"], train_cfg["final_lr_fraction"]
     )
-    return data, heldout, model, initial, optax.adam(schedule)
+    return data, heldout, _model(config, dtype), _initial(config, dtype), optax.adam(schedule)
 
 
 def _new_run_dir(config, out) -> Path:
@@ -59,7 +125,7 @@ def _evaluate(config, model, initial, data, heldout, run_dir: Path, records, qui
     import jax.numpy as jnp
     import jax.random as jr
 
-    from ._data import toy_data
+    from ._config_systems import parameter_labels
     from ._metrics import energy_distance, sliced_wasserstein, smoothed_nll
     from ._plots import plot_loss, plot_samples
     from ._train import sample
@@ -68,9 +134,9 @@ def _evaluate(config, model, initial, data, heldout, run_dir: Path, records, qui
     key = jr.key(eval_cfg["seed"])
     n = eval_cfg["num_samples"]
     samples = sample(model, initial, n, t1=train_cfg["t1"], num_steps=train_cfg["num_steps"], key=key)
-    mean, cov = jnp.mean(data, 0), jnp.cov(data.T)
+    mean, cov = jnp.mean(data, 0), jnp.atleast_2d(jnp.cov(data.T))  # a 1x1 matrix for 1-D data
     gaussian = mean + jr.normal(jr.fold_in(key, 1), (n, data.shape[1]), data.dtype) @ jnp.linalg.cholesky(cov).T
-    fresh = toy_data(config["data"]["name"], jr.fold_in(key, 2), n).astype(data.dtype)
+    fresh = _data_points(config, jr.fold_in(key, 2), n, data.dtype)
     metrics = {
         "energy_distance": float(energy_distance(samples, heldout)),
         "energy_distance_gaussian": float(energy_distance(gaussian, heldout)),
@@ -80,14 +146,27 @@ def _evaluate(config, model, initial, data, heldout, run_dir: Path, records, qui
         "heldout_nll": float(smoothed_nll(samples, heldout, eval_cfg["bandwidth"])),
         "heldout_nll_gaussian": float(smoothed_nll(gaussian, heldout, eval_cfg["bandwidth"])),
     }
+    if config["model"]["name"] != "neural":
+        import jax
+        import numpy as np
+
+        from ._sde import parameters
+
+        values = np.concatenate([np.ravel(leaf) for leaf in jax.tree.leaves(parameters(model))])
+        metrics["parameters"] = dict(zip(parameter_labels(model), map(float, values)))
     (run_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    title = f"energy distance {metrics['energy_distance']:.4f} (Gaussian {metrics['energy_distance_gaussian']:.4f})"
-    plot_samples(samples, heldout, run_dir / "samples.png", title)
+    if data.shape[1] >= 2:  # a scatter of the first two coordinates
+        title = f"energy distance {metrics['energy_distance']:.4f} (Gaussian {metrics['energy_distance_gaussian']:.4f})"
+        plot_samples(samples, heldout, run_dir / "samples.png", title)
     if records:
         plot_loss(records, run_dir / "loss.png")
     if not quiet:
         for name, value in metrics.items():
-            print(f"  {name:28s} {value:.5g}")
+            if isinstance(value, dict):
+                for label, number in value.items():
+                    print(f"  {name + ' ' + label:28s} {number:.5g}")
+            else:
+                print(f"  {name:28s} {value:.5g}")
     return metrics
 
 
@@ -105,6 +184,7 @@ def _train(args, parser) -> int:
         else:
             path = args.config if args.config is not None else (_DEFAULT_CONFIG if _DEFAULT_CONFIG.is_file() else None)
             config = load_config(path, args.set)
+            _check_systems(config)
             run_dir = _new_run_dir(config, args.out)
             if (run_dir / "checkpoints").exists():
                 raise ConfigError(f"--out: {run_dir} already holds a run; use --resume {run_dir} to continue it.")

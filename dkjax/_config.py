@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ._config_systems import SYSTEMS
 from ._data import TOY_DATA
 from ._objective import GRADIENT_METHODS, OBJECTIVES
 
@@ -75,12 +76,27 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "name": _Key("two_moons", (str,), lambda v: v != "" and "/" not in v, "a non-empty name without '/'"),
     },
     "data": {
-        "name": _choice("two_moons", tuple(sorted(TOY_DATA))),
+        "name": _choice("two_moons", tuple(sorted(TOY_DATA)) + ("simulated",)),
         "num_points": _Key(4096, (int,), lambda v: v >= 2, "an integer >= 2"),
         "heldout_points": _Key(2048, (int,), lambda v: v >= 2, "an integer >= 2"),
         "seed": _Key(0, (int,), lambda v: v >= 0, "an integer >= 0"),
+        # name = "simulated": snapshots at train.t1 of this SDE from the model's initial law.
+        "system": _Key(
+            "Lorenz96", (str,), lambda v: v in SYSTEMS or is_reference(v),
+            f"one of {list(SYSTEMS)} or module:Class (a dkjax.AbstractSDE subclass)",
+        ),  # fmt: skip
+        "parameters": numeric_table({}),
+        "dim": _Key(2, (int,), lambda v: v >= 1, "an integer >= 1"),
+        "num_steps": _positive_int(400),
     },
     "model": {
+        "name": _Key(
+            "neural", (str,), lambda v: v in ("neural",) + SYSTEMS or is_reference(v),
+            f"\"neural\" (dkjax.NeuralSDE), one of {list(SYSTEMS)} or module:Class",
+        ),  # fmt: skip
+        "parameters": numeric_table({}),
+        "initial_mean": _Key(0.0, (int, float), is_number, "a finite number"),
+        "initial_std": _positive_float(1.0),
         "width": _positive_int(64),
         "depth": _positive_int(2),
         "noise": _choice("scalar", ("scalar", "diagonal")),

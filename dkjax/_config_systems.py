@@ -2,8 +2,6 @@
 
 import inspect
 
-from ._config import ConfigError, resolve_reference
-
 SYSTEMS = ("OrnsteinUhlenbeck", "LinearSDE", "GeometricBrownianMotion", "Lorenz96", "Lorenz96Multiplicative")
 
 
@@ -16,6 +14,7 @@ def system_class(name: str, key: str):
     """
     import dkjax
 
+    from ._config import ConfigError, resolve_reference  # _config imports this module for SYSTEMS
     from ._sde import AbstractSDE
 
     cls = getattr(dkjax, name) if name in SYSTEMS else resolve_reference(name, key)
@@ -35,6 +34,8 @@ def build_system(name: str, parameters: dict, dtype, *, name_key: str, parameter
     import jax
     import jax.numpy as jnp
 
+    from ._config import ConfigError
+
     cls = system_class(name, name_key)
     accepted = [p for p in inspect.signature(cls).parameters if p != "self"]
     unknown = sorted(set(parameters) - set(accepted))
@@ -52,6 +53,7 @@ def check_dimension(sde, dim: int, dtype, key: str, name: str) -> None:
     import jax
     import jax.numpy as jnp
 
+    from ._config import ConfigError
     from ._sde import noise_dimension
 
     try:

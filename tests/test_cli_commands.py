@@ -138,13 +138,79 @@ def test_response_config_errors_before_any_work(tmp_path, capsys, monkeypatch, o
     assert not (tmp_path / "run").exists()
 
 
-def test_shipped_response_config_is_valid(capsys):
+def test_shipped_configs_are_valid(monkeypatch):
     from dkjax import _response_command as command
+    from dkjax._cli import _check_systems
     from dkjax._config import load_config
 
-    config = load_config(ROOT / "configs" / "lorenz96_response.toml", schema=command.RESPONSE_SCHEMA)
+    monkeypatch.chdir(ROOT)  # the training configs name example classes by path
+    config = load_config("configs/lorenz96_response.toml", schema=command.RESPONSE_SCHEMA)
     plan = command.prepare(config)
     assert plan.labels == ["forcing", "noise"] and list(plan.observables) == ["mean", "mean_square"]
+    for name in ("two_moons", "ou_recovery", "lorenz96_dksde"):
+        _check_systems(load_config(f"configs/{name}.toml"))
+
+
+SIMULATED = """
+[data]
+name = "simulated"
+system = "OrnsteinUhlenbeck"
+parameters = { theta = 1.5, sigma = 0.8 }
+dim = 1
+num_steps = 10
+num_points = 64
+heldout_points = 64
+[model]
+name = "user_sdes.py:Damped"
+parameters = { rate = 0.5, noise = 0.3 }
+initial_mean = 1.0
+initial_std = 0.2
+[train]
+steps = 3
+num_steps = 10
+num_paths = 32
+batch_size = 32
+kernel_rate = 2.0
+objective = "energy"
+dtype = "float64"
+[eval]
+num_samples = 64
+"""
+
+
+def test_train_a_user_sde_on_simulated_data(tmp_path, monkeypatch, capsys):
+    (tmp_path / "user_sdes.py").write_text(USER_MODULE)
+    (tmp_path / "sim.toml").write_text(SIMULATED)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", "sim.toml", "--out", "run", "--quiet"]) == 0
+    metrics = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert set(metrics["parameters"]) == {"rate", "noise"}
+    assert metrics["parameters"]["rate"] != 0.5 and np.isfinite(metrics["energy_distance"])
+    assert not (tmp_path / "run" / "samples.png").exists()  # no scatter for 1-D data
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["model.name=Nope"], "model.name must be \"neural\""),
+        (["model.name=user_sdes.py:Missing"], "model.name: 'user_sdes.py' has no attribute 'Missing'"),
+        (["model.parameters={ speed = 1.0 }"], "model.parameters: Damped has no parameter ['speed']"),
+        (["data.parameters={ theta = [1.0, 2.0] }", "data.dim=3"], "data.parameters: OrnsteinUhlenbeck"),
+        (["data.system=LinearSDE", "data.parameters={ A = [[-1.0]], S = [[1.0]] }", "data.dim=2"],
+         "data.dim = 2 does not fit LinearSDE"),
+        (["data.name=mnist"], "data.name must be one of"),
+    ],
+)
+def test_train_model_and_data_errors_before_any_work(tmp_path, monkeypatch, capsys, overrides, match):
+    (tmp_path / "user_sdes.py").write_text(USER_MODULE)
+    (tmp_path / "sim.toml").write_text(SIMULATED)
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--config", "sim.toml", "--out", "run", "--quiet"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args + [arg for override in overrides for arg in ("--set", override)])
+    assert exit_info.value.code == 2
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("command", ["train", "sample", "response", "bench"])
