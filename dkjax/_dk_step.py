@@ -207,14 +207,15 @@ def dk_scan(sde, x0, score0, path_ids, t0, t1, key, kernel_rate, response_mix, o
         x, nu, acc = step(kernel_plan, jnp.int32(0), 1.0, 1.0, x, nu, acc)
         first = 1
 
-    def body(carry, n):
-        x, nu, acc, bad_step = carry
+    def body(carry, _):
+        x, nu, acc, bad_step, n = carry
         mix_score = _rate_at(kernel_rate, t0 + n * dt) * dt
         x, nu, acc = step(plan, n, mix_score, response_mix, x, nu, acc)
         bad_step = jnp.where((bad_step < 0) & _nonfinite(x, nu), n, bad_step)
-        return (x, nu, acc, bad_step), None
+        return (x, nu, acc, bad_step, n + 1), None
 
     bad_step = jnp.where(_nonfinite(x, nu), 0, -1).astype(jnp.int32)
-    steps = jnp.arange(first, num_steps, dtype=jnp.int32)
-    (x, nu, acc, bad_step), _ = jax.lax.scan(body, (x, nu, acc, bad_step), steps)
+    # The step counter is carried, not scanned over: no O(num_steps) array of step indices.
+    carry = (x, nu, acc, bad_step, jnp.int32(first))
+    (x, nu, acc, bad_step, _), _ = jax.lax.scan(body, carry, None, length=num_steps - first)
     return x, nu, acc, bad_step

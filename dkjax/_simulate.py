@@ -38,13 +38,15 @@ def _simulate(sde, x0, path_ids, t0, t1, key, num_steps):
     t0, dt = time_grid(t0, t1, num_steps, x0.dtype)
     _, noise_dim = noise_dimension(sde, t0, x0[0])
 
-    def step(x, n):
+    def step(carry, _):
+        x, n = carry
         t = t0 + n * dt
         key_n = step_key(key, n)
         z = jax.vmap(lambda i: brownian_normal(key_n, i, noise_dim, x.dtype))(path_ids)
-        return x + jax.vmap(lambda xi, zi: em_increment(sde, t, xi, zi, dt))(x, z), None
+        return (x + jax.vmap(lambda xi, zi: em_increment(sde, t, xi, zi, dt))(x, z), n + 1), None
 
-    return jax.lax.scan(step, x0, jnp.arange(num_steps))[0]
+    # The step counter is carried, not scanned over: no O(num_steps) array of step indices.
+    return jax.lax.scan(step, (x0, jnp.int32(0)), None, length=num_steps)[0][0]
 
 
 def simulate(
