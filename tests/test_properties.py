@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import dkjax
 
-SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 class Inner(eqx.Module):
