@@ -88,6 +88,19 @@ def test_response_matches_exact_ou_derivative(tmp_path, capsys):
     assert set(results["observables"]["mean_square"]["response"]) == {"theta", "sigma", "mean[0]", "mean[1]"}
 
 
+def test_response_reruns_are_bit_identical(tmp_path):
+    config = tmp_path / "ou.toml"
+    config.write_text(OU.format(theta=1.0))
+    runs = []
+    for name in ("a", "b"):
+        assert main(["response", "--config", str(config), "--set", "response.num_paths=400", "--set",
+                     "response.chunk_size=200", "--out", str(tmp_path / name), "--quiet"]) == 0  # fmt: skip
+        results = json.loads((tmp_path / name / "results.json").read_text())
+        results.pop("seconds")
+        runs.append(results)
+    assert runs[0] == runs[1]
+
+
 def test_response_user_system_and_observable_from_a_file(tmp_path, capsys, monkeypatch):
     (tmp_path / "user_sdes.py").write_text(USER_MODULE)
     monkeypatch.chdir(tmp_path)
