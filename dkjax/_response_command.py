@@ -272,6 +272,7 @@ def _plot(results: dict, path: Path) -> None:
         )  # fmt: skip
         ax.axvline(0.0, color="0.7", lw=0.8)
         ax.set_yticks(range(len(labels)), labels)
+        ax.set_ylim(-0.6, len(labels) - 0.4)
         ax.set_title(f"d/dparam E[{name}]")
     fig.suptitle(f"{results['system']}, T = {results['t1']}, {results['num_paths']} paths (bars: 2 s.e.)")
     fig.tight_layout()
