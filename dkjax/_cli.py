@@ -214,8 +214,11 @@ def _train(args, parser) -> int:
         print(f"dkjax train: {history.stop_reason}", file=sys.stderr)
         print(f"dkjax train: run folder {run_dir}", file=sys.stderr)
         return 1
-    _evaluate(config, model, initial, data, heldout, run_dir, history.records, args.quiet)
-    print(f"dkjax train: finished; run folder {run_dir}")
+    metrics = _evaluate(config, model, initial, data, heldout, run_dir, history.records, args.quiet)
+    print(
+        f"dkjax train: finished {cfg['steps']} steps, final loss {history.loss[-1]:.4g}, energy distance to "
+        f"held-out data {metrics['energy_distance']:.4g}; run folder {run_dir}"
+    )
     return 0
 
 
