@@ -181,6 +181,7 @@ def _train(args, parser) -> int:
             if not (run_dir / _CONFIG_FILE).is_file():
                 raise ConfigError(f"--resume: {run_dir / _CONFIG_FILE} does not exist.")
             config = load_config(run_dir / _CONFIG_FILE, args.set)
+            _check_systems(config)
         else:
             path = args.config if args.config is not None else (_DEFAULT_CONFIG if _DEFAULT_CONFIG.is_file() else None)
             config = load_config(path, args.set)
@@ -234,6 +235,7 @@ def _sample(args, parser) -> int:
         if not (run_dir / _CONFIG_FILE).is_file():
             raise ConfigError(f"--run: {run_dir / _CONFIG_FILE} does not exist; is {run_dir} a dkjax train folder?")
         config = load_config(run_dir / _CONFIG_FILE)
+        _check_systems(config)
     except ConfigError as error:
         parser.error(str(error))
     if args.num < 1:

@@ -246,7 +246,9 @@ def resolve_reference(text: str, key: str):
         if module_name.endswith(".py"):
             path = Path(module_name)
             if not path.is_file():
-                raise ConfigError(f"{key}: the file {path} does not exist.")
+                raise ConfigError(
+                    f"{key}: the file {path} does not exist (relative to the working directory {Path.cwd()})."
+                )
             spec = importlib.util.spec_from_file_location(path.stem, path)
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
