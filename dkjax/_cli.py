@@ -339,7 +339,7 @@ def _add_response(subparsers) -> None:
         description="Estimate the derivative of E[phi(X_T)] with respect to every parameter of an SDE by the "
         "divergence-kernel method (dkjax.observable_response), with standard errors. The system is one of "
         f"{', '.join(SYSTEMS)} or a user class given as module:Class (or path/to/file.py:Class); observables "
-        f"are {', '.join(OBSERVABLES)} or module:function. Writes config.toml, results.json and response.png.",
+        f"are {', '.join(f'{name} ({what})' for name, what in OBSERVABLES.items())} or module:function. Writes config.toml, results.json and response.png.",
         examples="  dkjax response --config configs/lorenz96_response.toml\n"
         "  dkjax response --config configs/lorenz96_response.toml --set response.num_paths=20000 --quiet\n"
         "  dkjax response --set system.name=my_sdes:Duffing --set 'system.parameters={ a = 1.0, s = 0.5 }' "
