@@ -53,12 +53,13 @@ def check_time_grid(t0, t1, num_steps) -> None:
 
 def check_key(key) -> None:
     """``key`` must be a JAX PRNG key (``jax.random.key`` or ``jax.random.PRNGKey``)."""
+    shape = getattr(key, "shape", None)
     is_typed = hasattr(key, "dtype") and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-    is_raw = hasattr(key, "dtype") and key.dtype == jnp.uint32 and jnp.shape(key) == (2,)
-    if not ((is_typed and jnp.shape(key) == ()) or is_raw):
+    is_raw = hasattr(key, "dtype") and key.dtype == jnp.uint32 and shape == (2,)
+    if not ((is_typed and shape == ()) or is_raw):
         raise TypeError(
-            f"key must be a single JAX PRNG key such as jax.random.key(0); got {type(key).__name__} "
-            f"with shape {jnp.shape(key)}."
+            f"key must be a single JAX PRNG key such as jax.random.key(0); got {type(key).__name__}"
+            + ("." if shape is None else f" with shape {shape}.")
         )
 
 
