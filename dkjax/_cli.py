@@ -324,7 +324,8 @@ def _response(args, parser) -> int:
         return 1
     print(
         f"dkjax response: {len(results['observables'])} observable(s) x {len(plan.labels)} parameter(s) from "
-        f"{results['num_paths']} paths ({results['num_nonfinite']} non-finite excluded) in "
+        f"{results['num_paths']} paths ({results['num_nonfinite']} non-finite excluded, "
+        f"{results['num_nonfinite_spinup']} lost in the spin-up) in "
         f"{results['seconds']:.1f} s; kernel rate {results['kernel_rate']:.3g}; run folder {run_dir}"
     )
     return 0
