@@ -42,7 +42,7 @@ SUITES = {
     "quick": {
         "simulate": {"paths": 2048, "dim": 40, "steps": 100, "repeats": 5},
         "dk": {
-            "dims": [10, 40, 160, 640], "paths": 256, "steps": 50, "repeats": 3,
+            "dims": [10, 40, 160, 640], "paths": 1024, "steps": 40, "repeats": 3,
             "exact_dims": [10, 40], "exact_paths": 64, "general_dims": [10, 40],
         },
         "memory": {
@@ -222,6 +222,8 @@ def section_dk(cfg) -> dict:
     rows = []
     for kind, make in kinds.items():
         dims = cfg["general_dims"] if kind.startswith("general") else cfg["dims"]
+        # All sizes of one noise kind are timed interleaved, so the cost-vs-d ratios are side by side.
+        functions = {}
         for d in dims:
             sde = make(d)
             x0 = _l96_start(jax, paths, d)
@@ -231,12 +233,19 @@ def section_dk(cfg) -> dict:
                     sde, x, t1=t1, num_steps=steps, key=k, kernel_rate=10.0, mode=mode, on_nonfinite="ignore"
                 )
             )
-            matrix_free = dk("matrix_free")
-            timed = _time_side_by_side({"sim": sim, "mf": matrix_free}, (x0, key), cfg["repeats"])
-            t_sim, t_mf = timed["sim"], timed["mf"]
-            result = matrix_free(x0, key)
+            functions[("sim", d)] = (sim, (x0, key))
+            functions[("mf", d)] = (dk("matrix_free"), (x0, key))
+            if d in cfg["exact_dims"]:
+                xe = x0[: cfg["exact_paths"]]
+                functions[("sim_exact_paths", d)] = (sim, (xe, key))
+                functions[("exact", d)] = (dk("exact"), (xe, key))
+        timed = _time_side_by_side(functions, (), cfg["repeats"])
+        for d in dims:
+            sim, (x0, _) = functions[("sim", d)]
+            result = functions[("mf", d)][0](x0, key)
             np.testing.assert_array_equal(result.x, sim(x0, key))  # the same paths
             assert int(result.num_nonfinite) == 0
+            t_sim, t_mf = timed[("sim", d)], timed[("mf", d)]
             row = {
                 "noise": kind, "d": d, "paths": paths, "steps": steps,
                 "simulate_s": t_sim["median_s"], "matrix_free_s": t_mf["median_s"],
@@ -244,12 +253,10 @@ def section_dk(cfg) -> dict:
                 "matrix_free_over_simulate": t_mf["median_s"] / t_sim["median_s"],
                 "us_per_path_step": 1e6 * t_mf["median_s"] / (paths * steps),
             }  # fmt: skip
-            if d in cfg["exact_dims"]:
-                xe = x0[: cfg["exact_paths"]]
-                exact = dk("exact")
-                timed = _time_side_by_side({"sim": sim, "exact": exact}, (xe, key), cfg["repeats"])
+            if ("exact", d) in functions:
+                exact, (xe, _) = functions[("exact", d)]
                 np.testing.assert_array_equal(exact(xe, key).x, result.x[: cfg["exact_paths"]])
-                row["exact_over_simulate"] = timed["exact"]["median_s"] / timed["sim"]["median_s"]
+                row["exact_over_simulate"] = timed[("exact", d)]["median_s"] / timed[("sim_exact_paths", d)]["median_s"]
                 row["exact_paths"] = cfg["exact_paths"]
             rows.append(row)
     for row in rows:
@@ -528,7 +535,20 @@ def main(argv=None) -> dict:
     (out / "results.md").write_text(table + f"\nSuite wall time {results['wall_s']:.0f} s.\n")
     print(table)
     log(f"written to {out}")
+    failed = _errors(results)
+    if failed:
+        raise RuntimeError(f"benchmark configurations failed (see {out / 'results.md'}): {failed}")
     return results
+
+
+def _errors(value, where="") -> list[str]:
+    """Paths of every ``"error"`` entry in the results (failed or timed-out configurations)."""
+    if isinstance(value, dict):
+        found = [f"{where}: {value['error']}"] if "error" in value else []
+        return found + [e for k, v in value.items() if k != "error" for e in _errors(v, f"{where}/{k}")]
+    if isinstance(value, list):
+        return [e for i, v in enumerate(value) for e in _errors(v, f"{where}[{i}]")]
+    return []
 
 
 if __name__ == "__main__":
