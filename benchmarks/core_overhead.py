@@ -42,7 +42,7 @@ def main(argv=None):
 
     sde = dkjax.Lorenz96(forcing=8.0, noise=0.5)
     key = jax.random.key(0)
-    x0 = dkjax.simulate(sde, 8.0 + jax.random.normal(jax.random.key(1), (args.paths, args.dim)), t1=5.0, num_steps=500, key=jax.random.key(2))
+    x0 = dkjax.simulate(sde, 8.0 + jax.random.normal(jax.random.key(1), (args.paths, args.dim)), t1=5.0, num_steps=1000, key=jax.random.key(2))
     t1 = 0.005 * args.steps
     dt = t1 / args.steps
 

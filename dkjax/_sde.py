@@ -123,7 +123,7 @@ def noise_dimension(sde: AbstractSDE, t: Scalar, x: State) -> tuple[NoiseKind, i
     except (TypeError, ValueError) as error:
         raise ValueError(
             f"sde.drift must map a state of shape ({d},) to shape ({d},); it failed on shape ({d},) with "
-            f"{type(error).__name__}: {str(error).splitlines()[0]}. Check x0 (shape (num_paths, {d})) against "
+            f"{type(error).__name__}: {str(error).splitlines()[0].rstrip('.')}. Check x0 (shape (num_paths, {d})) against "
             "the SDE's dimension."
         ) from error
     if drift.shape != (d,):

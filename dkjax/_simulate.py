@@ -62,7 +62,8 @@ def simulate(
     """Simulates ``num_paths`` paths of ``sde`` by Euler-Maruyama and returns the final states.
 
     The noise of path ``i`` at step ``n`` is addressed by ``(key, n, path_offset + i)``, so
-    ``dkjax.divergence_kernel`` with the same arguments follows exactly the same paths.
+    ``dkjax.divergence_kernel`` with the same arguments follows the same paths (the same
+    noise; the states agree up to floating-point rounding).
 
     Arguments:
         sde: the SDE.
