@@ -396,7 +396,8 @@ def scaling_child(cfg) -> dict:
 
 
 def section_scaling(cfg) -> dict:
-    env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={cfg['devices']}"}
+    # Forced host devices are CPU devices: pin the platform, so a GPU machine measures the same thing.
+    env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={cfg['devices']}", "JAX_PLATFORMS": "cpu"}
     return {"config": cfg, **_run_child("scaling_child", cfg, env=env)}
 
 
