@@ -89,3 +89,27 @@ def grid_density_1d(drift, diffusion, p0, grid, dt, num_steps):
     for _ in range(num_steps):
         p = (p * h) @ kernel
     return p
+
+
+def tiny_train_config(*, steps: int = 4, checkpoint_every: int = 2, extra_train: str = "") -> str:
+    """A TOML config for ``dkjax train`` small enough for a test (a one-layer, width-8 neural SDE)."""
+    return f"""
+[run]
+name = "tiny"
+[data]
+num_points = 128
+heldout_points = 64
+[model]
+width = 8
+depth = 1
+[train]
+steps = {steps}
+num_steps = 10
+num_paths = 64
+batch_size = 32
+checkpoint_every = {checkpoint_every}
+{extra_train}
+dtype = "float64"
+[eval]
+num_samples = 64
+"""

@@ -7,32 +7,14 @@ import pytest
 
 import dkjax._train
 from dkjax._cli import main
+from helpers import tiny_train_config
 
-TINY = """
-[run]
-name = "tiny"
-[data]
-num_points = 128
-heldout_points = 64
-[model]
-width = 8
-depth = 1
-[train]
-steps = 4
-num_steps = 10
-num_paths = 64
-batch_size = 32
-checkpoint_every = 2
-dtype = "float64"
-[eval]
-num_samples = 64
-"""
 
 
 @pytest.fixture
 def tiny_config(tmp_path):
     path = tmp_path / "tiny.toml"
-    path.write_text(TINY)
+    path.write_text(tiny_train_config())
     return path
 
 

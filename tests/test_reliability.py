@@ -18,29 +18,10 @@ import pytest
 
 import dkjax
 from dkjax._cli import main
+from helpers import tiny_train_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TINY = """
-[run]
-name = "tiny"
-[data]
-num_points = 128
-heldout_points = 64
-[model]
-width = 8
-depth = 1
-[train]
-steps = {steps}
-num_steps = 10
-num_paths = 64
-batch_size = 32
-checkpoint_every = {every}
-kernel_rate = 5.0
-dtype = "float64"
-[eval]
-num_samples = 64
-"""
 
 
 def _leaves(tree) -> list[np.ndarray]:
@@ -120,7 +101,7 @@ def _wait_for_checkpoint(process, latest: Path, timeout: float) -> None:
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
     steps = 200
     config = tmp_path / "tiny.toml"
-    config.write_text(TINY.format(steps=steps, every=10))
+    config.write_text(tiny_train_config(steps=steps, checkpoint_every=10, extra_train="kernel_rate = 5.0"))
     killed, full = tmp_path / "killed", tmp_path / "full"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
@@ -151,7 +132,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
 def test_nonfinite_training_exits_nonzero_and_keeps_last_checkpoint(tmp_path, capsys):
     # A learning rate of 100 without clipping throws the network far out in two steps.
     config = tmp_path / "tiny.toml"
-    config.write_text(TINY.format(steps=20, every=1))
+    config.write_text(tiny_train_config(steps=20, checkpoint_every=1, extra_train="kernel_rate = 5.0"))
     run = tmp_path / "run"
     overrides = ["train.learning_rate=100.0", "train.clip_norm=1e30", "train.final_lr_fraction=1.0"]
     args = ["train", "--config", str(config), "--out", str(run), "--quiet"]
