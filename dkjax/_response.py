@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+from jax.sharding import NamedSharding
 
 from ._custom_types import Array, Key, KernelRate, Observable, Params, RealScalarLike
 from ._estimator import DKResult, divergence_kernel
@@ -198,8 +199,13 @@ def initial_chunks(x0, score0, num_paths, chunk_size, key) -> tuple[int, int, Ca
         raise ValueError(f"num_paths ({num_paths}) must equal x0.shape[0] ({total}) when x0 is an array.")
     if score0 is not None and jnp.shape(score0) != jnp.shape(x0):
         raise ValueError(f"score0 must have the shape of x0, {jnp.shape(x0)}; got {jnp.shape(score0)}.")
+    sharding = getattr(x0, "sharding", None)
     x0 = jnp.asarray(x0)
     chunk = min(chunk_size, total)
+    # Slices of a path-sharded x0 come out replicated; put each chunk back on the mesh so
+    # every device keeps working on its own share of the paths.
+    spread = isinstance(sharding, NamedSharding) and len(sharding.device_set) > 1
+    place = (lambda a: jax.device_put(a, sharding)) if spread and chunk % len(sharding.device_set) == 0 else (lambda a: a)
     pad = -total % chunk
     if pad:
         x0 = jnp.concatenate([x0, jnp.repeat(x0[-1:], pad, axis=0)])
@@ -208,7 +214,7 @@ def initial_chunks(x0, score0, num_paths, chunk_size, key) -> tuple[int, int, Ca
 
     def get(c):
         rows = slice(c * chunk, (c + 1) * chunk)
-        return x0[rows], None if score0 is None else score0[rows], min(chunk, total - c * chunk)
+        return place(x0[rows]), None if score0 is None else place(score0[rows]), min(chunk, total - c * chunk)
 
     return total, chunk, get
 
