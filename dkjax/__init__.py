@@ -1,27 +1,22 @@
 """dkjax: divergence-kernel linear responses and generative SDEs in JAX."""
 
-from ._data import gaussian_initial as gaussian_initial
-from ._data import lorenz96_snapshots as lorenz96_snapshots
-from ._data import toy_data as toy_data
-from ._estimator import DKResult as DKResult
-from ._estimator import divergence_kernel as divergence_kernel
-from ._kernel_rate import estimate_kernel_rate as estimate_kernel_rate
-from ._neural import NeuralSDE as NeuralSDE
-from ._metrics import energy_distance as energy_distance
-from ._metrics import sliced_wasserstein as sliced_wasserstein
-from ._metrics import smoothed_nll as smoothed_nll
-from ._noise import BrownianIncrements as BrownianIncrements
+# SDEs and simulation
 from ._sde import AbstractSDE as AbstractSDE
 from ._sde import parameters as parameters
-from ._simulate import simulate as simulate
 from ._systems import GeometricBrownianMotion as GeometricBrownianMotion
 from ._systems import LinearSDE as LinearSDE
 from ._systems import Lorenz96 as Lorenz96
 from ._systems import Lorenz96Multiplicative as Lorenz96Multiplicative
 from ._systems import OrnsteinUhlenbeck as OrnsteinUhlenbeck
-from ._train import TrainHistory as TrainHistory
-from ._train import fit as fit
-from ._train import sample as sample
+from ._noise import BrownianIncrements as BrownianIncrements
+from ._simulate import simulate as simulate
+
+# The divergence-kernel estimator
+from ._estimator import DKResult as DKResult
+from ._estimator import divergence_kernel as divergence_kernel
+from ._kernel_rate import estimate_kernel_rate as estimate_kernel_rate
+
+# Linear responses and baselines
 from ._response import DensityResponse as DensityResponse
 from ._response import ResponseResult as ResponseResult
 from ._response import StationaryResponse as StationaryResponse
@@ -37,8 +32,22 @@ from ._response_plots import plot_response_vs_parameter as plot_response_vs_para
 from ._response_plots import plot_slope_segments as plot_slope_segments
 from ._response_plots import plot_window_plateau as plot_window_plateau
 
-__version__ = "0.1.0"
+# DK-SDE generative models
+from ._neural import NeuralSDE as NeuralSDE
+from ._data import gaussian_initial as gaussian_initial
+from ._data import lorenz96_snapshots as lorenz96_snapshots
+from ._data import toy_data as toy_data
+from ._train import TrainHistory as TrainHistory
+from ._train import fit as fit
+from ._train import sample as sample
+from ._metrics import energy_distance as energy_distance
+from ._metrics import sliced_wasserstein as sliced_wasserstein
+from ._metrics import smoothed_nll as smoothed_nll
+
+# Scale-out
 from ._sharding import host_path_offset as host_path_offset
 from ._sharding import path_mesh as path_mesh
 from ._sharding import shard_paths as shard_paths
 from ._sharding import sharded_initial as sharded_initial
+
+__version__ = "0.1.0"
