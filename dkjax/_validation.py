@@ -30,8 +30,10 @@ def check_states(x0, name: str = "x0") -> tuple[int, int]:
 def check_finite(name: str, value: Array) -> None:
     """Raises if a concrete ``value`` holds NaN or inf (tracers are left alone)."""
     if is_concrete(value):
-        # Counted on the device: only one integer crosses to the host, not the array.
-        bad = int(jnp.size(value) - jnp.count_nonzero(jnp.isfinite(jnp.asarray(value))))
+        # Counted on the device (only one integer crosses to the host, not the array), and
+        # eagerly even when a concrete array is met while an outer jit is tracing.
+        with jax.ensure_compile_time_eval():
+            bad = int(jnp.size(value) - jnp.count_nonzero(jnp.isfinite(jnp.asarray(value))))
         if bad:
             raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or inf).")
 
