@@ -94,10 +94,17 @@ def report_nonfinite(result: DKResult, on_nonfinite: str) -> None:
     if count == 0:
         return
     first = int(jnp.min(jnp.where(result.finite, jnp.iinfo(jnp.int32).max, result.nonfinite_step)))
+    states_diverged = int(jnp.sum(~result.finite & ~jnp.all(jnp.isfinite(result.x), axis=1)))
+    if states_diverged:
+        cause = f"the states of {states_diverged} diverged: use a smaller time step (Euler-Maruyama is unstable)."
+    else:
+        cause = (
+            "the states stayed finite but the weights did not: use a larger kernel_rate (the covectors outgrew "
+            "it), or, if the diffusion vanishes somewhere, kernel_rate=0 with score0 given."
+        )
     message = (
         f"{count} of {result.x.shape[0]} paths went non-finite (first at step {first}). They are kept in "
-        "the result and marked by result.nonfinite_step; use result.finite to exclude them, or use "
-        "a smaller time step or a larger kernel_rate."
+        f"the result and marked by result.nonfinite_step (use result.finite to exclude them); {cause}"
     )
     if on_nonfinite == "raise":
         raise FloatingPointError(message)

@@ -95,10 +95,26 @@ def test_singular_diffusion_explains_the_fix_and_the_fix_works():
 def test_paths_that_blow_up_are_reported_not_averaged_silently():
     sde = _Exploding(jnp.array(1.0))
     x0 = jnp.concatenate([jnp.zeros((6, 1)), jnp.full((2, 1), 3.0)])
-    with pytest.warns(RuntimeWarning, match="2 of 8 paths went non-finite"):
+    with pytest.warns(RuntimeWarning, match="2 of 8 paths went non-finite.*states of 2 diverged: use a smaller time step"):
         res = dkjax.divergence_kernel(sde, x0, t1=1.0, num_steps=50, key=KEY, kernel_rate=1.0)
     assert int(res.num_nonfinite) == 2
     assert res.finite.tolist() == [True] * 6 + [False] * 2
     assert bool(jnp.all(res.nonfinite_step[6:] >= 0)) and bool(jnp.all(res.nonfinite_step[:6] == -1))
     with pytest.raises(FloatingPointError, match="went non-finite"):
         dkjax.divergence_kernel(sde, x0, t1=1.0, num_steps=50, key=KEY, on_nonfinite="raise")
+
+
+class _VanishingNoise(dkjax.AbstractSDE):
+    scale: jax.Array
+
+    def drift(self, t, x):
+        return -x
+
+    def diffusion(self, t, x):
+        return self.scale * x  # zero at the origin, where the kernel score divides by it
+
+
+def test_weights_that_blow_up_while_states_stay_finite_point_to_the_kernel_rate():
+    with pytest.warns(RuntimeWarning, match="states stayed finite but the weights did not.*kernel_rate=0 with score0"):
+        res = dkjax.divergence_kernel(_VanishingNoise(jnp.array(0.5)), jnp.zeros((4, 1)), **GOOD)
+    assert int(res.num_nonfinite) == 4 and bool(jnp.all(jnp.isfinite(res.x)))
