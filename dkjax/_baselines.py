@@ -92,6 +92,23 @@ def _result(stats, to_tree, where: str) -> ResponseResult:
     )
 
 
+def _chunked_result(sde, x0, num_paths, chunk_size, key, t0, t1, num_steps, to_tree, where, chunk_samples):
+    """Streams the paths in chunks, folds ``chunk_samples(xs, first_path) -> (samples, values)``.
+
+    Shared by the final-time baselines: each chunk is checked like a ``simulate`` input,
+    its per-path samples are folded into running moments, and the result is reported
+    with its non-finite count.
+    """
+    total, chunk, get = initial_chunks(x0, None, num_paths, chunk_size, key)
+    stats = None
+    for c in range(math.ceil(total / chunk)):
+        xs, _, n_valid = get(c)
+        check_common(sde, xs, t0, t1, num_steps, key)
+        samples, values = chunk_samples(xs, c * chunk)
+        stats = _fold(stats, samples, values, jnp.arange(chunk) < n_valid)
+    return _result(stats, to_tree, where)
+
+
 @eqx.filter_jit
 def _fd_chunk(rebuild, phi, vector, h, x0, path_offset, t0, t1, key, num_steps):
     """Per path, ``(phi(X_T; p + h e_j) - phi(X_T; p - h e_j)) / (2 h_j)`` for every entry ``j``."""
@@ -146,16 +163,12 @@ def finite_difference_response(
     check_key(key)
     vector, rebuild, to_tree = _flat_parameters(sde)
     h = _steps(vector, relative_step)
-    total, chunk, get = initial_chunks(x0, None, num_paths, chunk_size, key)
-    stats = None
-    for c in range(math.ceil(total / chunk)):
-        xs, _, n_valid = get(c)
-        check_common(sde, xs, t0, t1, num_steps, key)
-        samples, values = _fd_chunk(
-            rebuild, phi, vector, h, xs, c * chunk, jnp.asarray(t0, xs.dtype), jnp.asarray(t1, xs.dtype), key, num_steps
-        )
-        stats = _fold(stats, samples, values, jnp.arange(chunk) < n_valid)
-    return _result(stats, to_tree, "finite_difference_response")
+    chunk_samples = lambda xs, first: _fd_chunk(
+        rebuild, phi, vector, h, xs, first, jnp.asarray(t0, xs.dtype), jnp.asarray(t1, xs.dtype), key, num_steps
+    )
+    return _chunked_result(
+        sde, x0, num_paths, chunk_size, key, t0, t1, num_steps, to_tree, "finite_difference_response", chunk_samples
+    )
 
 
 @eqx.filter_jit
@@ -376,16 +389,15 @@ def backprop_response(
     """
     check_key(key)
     vector, rebuild, to_tree = _flat_parameters(sde)
-    total, chunk, get = initial_chunks(x0, None, num_paths, chunk_size, key)
-    stats = None
-    for c in range(math.ceil(total / chunk)):
-        xs, _, n_valid = get(c)
-        check_common(sde, xs, t0, t1, num_steps, key)
+
+    def chunk_samples(xs, first):
         _, noise_dim = noise_dimension(sde, jnp.asarray(t0, xs.dtype), xs[0])
-        path_ids = c * chunk + jnp.arange(chunk, dtype=jnp.int32)
-        samples, values = _backprop_chunk(
+        path_ids = first + jnp.arange(xs.shape[0], dtype=jnp.int32)
+        return _backprop_chunk(
             rebuild, phi, vector, xs, path_ids, jnp.asarray(t0, xs.dtype), jnp.asarray(t1, xs.dtype), key,
             num_steps, noise_dim,
-        )
-        stats = _fold(stats, samples, values, jnp.arange(chunk) < n_valid)
-    return _result(stats, to_tree, "backprop_response")
+        )  # fmt: skip
+
+    return _chunked_result(
+        sde, x0, num_paths, chunk_size, key, t0, t1, num_steps, to_tree, "backprop_response", chunk_samples
+    )
