@@ -9,7 +9,7 @@ import jax.random as jr
 
 from ._custom_types import Key, RealScalarLike, States
 from ._dk_step import _increment_fn, _pushforward, _step_plan
-from ._noise import brownian_normal, rademacher_probe, step_key
+from ._noise import brownian_normal, step_key
 from ._sde import AbstractSDE
 from ._simulate import check_common, path_ids_for, time_grid
 

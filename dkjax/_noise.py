@@ -10,6 +10,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 
 from ._custom_types import Array, Int, Key, RealScalarLike, Scalar
 
@@ -22,16 +23,53 @@ def step_key(key: Key, step: Int[Array, ""] | int) -> Key:
     return jr.fold_in(key, step)
 
 
+def _stream_bits(path_key: Key, stream: int, dim: int, dtype) -> Array:
+    """Raw random words as wide as ``dtype``, one per entry."""
+    uint = jnp.dtype(f"uint{jnp.finfo(dtype).bits}")
+    return jr.bits(jr.fold_in(path_key, stream), (dim,), uint)
+
+
+def _normal_from_bits(bits: Array, dtype) -> Array:
+    """``jax.random.normal``'s transform of raw words: the top ``nmant`` bits set a uniform.
+
+    Bit for bit what ``jr.normal`` returns for the same words (for dtypes with at least 8
+    mantissa bits), and it leaves the lowest bit of each word unused: the Hutchinson probe's
+    sign, independent of ``Z`` at no extra random-number cost.
+    """
+    finfo = jnp.finfo(dtype)
+    shift = jnp.asarray(finfo.bits - finfo.nmant, bits.dtype)
+    one = jnp.asarray(np.array(1.0, dtype).view(bits.dtype), bits.dtype)
+    unit = jax.lax.bitcast_convert_type((bits >> shift) | one, dtype) - jnp.asarray(1.0, dtype)
+    low = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype), dtype=dtype)
+    uniform = jnp.maximum(low, unit * (np.array(1.0, dtype) - low) + low)
+    return np.array(np.sqrt(2), dtype) * jax.lax.erf_inv(uniform)
+
+
+def _signs_from_low_bit(bits: Array, dtype) -> Array:
+    return 1 - 2 * (bits & 1).astype(dtype)
+
+
 def brownian_normal(step_key_: Key, path_id: Int[Array, ""], dim: int, dtype) -> Array:
     """Standard normal Brownian noise ``Z`` of shape ``(dim,)`` for one path and step."""
     path_key = jr.fold_in(step_key_, path_id)
-    return jr.normal(jr.fold_in(path_key, _BROWNIAN_STREAM), (dim,), dtype)
+    return _normal_from_bits(_stream_bits(path_key, _BROWNIAN_STREAM, dim, dtype), dtype)
 
 
-def rademacher_probe(step_key_: Key, path_id: Int[Array, ""], dim: int, dtype) -> Array:
-    """Rademacher probe vector (entries +-1) for Hutchinson traces, one path and step."""
+def noise_and_probe(step_key_: Key, path_id: Int[Array, ""], noise_dim: int, state_dim: int, dtype) -> tuple[Array, Array]:
+    """``brownian_normal`` and a Rademacher probe of shape ``(state_dim,)`` (entries +-1).
+
+    The probe's signs are the unused lowest bits of the words behind ``Z`` (one draw for
+    both, which halves the random-number cost of a DK step); only where the state has more
+    dimensions than the noise are further words drawn, from a stream of their own.
+    """
     path_key = jr.fold_in(step_key_, path_id)
-    return jr.rademacher(jr.fold_in(path_key, _PROBE_STREAM), (dim,), dtype)
+    bits = _stream_bits(path_key, _BROWNIAN_STREAM, noise_dim, dtype)
+    if state_dim > noise_dim:
+        extra = _stream_bits(path_key, _PROBE_STREAM, state_dim - noise_dim, dtype)
+        probe_bits = jnp.concatenate([bits, extra])
+    else:
+        probe_bits = bits[:state_dim]
+    return _normal_from_bits(bits, dtype), _signs_from_low_bit(probe_bits, dtype)
 
 
 class BrownianIncrements(diffrax.AbstractPath):

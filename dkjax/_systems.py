@@ -111,7 +111,11 @@ class GeometricBrownianMotion(AbstractSDE):
 
 def lorenz96_drift(x: State, forcing: Array) -> State:
     """``dx_i/dt = (x_{i+1} - x_{i-2}) x_{i-1} - x_i + F`` with periodic indices."""
-    return (jnp.roll(x, -1, axis=-1) - jnp.roll(x, 2, axis=-1)) * jnp.roll(x, 1, axis=-1) - x + forcing
+    # Slices of one wrapped copy rather than three jnp.roll calls: the same values, but the
+    # transposes (in every VJP of a DK step) become one pad per slice instead of a
+    # slice-pad-add per roll, which made the matrix-free step 15% slower on the CPU.
+    wrapped = jnp.concatenate([x[..., -2:], x, x[..., :1]], axis=-1)
+    return (wrapped[..., 3:] - wrapped[..., :-3]) * wrapped[..., 1:-2] - x + forcing
 
 
 class Lorenz96(AbstractSDE):
