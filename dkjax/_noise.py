@@ -10,66 +10,66 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+from jax.extend.random import threefry_2x32
 import numpy as np
 
 from ._custom_types import Array, Int, Key, RealScalarLike, Scalar
 
-_BROWNIAN_STREAM = 0
-_PROBE_STREAM = 1
+def step_key(key: Key, step: Int[Array, ""] | int) -> Array:
+    """The raw Threefry key pair (``uint32[2]``) shared by all paths at step ``step``.
+
+    Drawn from ``fold_in(key, step)``, so any key implementation works; the paths' words
+    are then Threefry hashes of ``(path, counter)`` under it (``_path_words``).
+    """
+    return jr.bits(jr.fold_in(key, step), (2,), jnp.uint32)
 
 
-def step_key(key: Key, step: Int[Array, ""] | int) -> Key:
-    """The key shared by all paths at step ``step``."""
-    return jr.fold_in(key, step)
+def _path_words(step_key_: Array, path_id: Int[Array, ""], count: int, dtype) -> Array:
+    """``count`` random words as wide as ``dtype`` for one path at one step.
+
+    Word pair ``j`` of path ``i`` is the Threefry-2x32 hash of the counter ``(i, j)``: no
+    per-path key derivation, and both 32-bit halves of every hash are used (one hash per two
+    float32 entries, per float64 entry). Fewer words are a prefix of more words.
+    """
+    width = jnp.finfo(dtype).bits
+    pairs = -(-count // 2) if width <= 32 else count
+    counters = jnp.concatenate([jnp.full((pairs,), path_id, jnp.uint32), jnp.arange(pairs, dtype=jnp.uint32)])
+    first, second = jnp.split(threefry_2x32(step_key_, counters), 2)
+    if width == 64:
+        return (first.astype(jnp.uint64) << jnp.uint64(32)) | second.astype(jnp.uint64)
+    return jnp.stack([first, second], axis=1).reshape(-1)[:count].astype(f"uint{width}")
 
 
-def _stream_bits(path_key: Key, stream: int, dim: int, dtype) -> Array:
-    """Raw random words as wide as ``dtype``, one per entry."""
-    uint = jnp.dtype(f"uint{jnp.finfo(dtype).bits}")
-    return jr.bits(jr.fold_in(path_key, stream), (dim,), uint)
+def _normal_from_words(words: Array, dtype) -> Array:
+    """Standard normals from raw words by ``jax.random.normal``'s transform (top ``nmant`` bits).
 
-
-def _normal_from_bits(bits: Array, dtype) -> Array:
-    """``jax.random.normal``'s transform of raw words: the top ``nmant`` bits set a uniform.
-
-    Bit for bit what ``jr.normal`` returns for the same words (for dtypes with at least 8
-    mantissa bits), and it leaves the lowest bit of each word unused: the Hutchinson probe's
-    sign, independent of ``Z`` at no extra random-number cost.
+    The transform leaves the lowest bit of each word unused: the Hutchinson probe's sign,
+    independent of ``Z`` at no extra random-number cost.
     """
     finfo = jnp.finfo(dtype)
-    shift = jnp.asarray(finfo.bits - finfo.nmant, bits.dtype)
-    one = jnp.asarray(np.array(1.0, dtype).view(bits.dtype), bits.dtype)
-    unit = jax.lax.bitcast_convert_type((bits >> shift) | one, dtype) - jnp.asarray(1.0, dtype)
+    shift = jnp.asarray(finfo.bits - finfo.nmant, words.dtype)
+    one = jnp.asarray(np.array(1.0, dtype).view(words.dtype), words.dtype)
+    unit = jax.lax.bitcast_convert_type((words >> shift) | one, dtype) - jnp.asarray(1.0, dtype)
     low = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype), dtype=dtype)
     uniform = jnp.maximum(low, unit * (np.array(1.0, dtype) - low) + low)
     return np.array(np.sqrt(2), dtype) * jax.lax.erf_inv(uniform)
 
 
-def _signs_from_low_bit(bits: Array, dtype) -> Array:
-    return 1 - 2 * (bits & 1).astype(dtype)
-
-
-def brownian_normal(step_key_: Key, path_id: Int[Array, ""], dim: int, dtype) -> Array:
+def brownian_normal(step_key_: Array, path_id: Int[Array, ""], dim: int, dtype) -> Array:
     """Standard normal Brownian noise ``Z`` of shape ``(dim,)`` for one path and step."""
-    path_key = jr.fold_in(step_key_, path_id)
-    return _normal_from_bits(_stream_bits(path_key, _BROWNIAN_STREAM, dim, dtype), dtype)
+    return _normal_from_words(_path_words(step_key_, path_id, dim, dtype), dtype)
 
 
-def noise_and_probe(step_key_: Key, path_id: Int[Array, ""], noise_dim: int, state_dim: int, dtype) -> tuple[Array, Array]:
+def noise_and_probe(step_key_: Array, path_id: Int[Array, ""], noise_dim: int, state_dim: int, dtype) -> tuple[Array, Array]:
     """``brownian_normal`` and a Rademacher probe of shape ``(state_dim,)`` (entries +-1).
 
-    The probe's signs are the unused lowest bits of the words behind ``Z`` (one draw for
-    both, which halves the random-number cost of a DK step); only where the state has more
-    dimensions than the noise are further words drawn, from a stream of their own.
+    One draw of ``max(noise_dim, state_dim)`` words serves both: ``Z`` from the top bits of
+    the first ``noise_dim`` (the very words ``brownian_normal`` uses), the probe's signs from
+    the lowest bits of the first ``state_dim``; this halves the random-number cost of a DK step.
     """
-    path_key = jr.fold_in(step_key_, path_id)
-    bits = _stream_bits(path_key, _BROWNIAN_STREAM, noise_dim, dtype)
-    if state_dim > noise_dim:
-        extra = _stream_bits(path_key, _PROBE_STREAM, state_dim - noise_dim, dtype)
-        probe_bits = jnp.concatenate([bits, extra])
-    else:
-        probe_bits = bits[:state_dim]
-    return _normal_from_bits(bits, dtype), _signs_from_low_bit(probe_bits, dtype)
+    words = _path_words(step_key_, path_id, max(noise_dim, state_dim), dtype)
+    probe = 1 - 2 * (words[:state_dim] & 1).astype(dtype)
+    return _normal_from_words(words[:noise_dim], dtype), probe
 
 
 class BrownianIncrements(diffrax.AbstractPath):
