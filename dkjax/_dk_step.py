@@ -41,14 +41,26 @@ def kernel_score(sigma: Array, z: Array, dt: Scalar) -> State:
     return -inverse_and_logabsdet(sigma @ sigma.T)[0] @ (sigma @ z) / jnp.sqrt(dt)
 
 
-def log_kernel(sde: AbstractSDE, t: Scalar, dt: Scalar, x: State, y: State) -> Scalar:
-    """``log N(y; x + F(t, x) dt, Sigma(t, x) dt)`` up to a constant independent of the SDE."""
-    residual = y - x - sde.drift(t, x) * dt
+def log_kernel_carrier(sde: AbstractSDE, t: Scalar, dt: Scalar, x: State, y: State) -> Scalar:
+    """A scalar whose parameter gradient (``x``, ``y`` fixed) is that of ``log k(x, y)``.
+
+    ``log k = log N(y; x + F(t, x) dt, Sigma(t, x) dt)``. For diagonal noise it is ``log k``
+    itself (up to a constant). For general noise, with ``P = Sigma^{-1}`` and ``s = P r``
+    (``r = y - x - F dt``) held fixed,
+    ``d log k = dF . s + s^T dSigma s / (2 dt) - tr(P dSigma) / 2``: reverse mode then never
+    passes through the inverse, which is formed once per step when ``sigma`` does not depend
+    on ``x`` (a per-path transposed inverse made the first kernel step of a 40-dimensional
+    general-noise run cost more than all the other steps together).
+    """
+    drift = sde.drift(t, x)
     sigma = sde.diffusion(t, x)
+    residual = y - x - drift * dt
     if sigma.ndim == 1:
         return jnp.sum(-0.5 * residual**2 / (sigma**2 * dt) - jnp.log(jnp.abs(sigma)))
-    precision, logabsdet = inverse_and_logabsdet(sigma @ sigma.T)
-    return -0.5 * residual @ precision @ residual / dt - 0.5 * logabsdet
+    covariance = sigma @ sigma.T
+    precision = jax.lax.stop_gradient(inverse_and_logabsdet(covariance)[0])
+    scaled = jax.lax.stop_gradient(precision @ residual)
+    return drift @ scaled + scaled @ covariance @ scaled / (2 * dt) - 0.5 * jnp.sum(precision * covariance)
 
 
 def _step_jacobian(increment, x, params) -> Array:
@@ -136,7 +148,7 @@ def _path_surrogate(plan: "_StepPlan", params, static, t, dt, mix_response, x, u
         divergence = u @ increment(x, params) + _logdet_carrier(plan, increment, x, params, probe, inverse_t)
         value = value - (1 - mix_response) * divergence
     if plan.kernel_response:
-        value = value + mix_response * log_kernel(eqx.combine(params, static), t, dt, x, x_next)
+        value = value + mix_response * log_kernel_carrier(eqx.combine(params, static), t, dt, x, x_next)
     return value
 
 

@@ -81,6 +81,33 @@ def test_linear_sde_general_noise_parameters_in_drift_and_noise_matrix(mode, noi
         assert_conditional_identity(estimate, reference, res.x, max_rel_se=0.02, label=name, powers=(0, 1))
 
 
+@pytest.mark.parametrize("response_mix", [0.0, 1.0])
+@pytest.mark.parametrize("noise_dim", [2, 3])
+def test_kernel_response_general_noise_from_a_point_mass(noise_dim, response_mix):
+    # score0=None: the first step's response is the kernel term d log k; with
+    # response_mix=1 every step's is (the likelihood ratio), parameters inside S included.
+    A = jnp.array([[-1.0, 0.6], [-0.4, -0.8]])
+    S = jnp.array([[0.7, 0.2, 0.1], [-0.3, 0.5, 0.2]])[:, :noise_dim]
+    b = jnp.array([0.3, -0.2])
+    start = jnp.array([0.5, -0.5])
+    t1, num_steps, num_paths = 0.5, 10, 60_000
+    sde = dkjax.LinearSDE(A=A, S=S, b=b)
+    res = dkjax.divergence_kernel(
+        sde, jnp.tile(start, (num_paths, 1)), t1=t1, num_steps=num_steps, key=jax.random.key(5),
+        kernel_rate=2.0, response_mix=response_mix,
+    )  # fmt: skip
+
+    def logp(sde, x):
+        m, c = em_linear_moments(sde.A, sde.S, sde.b, start, jnp.zeros((2, 2)), t1 / num_steps, num_steps)
+        return gaussian_logpdf(x, m, c)
+
+    exact_dlogp = jax.vmap(jax.grad(logp), in_axes=(None, 0))(sde, res.x)
+    for name in ("A", "S", "b"):
+        estimate = getattr(res.dlogp, name).reshape(num_paths, -1)
+        reference = getattr(exact_dlogp, name).reshape(num_paths, -1)
+        assert_conditional_identity(estimate, reference, res.x, max_rel_se=0.03, label=name, powers=(0, 1))
+
+
 class _Multiplicative1D(dkjax.AbstractSDE):
     """dX = (a - x^3 / 2) dt + (s + c sin x) dB: parameters in drift and diffusion."""
 
