@@ -5,11 +5,15 @@ KL ``L_h`` of MATH.md section 6 with the ESS bandwidth rule) and the same optimi
 clipping). Gradients:
 
 - ``dk_two_pass``: the memory-lean two-pass DK gradient (``fit(..., gradient="two_pass")``);
+- ``dk_chunked``: the same, replaying the paths in 8 chunks (``fit(..., path_chunk=num_paths // 8)``);
 - ``dk_per_path``: per-path DK responses (``gradient="per_path"``);
 - ``backprop``: reverse mode through ``diffrax.diffeqsolve`` (Euler on the same grid, driven by
   ``dkjax.BrownianIncrements``, diffrax's default ``RecursiveCheckpointAdjoint``, which
   recomputes the forward pass from a few checkpoints to save memory);
-- ``backprop_full``: the same, storing every step (``RecursiveCheckpointAdjoint(checkpoints=num_steps)``).
+- ``backprop_full``: the same, storing every step (``RecursiveCheckpointAdjoint(checkpoints=num_steps)``);
+- ``backprop_batched``: the default adjoint again, but one solve of all paths as a single
+  ``(M d)``-dimensional state instead of ``jax.vmap`` over per-path solves (with ``vmap`` the
+  parameter cotangent is carried per path through the adjoint loop, ``M x size(theta)``).
 
 Every (method, time steps) configuration runs in its own subprocess. Peak memory is XLA's
 compiled ``memory_analysis()`` of the jitted training step (arguments + outputs + temporaries,
@@ -32,7 +36,7 @@ import subprocess
 import sys
 import time
 
-METHODS = ("dk_two_pass", "dk_per_path", "backprop", "backprop_full")
+METHODS = ("dk_two_pass", "dk_chunked", "dk_per_path", "backprop", "backprop_full", "backprop_batched")
 
 
 def _setup(num_paths):
@@ -48,7 +52,7 @@ def _setup(num_paths):
     return data, heldout, model, initial
 
 
-def _backprop_step(initial, optimizer, num_paths, batch_size, num_steps, store_all, t1=1.0, ess_target=16.0):
+def _backprop_step(initial, optimizer, num_paths, batch_size, num_steps, variant, t1=1.0, ess_target=16.0):
     """A jitted training step whose gradient is reverse mode through diffrax."""
     import diffrax
     import equinox as eqx
@@ -57,13 +61,33 @@ def _backprop_step(initial, optimizer, num_paths, batch_size, num_steps, store_a
     import jax.random as jr
 
     import dkjax
-    from dkjax._metrics import squared_distances
     from dkjax._objective import ess_bandwidth, kl_weights
 
     ts = t1 * jnp.arange(num_steps + 1) / num_steps
-    adjoint = diffrax.RecursiveCheckpointAdjoint(checkpoints=num_steps if store_all else None)
+    adjoint = diffrax.RecursiveCheckpointAdjoint(checkpoints=num_steps if variant == "full" else None)
+
+    def batched_final_states(sde, x0, key):
+        import lineax as lx
+
+        num, dim = x0.shape
+        per_path = lambda f: lambda t, y, args: jax.vmap(f, in_axes=(None, 0))(t, y.reshape(num, dim)).reshape(-1)
+        terms = diffrax.MultiTerm(
+            diffrax.ODETerm(per_path(sde.drift)),
+            diffrax.ControlTerm(
+                lambda t, y, args: lx.DiagonalLinearOperator(per_path(sde.diffusion)(t, y, args)),
+                dkjax.BrownianIncrements(key, 0.0, t1, num_steps, dim=num * dim),
+            ),
+        )
+        sol = diffrax.diffeqsolve(
+            terms, diffrax.Euler(), 0.0, t1, None, x0.reshape(-1), stepsize_controller=diffrax.StepTo(ts=ts),
+            saveat=diffrax.SaveAt(t1=True), max_steps=num_steps, adjoint=adjoint,
+        )  # fmt: skip
+        return sol.ys[-1].reshape(num, dim)
 
     def final_states(sde, x0, key):
+        if variant == "batched":
+            return batched_final_states(sde, x0, key)
+
         def solve(x, path_id):
             bm = dkjax.BrownianIncrements(key, 0.0, t1, num_steps, dim=x.shape[0], path_id=path_id)
             sol = diffrax.diffeqsolve(
@@ -82,7 +106,7 @@ def _backprop_step(initial, optimizer, num_paths, batch_size, num_steps, store_a
 
         def loss_fn(p):
             x = final_states(eqx.combine(p, static), x0, path_key)
-            h = ess_bandwidth(squared_distances(batch, jax.lax.stop_gradient(x)), ess_target, h_min, h_max)
+            h = ess_bandwidth(batch, jax.lax.stop_gradient(x), ess_target, h_min, h_max)
             return kl_weights(x, batch, h, jitter_key)[0]
 
         loss, grad = jax.value_and_grad(loss_fn)(params)
@@ -95,9 +119,11 @@ def _backprop_step(initial, optimizer, num_paths, batch_size, num_steps, store_a
 def _dk_step(initial, optimizer, num_paths, batch_size, num_steps, method):
     from dkjax._train import _make_train_step
 
+    chunked = method == "chunked"
     return _make_train_step(
-        initial, optimizer, objective="kl", method=method, t0=0.0, t1=1.0, num_steps=num_steps,
-        num_paths=num_paths, batch_size=batch_size, ess_target=16.0,
+        initial, optimizer, objective="kl", method="two_pass" if chunked else method, t0=0.0, t1=1.0,
+        num_steps=num_steps, num_paths=num_paths, batch_size=batch_size, ess_target=16.0,
+        path_chunk=num_paths // 8 if chunked else None,
     )  # fmt: skip
 
 
@@ -115,7 +141,7 @@ def _step_and_args(method, num_steps, num_paths, batch_size, total_steps):
     opt_state = optimizer.init(params)
     h_min, h_max = jnp.asarray(0.05), jnp.asarray(4.0)
     if method.startswith("backprop"):
-        step = _backprop_step(initial, optimizer, num_paths, batch_size, num_steps, method == "backprop_full")
+        step = _backprop_step(initial, optimizer, num_paths, batch_size, num_steps, method.removeprefix("backprop").strip("_"))
         args = lambda p, o, k: (p, static, o, data, k, h_min, h_max)
     else:
         step = _dk_step(initial, optimizer, num_paths, batch_size, num_steps, method.removeprefix("dk_"))

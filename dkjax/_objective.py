@@ -18,7 +18,7 @@ import jax.random as jr
 from ._custom_types import Array, Float, Key, Params, Scalar, States
 from ._dk_step import dk_scan
 from ._estimator import divergence_kernel
-from ._metrics import energy_distance, kde_log_terms, pairwise_distances
+from ._metrics import energy_terms, kde_sums
 from ._sde import AbstractSDE, parameters
 from ._simulate import path_ids_for, simulate, time_grid
 
@@ -34,18 +34,18 @@ def _mean_ess(w: Float[Array, "j m"]) -> Scalar:
     return jnp.mean(1.0 / jnp.sum(w**2, axis=1))
 
 
-def ess_bandwidth(sq_dist: Float[Array, "j m"], ess_target: Scalar, h_min: Scalar, h_max: Scalar) -> Scalar:
+def ess_bandwidth(data: Float[Array, "j d"], x: States, ess_target: Scalar, h_min: Scalar, h_max: Scalar) -> Scalar:
     """The smallest bandwidth in ``[h_min, h_max]`` whose weights keep ``mean ESS >= ess_target``.
 
     The Nadaraya-Watson weights ``w_jm = softmax_m(-|y_j - X_m|^2 / (2 h^2))`` collapse onto
     one path per data point as ``h -> 0``; the self-normalised ratio's bias is of order
     one over their effective sample size (MATH.md section 8), so ``h`` shrinks only as far
     as the model's samples allow. The ESS grows with ``h``; bisection on ``log h`` over the
-    first ``_ESS_ROWS`` rows finds the crossing to within ``(h_max / h_min)^(2^-_BISECTIONS)``.
+    first ``_ESS_ROWS`` data points finds the crossing to within ``(h_max / h_min)^(2^-_BISECTIONS)``.
     Returns ``h_max`` if even that misses the target.
     """
-    sq_dist = sq_dist[:_ESS_ROWS]
-    ess_at = lambda log_h: _mean_ess(jax.nn.softmax(-sq_dist / (2 * jnp.exp(2 * log_h)), axis=1))
+    rows = data[:_ESS_ROWS]
+    ess_at = lambda log_h: kde_sums(rows, x, jnp.exp(log_h))["ess"] / rows.shape[0]
 
     def bisect(_, bounds):
         low, high = bounds
@@ -73,10 +73,10 @@ def kl_weights(
         ``(loss, c, mean_ess)``.
     """
     jittered = data + bandwidth * jr.normal(key, data.shape, data.dtype)
-    logits, offset = kde_log_terms(jittered, x, bandwidth)
-    w = jax.nn.softmax(logits, axis=1)
-    c = -jnp.mean(w, axis=0) + 1.0 / x.shape[0]
-    return -jnp.mean(jax.nn.logsumexp(logits, axis=1) + offset), c, _mean_ess(w)
+    num_data = data.shape[0]
+    sums = kde_sums(jittered, x, bandwidth)
+    c = -sums["weights"] / num_data + 1.0 / x.shape[0]
+    return -sums["log_q"] / num_data, c, sums["ess"] / num_data
 
 
 def energy_weights(x: States, data: Float[Array, "j d"]) -> tuple[Scalar, Float[Array, " m"], Scalar]:
@@ -90,11 +90,10 @@ def energy_weights(x: States, data: Float[Array, "j d"]) -> tuple[Scalar, Float[
         ``(loss, c, ess)`` with ``ess`` the number of paths (every path carries weight).
     """
     m = x.shape[0]
-    to_data = jnp.mean(pairwise_distances(x, data), axis=1)
-    to_paths = jnp.sum(pairwise_distances(x, x), axis=1) / (m - 1)
-    weight = 2 * to_data - 2 * to_paths
+    loss, to_data, to_paths = energy_terms(x, data)
+    weight = 2 * to_data / data.shape[0] - 2 * to_paths / (m - 1)
     c = (weight - jnp.mean(weight)) / m
-    return energy_distance(x, data), c, jnp.asarray(m, x.dtype)
+    return loss, c, jnp.asarray(m, x.dtype)
 
 
 def dk_gradient(
@@ -110,6 +109,7 @@ def dk_gradient(
     method: GradientMethod = "per_path",
     t0: Scalar = 0.0,
     mode: str = "matrix_free",
+    path_chunk: int | None = None,
 ) -> tuple[Scalar, Params, Any, States]:
     """Loss and its forward-only gradient ``sum_m c_m eta_m`` for path weights from ``weights(X_T)``.
 
@@ -124,6 +124,9 @@ def dk_gradient(
         t1, num_steps, key, kernel_rate, t0, mode: as for ``dkjax.divergence_kernel``.
         method: ``"per_path"`` (every path's response, memory grows with ``M`` times the
             parameter count) or ``"two_pass"`` (the memory-lean replay).
+        path_chunk: two-pass only: replay the paths this many at a time (one after the
+            other), so the replay's working memory (the drift's activations, for a neural
+            drift) scales with ``path_chunk`` instead of ``M``; ``None`` replays all at once.
 
     Returns:
         ``(loss, grad, aux, x_T)``; ``grad`` is shaped like ``dkjax.parameters(sde)``.
@@ -141,28 +144,36 @@ def dk_gradient(
     loss, c, aux = weights(x_final)
     c = jax.lax.stop_gradient(c)
     params = parameters(sde)
-
-    def add_weighted_gradient(acc, surrogate, inputs):
-        in_axes = (None,) + (0,) * len(inputs)
-        weighted = lambda p: jnp.sum(c * jax.vmap(surrogate, in_axes=in_axes)(p, *inputs))
-        return jax.tree.map(jnp.add, acc, jax.grad(weighted)(params))
-
     point_mass = score0 is None
     t0_arr, _ = time_grid(t0, t1, num_steps, x0.dtype)
-    _, _, grad, _ = dk_scan(
-        sde,
-        x0,
-        jnp.zeros_like(x0) if point_mass else score0,
-        path_ids_for(x0.shape[0], 0),
-        t0_arr,
-        jnp.asarray(t1, x0.dtype),
-        key,
-        jnp.asarray(kernel_rate, x0.dtype),
-        0.0,
-        (mode, num_steps, point_mass, True),
-        add_weighted_gradient,
-        jax.tree.map(jnp.zeros_like, params),
-    )
+    options = (mode, num_steps, point_mass, True)
+
+    def replay(x0_chunk, score0_chunk, ids_chunk, c_chunk):
+        def add_weighted_gradient(acc, surrogate, inputs):
+            in_axes = (None,) + (0,) * len(inputs)
+            weighted = lambda p: jnp.sum(c_chunk * jax.vmap(surrogate, in_axes=in_axes)(p, *inputs))
+            return jax.tree.map(jnp.add, acc, jax.grad(weighted)(params))
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        rate = jnp.asarray(kernel_rate, x0.dtype)
+        t1_arr = jnp.asarray(t1, x0.dtype)
+        return dk_scan(
+            sde, x0_chunk, score0_chunk, ids_chunk, t0_arr, t1_arr, key, rate, 0.0, options, add_weighted_gradient, zeros
+        )[2]
+
+    num_paths = x0.shape[0]
+    inputs = (x0, jnp.zeros_like(x0) if point_mass else score0, path_ids_for(num_paths, 0), c)
+    if path_chunk is None or path_chunk >= num_paths:
+        return loss, replay(*inputs), aux, x_final
+    # Padded paths replay path 0 with weight zero; noise is addressed by path id, so every
+    # chunk replays exactly the paths of the first pass.
+    num_chunks = -(-num_paths // path_chunk)
+    padding = num_chunks * path_chunk - num_paths
+    chunked = lambda leaf, fill: jnp.concatenate([leaf, fill]).reshape((num_chunks, path_chunk) + leaf.shape[1:])
+    chunks = [chunked(leaf, jnp.repeat(leaf[:1], padding, axis=0)) for leaf in inputs[:3]]
+    chunks.append(chunked(c, jnp.zeros(padding, c.dtype)))
+    add_chunk = lambda total, chunk: (jax.tree.map(jnp.add, total, replay(*chunk)), None)
+    grad, _ = jax.lax.scan(add_chunk, jax.tree.map(jnp.zeros_like, params), chunks)
     return loss, grad, aux, x_final
 
 

@@ -18,7 +18,6 @@ import optax
 from ._checkpoint import load_checkpoint, save_checkpoint
 from ._custom_types import Array, Float, Key, RealScalarLike, Scalar, States
 from ._kernel_rate import estimate_kernel_rate
-from ._metrics import squared_distances
 from ._objective import (
     GRADIENT_METHODS,
     OBJECTIVES,
@@ -130,7 +129,9 @@ def drift_stiffness(sde: AbstractSDE, t: Scalar, xs: States, key: Key) -> Scalar
     return jnp.max(jax.vmap(norm_at)(xs, probes))
 
 
-def _make_train_step(initial, optimizer, *, objective, method, t0, t1, num_steps, num_paths, batch_size, ess_target):
+def _make_train_step(
+    initial, optimizer, *, objective, method, t0, t1, num_steps, num_paths, batch_size, ess_target, path_chunk=None
+):
     @eqx.filter_jit
     def train_step(params, static, opt_state, data, key, kernel_rate, h_min, h_max):
         sde = eqx.combine(params, static)
@@ -143,13 +144,13 @@ def _make_train_step(initial, optimizer, *, objective, method, t0, t1, num_steps
             if objective == "energy":
                 loss, c, ess = energy_weights(x, data)
                 return loss, c, (ess, jnp.zeros((), x.dtype))
-            h = ess_bandwidth(squared_distances(data, x), ess_target, h_min, h_max)
+            h = ess_bandwidth(data, x, ess_target, h_min, h_max)
             loss, c, ess = kl_weights(x, data, h, jitter_key)
             return loss, c, (ess, h)
 
         loss, grad, (ess, h), x_final = dk_gradient(
             sde, x0, score0, weights, t1=t1, num_steps=num_steps, key=path_key, t0=t0,
-            kernel_rate=kernel_rate, method=method,
+            kernel_rate=kernel_rate, method=method, path_chunk=path_chunk,
         )  # fmt: skip
         updates, opt_state = optimizer.update(grad, opt_state, params)
         params = eqx.apply_updates(params, updates)
@@ -194,6 +195,7 @@ def fit(
     objective: str = "kl",
     gradient: str = "auto",
     lean_threshold: int = 20_000,
+    path_chunk: int | None = None,
     clip_norm: float | None = 1.0,
     t0: RealScalarLike = 0.0,
     checkpoint_dir: str | Path | None = None,
@@ -239,6 +241,9 @@ def fit(
         objective: ``"kl"`` or ``"energy"``.
         gradient: ``"per_path"``, ``"two_pass"`` (memory-lean) or ``"auto"``: two-pass when
             the model has more than ``lean_threshold`` parameters.
+        path_chunk: replay the two-pass gradient's paths this many at a time, so that its
+            working memory (the drift's activations) scales with ``path_chunk`` instead of
+            ``num_paths``; implies ``gradient="two_pass"``. ``None``: all paths at once.
         checkpoint_dir, checkpoint_every: where and how often to checkpoint (also at the end).
         resume: continue from the latest checkpoint in ``checkpoint_dir`` if there is one.
         metrics_file: a JSONL file receiving one record per step (rewritten on resume).
@@ -275,6 +280,7 @@ def fit(
     _positive("ess_target", ess_target)
     _positive("clip_norm", clip_norm, allow_none=True)
     _positive("checkpoint_every", checkpoint_every, allow_none=True, integer=True)
+    _positive("path_chunk", path_chunk, allow_none=True, integer=True)
     if num_paths < 2:
         raise ValueError(f"num_paths must be >= 2; got {num_paths}.")
     check_choice("objective", objective, OBJECTIVES)
@@ -295,9 +301,12 @@ def fit(
         h_max = max(4.0 * scale, h_min)
     else:
         h_min = h_max = bandwidth
+    if path_chunk is not None and gradient == "per_path":
+        raise ValueError("path_chunk applies to the two-pass gradient; use gradient='two_pass' or 'auto'.")
     method = gradient
     if gradient == "auto":
-        method = "two_pass" if parameter_count(sde) > lean_threshold else "per_path"
+        lean = path_chunk is not None or parameter_count(sde) > lean_threshold
+        method = "two_pass" if lean else "per_path"
     optimizer = optax.adam(3e-3) if optimizer is None else optimizer
     if clip_norm is not None:
         optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)
@@ -305,7 +314,7 @@ def fit(
     opt_state = optimizer.init(params)
     train_step = _make_train_step(
         initial, optimizer, objective=objective, method=method, t0=t0, t1=t1, num_steps=num_steps,
-        num_paths=num_paths, batch_size=min(batch_size, data.shape[0]), ess_target=ess_target,
+        num_paths=num_paths, batch_size=min(batch_size, data.shape[0]), ess_target=ess_target, path_chunk=path_chunk,
     )  # fmt: skip
 
     start, history, rate, checkpointed = 0, TrainHistory(), kernel_rate, None

@@ -9,6 +9,7 @@ import pytest
 from helpers import em_ou_moments
 
 import dkjax
+import dkjax._metrics
 from dkjax._metrics import energy_distance
 from dkjax._objective import dk_gradient, energy_weights, ess_bandwidth, kl_weights
 
@@ -32,14 +33,18 @@ def _weights(objective, data, key):
 
 
 @eqx.filter_jit
-def _gradient(sde, x0, score0, data, key, objective, method):
+def _gradient(sde, x0, score0, data, key, objective, method, path_chunk=None):
     weights = _weights(objective, data, jr.fold_in(key, 1))
-    return dk_gradient(sde, x0, score0, weights, t1=T, num_steps=STEPS, key=key, kernel_rate=2.0, method=method)
+    return dk_gradient(
+        sde, x0, score0, weights, t1=T, num_steps=STEPS, key=key, kernel_rate=2.0, method=method, path_chunk=path_chunk
+    )
 
 
 @pytest.mark.parametrize("objective", ["kl", "energy"])
 @pytest.mark.parametrize("model", ["ou", "neural", "neural_point_mass"])
-def test_two_gradient_routes_agree(objective, model):
+def test_gradient_routes_agree(objective, model):
+    # per-path responses, the two-pass replay, and the replay in chunks of 48 paths (the
+    # last chunk padded with zero-weight paths) follow the same paths to the same gradient.
     key = jr.key(0)
     if model == "ou":
         sde = _ou()
@@ -51,15 +56,17 @@ def test_two_gradient_routes_agree(objective, model):
         score0 = None if model == "neural_point_mass" else score0
         data = jr.normal(jr.key(2), (64, 2)) + jnp.array([1.0, -0.5])
     loss_a, grad_a, _, x_a = _gradient(sde, x0, score0, data, key, objective, "per_path")
-    loss_b, grad_b, _, x_b = _gradient(sde, x0, score0, data, key, objective, "two_pass")
-    np.testing.assert_allclose(x_a, x_b, rtol=1e-12)
-    assert float(loss_a) == pytest.approx(float(loss_b), rel=1e-12)
-    leaves_a, leaves_b = jax.tree.leaves(grad_a), jax.tree.leaves(grad_b)
-    assert len(leaves_a) == len(leaves_b) > 0
+    leaves_a = jax.tree.leaves(grad_a)
     scale = max(float(jnp.max(jnp.abs(g))) for g in leaves_a)
-    assert scale > 0
-    for a, b in zip(leaves_a, leaves_b):
-        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10 * scale)
+    assert len(leaves_a) > 0 and scale > 0
+    for path_chunk in (None, 48):
+        loss_b, grad_b, _, x_b = _gradient(sde, x0, score0, data, key, objective, "two_pass", path_chunk)
+        np.testing.assert_allclose(x_a, x_b, rtol=1e-12)
+        assert float(loss_a) == pytest.approx(float(loss_b), rel=1e-12)
+        leaves_b = jax.tree.leaves(grad_b)
+        assert len(leaves_a) == len(leaves_b)
+        for a, b in zip(leaves_a, leaves_b):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10 * scale)
 
 
 def test_kl_gradient_matches_exact_smoothed_likelihood():
@@ -98,11 +105,11 @@ def test_ess_bandwidth_reaches_target():
     x = jr.normal(jr.key(0), (512, 2))
     y = jr.normal(jr.key(1), (256, 2))
     sq = jnp.sum((y[:, None] - x[None]) ** 2, -1)
-    h = ess_bandwidth(sq, 32.0, 1e-3, 4.0)
+    h = ess_bandwidth(y, x, 32.0, 1e-3, 4.0)
     ess = lambda h_: float(jnp.mean(1 / jnp.sum(jax.nn.softmax(-sq / (2 * h_**2), 1) ** 2, 1)))
     assert ess(h) >= 32.0
     assert ess(h / 1.02) < 32.0
-    assert float(ess_bandwidth(sq, 1e6, 1e-3, 4.0)) == 4.0
+    assert float(ess_bandwidth(y, x, 1e6, 1e-3, 4.0)) == 4.0
 
 
 def test_sliced_wasserstein_of_shifted_gaussians():
@@ -122,3 +129,34 @@ def test_smoothed_nll_of_gaussian_samples():
     data = jr.normal(jr.key(1), (4000, 1))
     exact = 0.5 * np.log(2 * np.pi * (1 + h**2)) + float(jnp.mean(data**2)) / (2 * (1 + h**2))
     assert float(dkjax.smoothed_nll(samples, data, h)) == pytest.approx(exact, abs=0.01)
+
+
+@pytest.mark.parametrize("block_entries", [2**20, 37])
+def test_blocked_pairwise_reductions_equal_the_whole_matrix_formulas(monkeypatch, block_entries):
+    # 37 entries: blocks of one row against 50 or 37 columns, padding on the last block.
+    monkeypatch.setattr(dkjax._metrics, "_BLOCK_ENTRIES", block_entries)
+    x = jr.normal(jr.key(0), (37, 2))
+    data = 0.5 + jr.normal(jr.key(1), (50, 2))
+    key, h = jr.key(2), 0.4
+    distance = lambda a, b: jnp.sqrt(jnp.sum((a[:, None] - b[None]) ** 2, -1))
+    m, j = x.shape[0], data.shape[0]
+
+    loss, c, ess = kl_weights(x, data, h, key)
+    jittered = data + h * jr.normal(key, data.shape)
+    logits = -jnp.sum((jittered[:, None] - x[None]) ** 2, -1) / (2 * h**2)
+    w = jax.nn.softmax(logits, axis=1)
+    log_q = jax.nn.logsumexp(logits, axis=1) - jnp.log(m) - 2 * jnp.log(h * np.sqrt(2 * np.pi))
+    np.testing.assert_allclose(loss, -jnp.mean(log_q), rtol=1e-12)
+    np.testing.assert_allclose(c, -jnp.mean(w, axis=0) + 1 / m, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ess, jnp.mean(1 / jnp.sum(w**2, axis=1)), rtol=1e-12)
+
+    off_diagonal = lambda a: jnp.sum(distance(a, a)) / (a.shape[0] * (a.shape[0] - 1))
+    exact_energy = 2 * jnp.mean(distance(x, data)) - off_diagonal(x) - off_diagonal(data)
+    np.testing.assert_allclose(energy_distance(x, data), exact_energy, rtol=1e-12)
+    loss, c, _ = energy_weights(x, data)
+    weight = 2 * jnp.mean(distance(x, data), axis=1) - 2 * jnp.sum(distance(x, x), axis=1) / (m - 1)
+    np.testing.assert_allclose(loss, exact_energy, rtol=1e-12)
+    np.testing.assert_allclose(c, (weight - jnp.mean(weight)) / m, rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(dkjax.smoothed_nll(x, data, h), -jnp.mean(
+        jax.nn.logsumexp(-jnp.sum((data[:, None] - x[None]) ** 2, -1) / (2 * h**2), axis=1)
+        - jnp.log(m) - 2 * jnp.log(h * np.sqrt(2 * np.pi))), rtol=1e-12)  # fmt: skip

@@ -111,6 +111,8 @@ def test_nonfinite_loss_stops_and_keeps_last_good(tmp_path):
         ({"gradient": "backprop"}, "gradient"),
         ({"steps": 0}, "steps"),
         ({"checkpoint_every": 5}, "checkpoint_dir"),
+        ({"path_chunk": 0}, "path_chunk"),
+        ({"path_chunk": 8, "gradient": "per_path"}, "path_chunk applies to the two-pass"),
     ],
 )
 def test_bad_inputs_raise_before_work(change, match):
