@@ -127,6 +127,8 @@ def cases(tmp: Path):
         ("fit", "objective='mmd'", lambda: dkjax.fit(model, data, initial, objective="mmd", **fit_args)),
         ("fit", "bandwidth=0", lambda: dkjax.fit(model, data, initial, bandwidth=0.0, **fit_args)),
         ("fit", "resume without checkpoint_dir", lambda: dkjax.fit(model, data, initial, resume=True, **fit_args)),
+        ("fit", "path_chunk with gradient='per_path'",
+         lambda: dkjax.fit(model, data, initial, path_chunk=64, gradient="per_path", **fit_args)),
         ("toy_data", "an unknown data set", lambda: dkjax.toy_data("mnist", jr.key(0), 10)),
         ("gaussian_initial", "std <= 0", lambda: dkjax.gaussian_initial(jnp.zeros(2), -1.0)),
         ("LinearSDE", "A not square", lambda: dkjax.LinearSDE(A=jnp.zeros((2, 3)), S=jnp.eye(2))),
