@@ -94,33 +94,43 @@ def test_training_step_memory_does_not_grow_with_steps():
     assert ratio <= 1.05, f"training step peak memory grew {ratio:.3f}x from {FEW} to {MANY} steps"
 
 
-def test_float32_agrees_with_float64_on_the_ou_exact_reference():
-    """d/dtheta and d/dsigma of E[X_T^2] for the OU Euler-Maruyama chain, both precisions within 4 SE."""
-    theta, sigma, t1, steps, start = 1.5, 0.8, 1.0, 50, 1.0
-
-    def second_moment(th, sg):
-        m, v = em_ou_moments(th, sg, start, 0.0, t1 / steps, steps)
+def _em_second_moment(system, a, b, start, dt, steps):
+    """``E[X_T^2]`` of the Euler-Maruyama chain, exactly: OU (``a = theta``, ``b = sigma``), GBM (``a = mu``, ``b = sigma``)."""
+    if system == "ou":
+        m, v = em_ou_moments(a, b, start, 0.0, dt, steps)
         return m * m + v
+    return start**2 * ((1 + a * dt) ** 2 + b**2 * dt) ** steps
 
+
+@pytest.mark.parametrize("system, max_rel_se", [("ou", 0.05), ("gbm", 0.13)])  # about 2x the observed
+def test_float32_agrees_with_float64_on_exact_references(system, max_rel_se):
+    """d/da and d/db of E[X_T^2] (additive OU, multiplicative GBM), both precisions within 4 SE."""
+    a, b, t1, steps, start = (1.5, 0.8, 1.0, 50, 1.0) if system == "ou" else (0.2, 0.5, 1.0, 50, 1.0)
+    names = ("theta", "sigma") if system == "ou" else ("mu", "sigma")
     h = 1e-6
+    moment = lambda a_, b_: _em_second_moment(system, a_, b_, start, t1 / steps, steps)
     exact = {
-        "theta": (second_moment(theta + h, sigma) - second_moment(theta - h, sigma)) / (2 * h),
-        "sigma": (second_moment(theta, sigma + h) - second_moment(theta, sigma - h)) / (2 * h),
+        names[0]: (moment(a + h, b) - moment(a - h, b)) / (2 * h),
+        names[1]: (moment(a, b + h) - moment(a, b - h)) / (2 * h),
     }
     estimates = {}
     for dtype in (jnp.float32, jnp.float64):
-        sde = dkjax.OrnsteinUhlenbeck(jnp.asarray(theta, dtype), jnp.asarray(sigma, dtype), jnp.asarray(0.0, dtype))
+        if system == "ou":
+            sde = dkjax.OrnsteinUhlenbeck(jnp.asarray(a, dtype), jnp.asarray(b, dtype), jnp.asarray(0.0, dtype))
+        else:
+            sde = dkjax.GeometricBrownianMotion(jnp.asarray(a, dtype), jnp.asarray(b, dtype))
         x0 = jnp.full((100_000, 1), start, dtype)
         res = dkjax.divergence_kernel(sde, x0, t1=t1, num_steps=steps, key=jr.key(0), kernel_rate=3.0)
-        assert res.dlogp.theta.dtype == dtype and res.x.dtype == dtype
+        assert getattr(res.dlogp, names[0]).dtype == dtype and res.x.dtype == dtype
         phi = np.asarray(res.x[:, 0], np.float64) ** 2
         phi -= phi.mean()
-        for name in ("theta", "sigma"):
+        for name in names:
             samples = phi * np.asarray(getattr(res.dlogp, name), np.float64)
             mean, se = samples.mean(), samples.std(ddof=1) / np.sqrt(samples.size)
             assert abs(mean - exact[name]) < 4 * se, f"{jnp.dtype(dtype).name} d/d{name}: {mean} vs {exact[name]} (se {se})"
+            assert se < max_rel_se * abs(exact[name]), f"d/d{name}: standard error {se} too large for a useful check"
             estimates[(dtype, name)] = (mean, se)
-    for name in ("theta", "sigma"):
+    for name in names:
         (m32, s32), (m64, s64) = estimates[(jnp.float32, name)], estimates[(jnp.float64, name)]
         assert abs(m32 - m64) < 4 * np.hypot(s32, s64)
         assert s32 == pytest.approx(s64, rel=0.1)  # float32 adds no visible variance
