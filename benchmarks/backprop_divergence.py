@@ -11,7 +11,6 @@ All methods start from the same spun-up states and use the same Brownian increme
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import dkjax
 from dkjax._response_plots import plot_response_vs_parameter

@@ -12,7 +12,6 @@ import itertools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import dkjax
 from dkjax._response_plots import plot_response_vs_parameter, plot_window_plateau

@@ -206,7 +206,6 @@ def section_simulate(cfg) -> dict:
 
 def section_dk(cfg) -> dict:
     jax = _enable_x64()
-    import jax.numpy as jnp
     import numpy as np
 
     import dkjax

@@ -130,7 +130,6 @@ def _dk_step(initial, optimizer, num_paths, batch_size, num_steps, method):
 def _step_and_args(method, num_steps, num_paths, batch_size, total_steps):
     import equinox as eqx
     import jax.numpy as jnp
-    import jax.random as jr
     import optax
 
     data, heldout, model, initial = _setup(num_paths)

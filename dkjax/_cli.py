@@ -207,7 +207,8 @@ def _train(args, parser) -> int:
         optimizer=optimizer, num_paths=cfg["num_paths"], batch_size=cfg["batch_size"],
         bandwidth=_auto(cfg["bandwidth"]), min_bandwidth=_auto(cfg["min_bandwidth"]), ess_target=cfg["ess_target"],
         kernel_rate=cfg["kernel_rate"], kernel_rate_every=cfg["kernel_rate_every"], objective=cfg["objective"],
-        gradient=cfg["gradient"], path_chunk=None if cfg["path_chunk"] == "all" else cfg["path_chunk"], clip_norm=cfg["clip_norm"], checkpoint_dir=run_dir / "checkpoints",
+        gradient=cfg["gradient"], path_chunk=None if cfg["path_chunk"] == "all" else cfg["path_chunk"],
+        clip_norm=cfg["clip_norm"], checkpoint_dir=run_dir / "checkpoints",
         checkpoint_every=cfg["checkpoint_every"], resume=args.resume is not None,
         metrics_file=run_dir / "metrics.jsonl", progress=not args.quiet,
     )  # fmt: skip

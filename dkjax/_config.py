@@ -122,7 +122,9 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "ess_target": _positive_float(16.0),
         "objective": _choice("kl", OBJECTIVES),
         "gradient": _choice("auto", ("auto",) + GRADIENT_METHODS),
-        "path_chunk": _Key("all", (str, int), lambda v: v == "all" or (not isinstance(v, str) and v >= 1), '"all" or an integer >= 1'),
+        "path_chunk": _Key(
+            "all", (str, int), lambda v: v == "all" or (not isinstance(v, str) and v >= 1), '"all" or an integer >= 1'
+        ),
         "clip_norm": _positive_float(1.0),
         "checkpoint_every": _positive_int(100),
         "seed": _Key(2, (int,), lambda v: v >= 0, "an integer >= 0"),

@@ -93,7 +93,7 @@ def kde_sums(y: Samples, x: Float[Array, "m d"], bandwidth: Scalar) -> dict:
 
     Returns ``{"log_q": sum_j log q_h(y_j), "weights": sum_j w_j, "ess": sum_j 1 / |w_j|^2}``,
     ``w_jm = softmax_m(-|y_j - x_m|^2 / (2 h^2))`` being the Nadaraya-Watson weights of
-    ``y_j`` (shape ``(m,)`` summed over ``j``); unused entries cost nothing under jit.
+    ``y_j`` (shape ``(m,)`` summed over ``j``); under jit, XLA drops the entries not used.
     """
     num_samples, dim = x.shape
     offset = -jnp.log(num_samples) - dim * jnp.log(bandwidth * math.sqrt(2 * math.pi))

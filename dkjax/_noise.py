@@ -10,10 +10,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jax.extend.random import threefry_2x32
 import numpy as np
+from jax.extend.random import threefry_2x32
 
 from ._custom_types import Array, Int, Key, RealScalarLike, Scalar
+
 
 def step_key(key: Key, step: Int[Array, ""] | int) -> Array:
     """The raw Threefry key pair (``uint32[2]``) shared by all paths at step ``step``.
@@ -60,7 +61,9 @@ def brownian_normal(step_key_: Array, path_id: Int[Array, ""], dim: int, dtype) 
     return _normal_from_words(_path_words(step_key_, path_id, dim, dtype), dtype)
 
 
-def noise_and_probe(step_key_: Array, path_id: Int[Array, ""], noise_dim: int, state_dim: int, dtype) -> tuple[Array, Array]:
+def noise_and_probe(
+    step_key_: Array, path_id: Int[Array, ""], noise_dim: int, state_dim: int, dtype
+) -> tuple[Array, Array]:
     """``brownian_normal`` and a Rademacher probe of shape ``(state_dim,)`` (entries +-1).
 
     One draw of ``max(noise_dim, state_dim)`` words serves both: ``Z`` from the top bits of

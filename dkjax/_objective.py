@@ -29,11 +29,6 @@ _ESS_ROWS = 256
 _BISECTIONS = 12
 
 
-def _mean_ess(w: Float[Array, "j m"]) -> Scalar:
-    """Mean over data points of the effective sample size ``1 / sum_m w_jm^2`` of normalised weights."""
-    return jnp.mean(1.0 / jnp.sum(w**2, axis=1))
-
-
 def ess_bandwidth(data: Float[Array, "j d"], x: States, ess_target: Scalar, h_min: Scalar, h_max: Scalar) -> Scalar:
     """The smallest bandwidth in ``[h_min, h_max]`` whose weights keep ``mean ESS >= ess_target``.
 

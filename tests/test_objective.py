@@ -139,7 +139,7 @@ def test_blocked_pairwise_reductions_equal_the_whole_matrix_formulas(monkeypatch
     data = 0.5 + jr.normal(jr.key(1), (50, 2))
     key, h = jr.key(2), 0.4
     distance = lambda a, b: jnp.sqrt(jnp.sum((a[:, None] - b[None]) ** 2, -1))
-    m, j = x.shape[0], data.shape[0]
+    m = x.shape[0]
 
     loss, c, ess = kl_weights(x, data, h, key)
     jittered = data + h * jr.normal(key, data.shape)
