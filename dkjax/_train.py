@@ -168,9 +168,14 @@ def _make_train_step(
 
 def _nonfinite_message(step: int, metrics: dict, checkpoint: int | None) -> str:
     kept = f"; the last checkpoint is at step {checkpoint}" if checkpoint is not None else ""
+    paths = (
+        f"{metrics['num_nonfinite']} paths went non-finite"
+        if metrics["num_nonfinite"]
+        else "every path stayed finite, so the loss or its gradient overflowed"
+    )
     return (
-        f"training stopped at step {step}: loss {metrics['loss']:.4g}, gradient norm {metrics['grad_norm']:.4g}, "
-        f"{metrics['num_nonfinite']} non-finite paths. The returned model is the one before this step{kept}. "
+        f"training stopped at step {step}: loss {metrics['loss']:.4g}, gradient norm {metrics['grad_norm']:.4g}; "
+        f"{paths}. The returned model is the one before this step{kept}. "
         "Try a larger kernel_rate (or kernel_rate='auto'), more time steps (num_steps) or a lower learning rate."
     )
 
