@@ -123,7 +123,7 @@ def _dk_step(initial, optimizer, num_paths, batch_size, num_steps, method):
     return _make_train_step(
         initial, optimizer, objective="kl", method="two_pass" if chunked else method, t0=0.0, t1=1.0,
         num_steps=num_steps, num_paths=num_paths, batch_size=batch_size, ess_target=16.0,
-        path_chunk=num_paths // 8 if chunked else None,
+        path_chunk=max(1, num_paths // 8) if chunked else None,
     )  # fmt: skip
 
 

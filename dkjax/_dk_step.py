@@ -75,10 +75,11 @@ def _logdet_carrier(plan: "_StepPlan", increment, x, params, probe, inverse_t) -
     ``sum(J^{-T} * J)`` with ``inverse_t = J^{-T}`` at the current point. Matrix-free, with
     one Rademacher probe ``v`` (Hutchinson): ``(J^{-T} v) . (A v)``, where ``A = J - I`` acts
     by a JVP of the increment and ``J^{-T} v ~ v - A^T v`` (one VJP) is held fixed. Its
-    gradient has mean ``tr(dA) - tr(A dA)``, the gradient of ``tr A - tr(A^2)/2``
-    (MATH.md section 4), plus ``tr(A^2 dA)``, which is O(dt^3) for additive noise and odd in
-    the noise at O(dt^{3/2}) otherwise: conditional mean O(dt^2), like the terms MATH.md drops.
-    This costs one forward-over-reverse pass where differentiating ``h`` costs two. The
+    gradient has mean ``tr(dA) - tr(A dA)``, the gradient of ``tr A - tr(A^2)/2``, as has that
+    of MATH.md section 4's ``h = v.Av - (A^T v).(Av)/2`` (they differ per probe by a zero-mean
+    ``v.[dA, A]v / 2``). The exact gradient adds ``tr(A^2 dA) + ...``: O(dt^3) for additive
+    noise, odd in the noise at O(dt^{3/2}) otherwise, so of conditional mean O(dt^2), like the
+    terms MATH.md drops. This costs one forward-over-reverse pass where ``h`` costs two. The
     second-order part matters for additive noise too: without it, OU at dt = 0.02 showed an
     O(dt) bias of about ten standard errors against the exact EM chain.
     """

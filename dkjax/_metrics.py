@@ -32,17 +32,20 @@ def sum_over_row_blocks(fn, rows: Samples, num_columns: int):
     """``sum_i fn(rows_i, mask_i)`` over blocks of ``rows``, each paired with ``num_columns`` columns.
 
     ``fn(block, mask)`` returns a pytree of sums over its block's rows weighted by ``mask``
-    (zero on the padding of the last block). One block needs no loop; more run in a
-    ``lax.scan``, so only one block's pairwise matrices are alive at a time.
+    (zero on the padding of the last block). ``mask`` is at least float32, so sums formed as
+    ``mask @ ...`` accumulate without overflow for half-precision rows; callers normalise
+    before casting back. One block needs no loop; more run in a ``lax.scan``, so only one
+    block's pairwise matrices are alive at a time.
     """
     num_rows = rows.shape[0]
+    sum_dtype = jnp.promote_types(rows.dtype, jnp.float32)
     size = max(1, min(num_rows, _BLOCK_ENTRIES // max(num_columns, 1)))
     num_blocks = -(-num_rows // size)
     if num_blocks == 1:
-        return fn(rows, jnp.ones(num_rows, rows.dtype))
+        return fn(rows, jnp.ones(num_rows, sum_dtype))
     padding = num_blocks * size - num_rows
     blocks = jnp.concatenate([rows, jnp.zeros((padding, rows.shape[1]), rows.dtype)]).reshape(num_blocks, size, -1)
-    masks = (jnp.arange(num_blocks * size) < num_rows).astype(rows.dtype).reshape(num_blocks, size)
+    masks = (jnp.arange(num_blocks * size) < num_rows).astype(sum_dtype).reshape(num_blocks, size)
     zeros = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), jax.eval_shape(fn, blocks[0], masks[0]))
     add_block = lambda total, block: (jax.tree.map(jnp.add, total, fn(*block)), None)
     return jax.lax.scan(add_block, zeros, (blocks, masks))[0]
@@ -59,7 +62,10 @@ def _self_distance(dtype) -> float:
 
 
 def energy_terms(x: Samples, y: Float[Array, "m d"]) -> tuple[Scalar, Float[Array, " n"], Float[Array, " n"]]:
-    """Energy distance and, per sample of ``x``, its summed distances to ``y`` and to the other samples of ``x``."""
+    """Energy distance and, per sample of ``x``, its summed distances to ``y`` and to the other samples of ``x``.
+
+    In at least float32 (see ``sum_over_row_blocks``).
+    """
     m, j = x.shape[0], y.shape[0]
     to_y = distance_column_sums(y, x)
     to_x = distance_column_sums(x, x) - _self_distance(x.dtype)
@@ -85,7 +91,7 @@ def energy_distance(x: Samples, y: Float[Array, "m d"]) -> Scalar:
     Example:
         >>> dkjax.energy_distance(samples, heldout)
     """
-    return energy_terms(x, y)[0]
+    return energy_terms(x, y)[0].astype(x.dtype)
 
 
 def kde_sums(y: Samples, x: Float[Array, "m d"], bandwidth: Scalar) -> dict:
@@ -94,6 +100,7 @@ def kde_sums(y: Samples, x: Float[Array, "m d"], bandwidth: Scalar) -> dict:
     Returns ``{"log_q": sum_j log q_h(y_j), "weights": sum_j w_j, "ess": sum_j 1 / |w_j|^2}``,
     ``w_jm = softmax_m(-|y_j - x_m|^2 / (2 h^2))`` being the Nadaraya-Watson weights of
     ``y_j`` (shape ``(m,)`` summed over ``j``); under jit, XLA drops the entries not used.
+    In at least float32 (see ``sum_over_row_blocks``).
     """
     num_samples, dim = x.shape
     offset = -jnp.log(num_samples) - dim * jnp.log(bandwidth * math.sqrt(2 * math.pi))
@@ -127,7 +134,7 @@ def smoothed_nll(samples: Samples, data: Float[Array, "j d"], bandwidth: Scalar)
     Example:
         >>> dkjax.smoothed_nll(dkjax.sample(sde, initial, 4096, ...), heldout, 0.1)
     """
-    return -kde_sums(data, samples, bandwidth)["log_q"] / data.shape[0]
+    return (-kde_sums(data, samples, bandwidth)["log_q"] / data.shape[0]).astype(samples.dtype)
 
 
 def sliced_wasserstein(

@@ -44,6 +44,9 @@ def _path_words(step_key_: Array, path_id: Int[Array, ""], count: int, dtype) ->
 def _normal_from_words(words: Array, dtype) -> Array:
     """Standard normals from raw words by ``jax.random.normal``'s transform (top ``nmant`` bits).
 
+    Bit for bit ``jr.normal``'s values for the same words where the dtype has at least 8
+    mantissa bits (float16, float32, float64); bfloat16 gets the same transform of 16-bit words.
+
     The transform leaves the lowest bit of each word unused: the Hutchinson probe's sign,
     independent of ``Z`` at no extra random-number cost.
     """

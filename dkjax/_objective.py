@@ -71,7 +71,7 @@ def kl_weights(
     num_data = data.shape[0]
     sums = kde_sums(jittered, x, bandwidth)
     c = -sums["weights"] / num_data + 1.0 / x.shape[0]
-    return -sums["log_q"] / num_data, c, sums["ess"] / num_data
+    return tuple(v.astype(x.dtype) for v in (-sums["log_q"] / num_data, c, sums["ess"] / num_data))
 
 
 def energy_weights(x: States, data: Float[Array, "j d"]) -> tuple[Scalar, Float[Array, " m"], Scalar]:
@@ -88,7 +88,7 @@ def energy_weights(x: States, data: Float[Array, "j d"]) -> tuple[Scalar, Float[
     loss, to_data, to_paths = energy_terms(x, data)
     weight = 2 * to_data / data.shape[0] - 2 * to_paths / (m - 1)
     c = (weight - jnp.mean(weight)) / m
-    return loss, c, jnp.asarray(m, x.dtype)
+    return loss.astype(x.dtype), c.astype(x.dtype), jnp.asarray(m, x.dtype)
 
 
 def dk_gradient(
@@ -126,6 +126,10 @@ def dk_gradient(
     Returns:
         ``(loss, grad, aux, x_T)``; ``grad`` is shaped like ``dkjax.parameters(sde)``.
     """
+    if path_chunk is not None and (method != "two_pass" or path_chunk < 1):
+        raise ValueError(
+            f"path_chunk must be an integer >= 1 with method='two_pass'; got {path_chunk!r} with method={method!r}."
+        )
     if method == "per_path":
         result = divergence_kernel(
             sde, x0, t1=t1, num_steps=num_steps, key=key, t0=t0, score0=score0,
@@ -152,9 +156,8 @@ def dk_gradient(
         zeros = jax.tree.map(jnp.zeros_like, params)
         rate = jnp.asarray(kernel_rate, x0.dtype)
         t1_arr = jnp.asarray(t1, x0.dtype)
-        return dk_scan(
-            sde, x0_chunk, score0_chunk, ids_chunk, t0_arr, t1_arr, key, rate, 0.0, options, add_weighted_gradient, zeros
-        )[2]
+        scan_args = (sde, x0_chunk, score0_chunk, ids_chunk, t0_arr, t1_arr, key, rate, 0.0, options)
+        return dk_scan(*scan_args, add_weighted_gradient, zeros)[2]
 
     num_paths = x0.shape[0]
     inputs = (x0, jnp.zeros_like(x0) if point_mass else score0, path_ids_for(num_paths, 0), c)

@@ -160,3 +160,18 @@ def test_blocked_pairwise_reductions_equal_the_whole_matrix_formulas(monkeypatch
     np.testing.assert_allclose(dkjax.smoothed_nll(x, data, h), -jnp.mean(
         jax.nn.logsumexp(-jnp.sum((data[:, None] - x[None]) ** 2, -1) / (2 * h**2), axis=1)
         - jnp.log(m) - 2 * jnp.log(h * np.sqrt(2 * np.pi))), rtol=1e-12)  # fmt: skip
+
+
+def test_half_precision_sums_do_not_overflow():
+    # 300 x 300 distances sum past float16's maximum (65504): sums accumulate in float32.
+    x = jr.normal(jr.key(0), (300, 2))
+    y = 0.3 + jr.normal(jr.key(1), (300, 2))
+    half, full = (x.astype(jnp.float16), y.astype(jnp.float16)), (x, y)
+    energy_half = energy_distance(*half)
+    assert energy_half.dtype == jnp.float16
+    np.testing.assert_allclose(float(energy_half), float(energy_distance(*full)), atol=2e-3)
+    # c = -mean_j w_j + 1/M cancels to well below 1/M: judged on the scale 1/M.
+    tolerances = [dict(rtol=2e-2), dict(atol=0.2 / x.shape[0]), dict(rtol=2e-2)]
+    for a, b, tol in zip(kl_weights(*half, 3.0, jr.key(2)), kl_weights(*full, 3.0, jr.key(2)), tolerances):
+        assert a.dtype == jnp.float16 and bool(jnp.all(jnp.isfinite(a)))
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b), **tol)
