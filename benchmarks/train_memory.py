@@ -13,7 +13,8 @@ clipping). Gradients:
 - ``backprop_full``: the same, storing every step (``RecursiveCheckpointAdjoint(checkpoints=num_steps)``);
 - ``backprop_batched``: the default adjoint again, but one solve of all paths as a single
   ``(M d)``-dimensional state instead of ``jax.vmap`` over per-path solves (with ``vmap`` the
-  parameter cotangent is carried per path through the adjoint loop, ``M x size(theta)``).
+  parameter cotangent is carried per path through the adjoint loop, ``M x size(theta)``); its
+  noise is one ``dkjax.BrownianIncrements`` path of dimension ``M d``: the same law, other paths.
 
 Every (method, time steps) configuration runs in its own subprocess. Peak memory is XLA's
 compiled ``memory_analysis()`` of the jitted training step (arguments + outputs + temporaries,
