@@ -141,7 +141,8 @@ def exact_child(spec) -> dict:
     paths, sec = spec["cfg"]["exact_paths"], Section(spec["budget_s"])
     t1, steps = 1.0, 50
     dt = t1 / steps
-    # The relative standard error at 10^5 paths is about half these bounds; they shrink as 1/sqrt(paths).
+    # Bounds on the relative standard error at 10^5 paths, shrinking as 1/sqrt(paths): about 2x the
+    # observed for OU, 4x for GBM (its sigma-derivative has heavy tails, so its error estimate varies).
     bound = lambda at_1e5: at_1e5 * np.sqrt(1e5 / paths)
     def ou_moment(theta, sigma):
         m, v = em_ou_moments(theta, sigma, 1.0, 0.0, dt, steps)
@@ -150,7 +151,7 @@ def exact_child(spec) -> dict:
     moments = {"ou": ou_moment, "gbm": lambda mu, sigma: ((1 + mu * dt) ** 2 + sigma**2 * dt) ** steps}
     systems = {
         "ou": (lambda a, b: dkjax.OrnsteinUhlenbeck(a, b, jnp.zeros((), a.dtype)), (1.5, 0.8), ("theta", "sigma"), 0.05),
-        "gbm": (dkjax.GeometricBrownianMotion, (0.2, 0.5), ("mu", "sigma"), 0.13),
+        "gbm": (dkjax.GeometricBrownianMotion, (0.2, 0.5), ("mu", "sigma"), 0.25),
     }
     for name, (make, (a, b), names, at_1e5) in systems.items():
         exact = jax.grad(moments[name], argnums=(0, 1))(jnp.float64(a), jnp.float64(b))
