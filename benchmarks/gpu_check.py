@@ -144,6 +144,7 @@ def exact_child(spec) -> dict:
     # Bounds on the relative standard error at 10^5 paths, shrinking as 1/sqrt(paths): about 2x the
     # observed for OU, 4x for GBM (its sigma-derivative has heavy tails, so its error estimate varies).
     bound = lambda at_1e5: at_1e5 * np.sqrt(1e5 / paths)
+
     def ou_moment(theta, sigma):
         m, v = em_ou_moments(theta, sigma, 1.0, 0.0, dt, steps)
         return m * m + v
