@@ -17,6 +17,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import dkjax
@@ -66,6 +67,19 @@ def compute(x0) -> dict:
     return out
 
 
+def fit_results(checkpoint_dir) -> list[float]:
+    """A few DK-SDE steps with a path-sharded initial law: losses, parameters, held-out distances."""
+    sde = dkjax.OrnsteinUhlenbeck(jnp.float64(1.0), jnp.float64(0.5), jnp.zeros(2, jnp.float64))
+    data = 0.5 + 0.2 * jax.random.normal(jax.random.key(3), (64, 2), jnp.float64)
+    fitted, history = dkjax.fit(
+        sde, data, dkjax.sharded_initial(sampler), t1=0.5, num_steps=10, key=jax.random.key(4), steps=3,
+        num_paths=PATHS, kernel_rate=5.0, optimizer=optax.adam(0.05), validate_every=1, validation_samples=PATHS,
+        checkpoint_dir=checkpoint_dir, progress=False,
+    )  # fmt: skip
+    validation = [r["energy_distance"] for r in history.validation]
+    return [*history.loss.tolist(), float(fitted.theta), float(fitted.sigma), *validation]
+
+
 def _worker(process_id: int, port: int, out_file: str) -> None:
     jax.config.update("jax_enable_x64", True)
     jax.distributed.initialize(
@@ -80,6 +94,7 @@ def _worker(process_id: int, port: int, out_file: str) -> None:
         "local_rows": sorted({shard.index[0].start for shard in x0.addressable_shards}),
         "results": compute(x0),
     }
+    report["results"]["fit"] = fit_results(Path(out_file).parent / f"checkpoints_{process_id}")
     try:  # every process must pass the same number of rows
         dkjax.shard_paths(local[: rows - 2 * process_id])
     except ValueError as error:
@@ -138,9 +153,10 @@ def runs(tmp_path_factory):
     procs, logs = _start(tmp_path)
     try:
         reference = compute(initial_states())
+        reference["fit"] = fit_results(tmp_path / "checkpoints_reference")
     finally:
         reports = _wait(tmp_path, procs, logs, timeout=240.0)
-    return reports, reference
+    return reports, reference, tmp_path
 
 
 def test_the_global_array_spans_both_processes_in_process_order(runs):
@@ -152,12 +168,18 @@ def test_the_global_array_spans_both_processes_in_process_order(runs):
 
 
 def test_every_process_gets_one_run_over_all_paths(runs):
-    reports, reference = runs
+    reports, reference, _ = runs
     first, second = (report["results"] for report in reports)
     assert first == second  # the same numbers on every process, bit for bit
     assert set(first) == set(reference)
     for name, values in reference.items():
         np.testing.assert_allclose(first[name], values, rtol=1e-10, atol=1e-14, err_msg=name)
+
+
+def test_only_process_zero_writes_training_checkpoints(runs):
+    tmp_path = runs[2]
+    assert (tmp_path / "checkpoints_0" / "latest.json").is_file()
+    assert not (tmp_path / "checkpoints_1").exists()
 
 
 def test_processes_passing_different_numbers_of_paths_is_a_clear_error(runs):
