@@ -19,7 +19,7 @@ TINY = {
 }  # fmt: skip
 
 
-@pytest.mark.slow  # three models compile: about 30 s on a quiet 2-core CPU
+@pytest.mark.slow  # three models compile: about 55 s of CPU time
 def test_tiny_run_writes_finite_results_and_the_data_beats_a_gaussian(tmp_path):
     results = generative.run(["two_moons"], TINY, tmp_path, log=lambda msg: None)
 
