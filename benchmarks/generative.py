@@ -15,7 +15,7 @@ All models run side by side in one process on one machine, in the default float 
   returned).
 - **Gaussian**: the training split's mean and covariance.
 - **Data itself**: a second held-out draw (toy sets) or split (real sets): the noise floor
-  a perfect model would reach.
+  a perfect model would reach (on the small real sets a noisy one).
 
 Data: the built-in 2-D sets (``dkjax.toy_data``) and real tabular sets bundled with
 scikit-learn (``digits_pca8`` is the digits images projected on the 8 leading principal
@@ -28,7 +28,8 @@ Measures, all on ``test``: energy distance (``dkjax.energy_distance``), sliced 2
 (``dkjax.sliced_wasserstein``, the same directions for every model), and the mean held-out
 log-likelihood under a Gaussian KDE of each model's samples whose bandwidth follows one rule
 for every model: Scott's ``h = n^(-1 / (d + 4))`` times the samples' mean per-coordinate
-standard deviation. Times are wall seconds of training, compilation included. "Time to
+standard deviation. Times are wall seconds of training, compilation included (DK-SDE's curve:
+from the start of ``fit``'s training loop). "Time to
 flow's ED" is when a model's energy distance on ``val`` first falls to the flow's final
 energy distance on ``val``: for DK-SDE the first evaluation at or below it, for the flow its
 whole training (early stopping included), for the Gaussian its fit if it is that good.
@@ -366,7 +367,9 @@ def results_markdown(results: dict) -> str:
         "Time to flow's ED: training time until the energy distance on the `val` part first falls to the flow's "
         "final one (the flow: its whole training, early stopping included; `-`: not reached). "
         "n_train: the `train` part; the flow fits on 90% of it and stops early on the rest, DK-SDE fits on the "
-        "same 90%. The data-itself row is a second held-out draw (real sets: split), the noise floor.\n\n"
+        "same 90%. The data-itself row is a second held-out draw (real sets: split), the noise floor; on the real sets it "
+        "holds only the `ref` part's few points, so its measures are noisy and its KDE LL (wider kernels for fewer "
+        "points) is no floor.\n\n"
     )
     ratio_table = markdown_table(["dataset", "flow val ED", "flow time (s)", "DK-SDE time to flow's ED (s)", "DK / flow"], ratios)
     return header + markdown_table(headers, rows) + "\n\nTime to quality:\n\n" + ratio_table + f"\n\nTotal wall time {results['wall_s']:.0f} s."
