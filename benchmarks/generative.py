@@ -270,7 +270,8 @@ def train_dk(train, val, cfg, key, log=print):
                 )  # fmt: skip
                 jax.block_until_ready(eqx.filter(model, eqx.is_array))
             # The time of a checkpoint at step s is that of record s - 1 (seconds since training began).
-            times = {r["step"] + 1: r["time"] for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())}
+            records = map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())
+            times = {r["step"] + 1: r["time"] for r in records}
             params, static = eqx.partition(model, eqx.is_inexact_array)
             curve = []
             for path in sorted(folder.glob("step_*.eqx")):
@@ -291,8 +292,8 @@ def train_dk(train, val, cfg, key, log=print):
 # One data set, the table, the figure
 
 
-def run_dataset(name: str, cfg: dict, key, log=print) -> dict:
-    """Trains and measures every model on one data set; returns the results and the samples."""
+def run_dataset(name: str, cfg: dict, key, log=print) -> tuple[dict, dict]:
+    """Trains and measures every model on one data set; returns its results and each model's samples."""
     data_key, dk_key, flow_key, sample_key, sw_key = jr.split(key, 5)
     parts = load_dataset(name, cfg, data_key)
     fit_rows = len(parts["train"]) - round(FLOW_VALIDATION * len(parts["train"]))
@@ -341,7 +342,10 @@ def _time(value) -> str:
 
 
 def results_markdown(results: dict) -> str:
-    headers = ["dataset", "d", "n_train", "model", "energy distance", "sliced W", "KDE LL", "time to flow's ED (s)", "total time (s)"]
+    headers = [
+        "dataset", "d", "n_train", "model", "energy distance", "sliced W", "KDE LL", "time to flow's ED (s)",
+        "total time (s)",
+    ]  # fmt: skip
     rows = []
     for name, r in results["datasets"].items():
         for model, m in r["models"].items():
@@ -367,12 +371,15 @@ def results_markdown(results: dict) -> str:
         "Time to flow's ED: training time until the energy distance on the `val` part first falls to the flow's "
         "final one (the flow: its whole training, early stopping included; `-`: not reached). "
         "n_train: the `train` part; the flow fits on 90% of it and stops early on the rest, DK-SDE fits on the "
-        "same 90%. The data-itself row is a second held-out draw (real sets: split), the noise floor; on the real sets it "
-        "holds only the `ref` part's few points, so its measures are noisy and its KDE LL (wider kernels for fewer "
-        "points) is no floor.\n\n"
+        "same 90%. The data-itself row is a second held-out draw (real sets: split), the noise floor; on the real "
+        "sets it holds only the `ref` part's few points, so its measures are noisy and its KDE LL (wider kernels "
+        "for fewer points) is no floor.\n\n"
     )
-    ratio_table = markdown_table(["dataset", "flow val ED", "flow time (s)", "DK-SDE time to flow's ED (s)", "DK / flow"], ratios)
-    return header + markdown_table(headers, rows) + "\n\nTime to quality:\n\n" + ratio_table + f"\n\nTotal wall time {results['wall_s']:.0f} s."
+    ratio_headers = ["dataset", "flow val ED", "flow time (s)", "DK-SDE time to flow's ED (s)", "DK / flow"]
+    return (
+        header + markdown_table(headers, rows) + "\n\nTime to quality:\n\n" + markdown_table(ratio_headers, ratios)
+        + f"\n\nTotal wall time {results['wall_s']:.0f} s."
+    )
 
 
 def plot_samples(samples: dict, path: Path, max_points: int = 2000) -> None:
@@ -383,7 +390,8 @@ def plot_samples(samples: dict, path: Path, max_points: int = 2000) -> None:
     import matplotlib.pyplot as plt
 
     columns = ["held-out data", "DK-SDE", "flow", "Gaussian"]
-    fig, axes = plt.subplots(len(samples), len(columns), figsize=(3.0 * len(columns), 3.0 * len(samples)), squeeze=False)
+    size = (3.0 * len(columns), 3.0 * len(samples))
+    fig, axes = plt.subplots(len(samples), len(columns), figsize=size, squeeze=False)
     for row, (name, (by_model, eds)) in zip(axes, samples.items(), strict=True):
         data = by_model["held-out data"]
         low, high = data.min(0), data.max(0)
@@ -392,7 +400,8 @@ def plot_samples(samples: dict, path: Path, max_points: int = 2000) -> None:
         for ax, model in zip(row, columns, strict=True):
             x = by_model[model]
             outside = np.mean(np.any((x < low) | (x > high) | ~np.isfinite(x), axis=1))
-            ax.scatter(*x[:max_points].T, s=1.5, alpha=0.4, color="C0" if model == "held-out data" else "C1", rasterized=True)
+            color = "C0" if model == "held-out data" else "C1"
+            ax.scatter(*x[:max_points].T, s=1.5, alpha=0.4, color=color, rasterized=True)
             ax.set(xlim=(low[0], high[0]), ylim=(low[1], high[1]), xticks=[], yticks=[], aspect="equal")
             title = model if model == "held-out data" else f"{model}  ED {eds[model]:.4f}"
             if outside > 0:
@@ -425,10 +434,13 @@ def run(datasets: list[str], cfg: dict, out: Path, size: str = "custom", log=pri
         "environment": {
             "machine": machine(), "cpu_count": os.cpu_count(), "jax": jax.__version__,
             "flowjax": importlib.metadata.version("flowjax"), "dtype": str(jnp.result_type(float)),
-            "date": datetime.datetime.now().isoformat(timespec="seconds"), "load_start": load_start, "load_end": _load(),
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "load_start": load_start, "load_end": _load(),
             "dk_curve_source": ", ".join(sorted(curve_sources)),
             "fit_defaults": {
-                p.name: repr(p.default) for p in inspect.signature(dkjax.fit).parameters.values() if p.default is not p.empty
+                p.name: repr(p.default)
+                for p in inspect.signature(dkjax.fit).parameters.values()
+                if p.default is not p.empty
             },
         },  # fmt: skip
         "datasets": results,
@@ -451,7 +463,9 @@ def _load() -> str:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=tuple(SIZES), default="small", help="small: a 2-core CPU in minutes; full: the table")
+    parser.add_argument(
+        "--size", choices=tuple(SIZES), default="small", help="small: a 2-core CPU in minutes; full: the table"
+    )
     parser.add_argument("--datasets", default=None, help=f"comma-separated, from {','.join([*TOY_DATA, *REAL_SETS])}")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results/generative)")
     args = parser.parse_args(argv)
