@@ -40,6 +40,14 @@ from ._data import toy_data as toy_data
 from ._train import TrainHistory as TrainHistory
 from ._train import fit as fit
 from ._train import sample as sample
+from ._train_settings import TRAIN_DEFAULTS as TRAIN_DEFAULTS
+from ._train_settings import TrainSettings as TrainSettings
+from ._data import GaussianInitial as GaussianInitial
+from ._generative import DataScaling as DataScaling
+from ._generative import GenerativeModel as GenerativeModel
+from ._generative import fit_generative as fit_generative
+from ._generative import load_model as load_model
+from ._generative import save_model as save_model
 from ._metrics import energy_distance as energy_distance
 from ._metrics import sliced_wasserstein as sliced_wasserstein
 from ._metrics import smoothed_nll as smoothed_nll

@@ -3,6 +3,7 @@
 import math
 from collections.abc import Callable
 
+import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 
@@ -91,7 +92,22 @@ def toy_data(name: str, key: Key, n: int) -> Points:
     return (points - jnp.mean(reference, 0)) / jnp.std(reference)
 
 
-def gaussian_initial(mean, std) -> Callable:
+class GaussianInitial(eqx.Module):
+    """The initial law ``N(mean, diag(std^2))``: ``initial(key, n) -> (x0, score0)``.
+
+    An Equinox module, so a trained generative model can carry (and save) its initial law.
+    Build it with ``dkjax.gaussian_initial``.
+    """
+
+    mean: Float[Array, " d"]
+    std: Float[Array, " d"]
+
+    def __call__(self, key: Key, n: int) -> tuple[Float[Array, "n d"], Float[Array, "n d"]]:
+        x0 = self.mean + self.std * jr.normal(key, (n, self.mean.shape[0]), self.mean.dtype)
+        return x0, -(x0 - self.mean) / self.std**2
+
+
+def gaussian_initial(mean, std) -> GaussianInitial:
     """The initial law ``N(mean, diag(std^2))`` as ``initial(key, n) -> (x0, score0)``.
 
     Arguments:
@@ -99,24 +115,24 @@ def gaussian_initial(mean, std) -> Callable:
         std: positive scalar or vector ``(d,)``.
 
     Returns:
-        ``initial(key, n)`` returning ``x0`` of shape ``(n, d)`` and its score ``-(x0 - mean) / std^2``.
+        A ``GaussianInitial`` module; ``initial(key, n)`` returns ``x0`` of shape ``(n, d)``
+        and its score ``-(x0 - mean) / std^2``.
 
     Raises:
         ValueError: ``mean`` not a vector or ``std`` not positive.
 
     Example:
         >>> x0, score0 = dkjax.gaussian_initial(jnp.zeros(20), 0.5)(jax.random.key(0), 100)
+        >>> print(x0.shape, score0.shape)
+        (100, 20) (100, 20)
     """
     mean = jnp.asarray(mean)
-    std = jnp.broadcast_to(jnp.asarray(std, mean.dtype), mean.shape)
-    if mean.ndim != 1 or not bool(jnp.all(std > 0)):
-        raise ValueError(f"mean must be a vector and std positive; got shapes {mean.shape}, std {std}.")
-
-    def initial(key: Key, n: int):
-        x0 = mean + std * jr.normal(key, (n, mean.shape[0]), mean.dtype)
-        return x0, -(x0 - mean) / std**2
-
-    return initial
+    if mean.ndim != 1:
+        raise ValueError(f"mean must be a vector (d,); got shape {mean.shape}.")
+    std = jnp.asarray(std, mean.dtype)
+    if std.ndim > 1 or (std.ndim == 1 and std.shape != mean.shape) or not bool(jnp.all(std > 0)):
+        raise ValueError(f"std must be a positive scalar or a vector of shape {mean.shape}; got {std}.")
+    return GaussianInitial(mean, jnp.broadcast_to(std, mean.shape))
 
 
 def lorenz96_snapshots(

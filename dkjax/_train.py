@@ -4,9 +4,11 @@ import dataclasses
 import json
 import math
 import time
+import types
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -18,6 +20,7 @@ import optax
 from ._checkpoint import load_checkpoint, save_checkpoint
 from ._custom_types import Array, Float, Key, RealScalarLike, Scalar, States
 from ._kernel_rate import estimate_kernel_rate
+from ._metrics import energy_distance
 from ._objective import (
     GRADIENT_METHODS,
     OBJECTIVES,
@@ -29,6 +32,7 @@ from ._objective import (
 )
 from ._sde import AbstractSDE, noise_dimension
 from ._simulate import simulate
+from ._train_settings import TRAIN_DEFAULTS
 from ._validation import check_choice, check_key, check_time_grid
 
 Initial = Callable[[Key, int], tuple[States, States | None]]
@@ -36,6 +40,10 @@ Initial = Callable[[Key, int], tuple[States, States | None]]
 _STIFFNESS_LIMIT = 1.0
 _POWER_ITERATIONS = 20
 _PILOT_PATHS = 256
+# fold_in salts that keep the pilot runs and the validation split off the training steps' keys
+# (those are fold_in(key, step) with step < 2**31).
+_PILOT_SALT = 2**31 + 1
+_VALIDATION_SALT = 2**31 + 2
 
 
 @dataclasses.dataclass
@@ -45,17 +53,23 @@ class TrainHistory:
     Attributes:
         records: one dict per completed step with ``step``, ``loss``, ``grad_norm``,
             ``bandwidth``, ``ess`` (mean effective sample size of the weights),
-            ``kernel_rate`` and ``num_nonfinite`` (paths that went non-finite).
-        stop_reason: ``None`` if all steps ran, else a message with the step, the loss and
-            a suggested fix.
+            ``kernel_rate``, ``num_nonfinite`` (paths that went non-finite) and ``time``
+            (seconds spent in training steps and pilot runs so far, evaluations excluded).
+        stop_reason: ``None`` if all steps ran, else why training stopped early.
+        validation: one dict per held-out evaluation with ``step`` (steps done), ``time``
+            and ``energy_distance`` (model samples against the held-out points).
+        best_step: the step count of the returned model when a validation set was used.
 
     Example:
-        >>> sde, history = dkjax.fit(...)
-        >>> history.loss[-1], history["bandwidth"][-1]
+        >>> history = dkjax.TrainHistory([{"step": 0, "loss": 2.5}, {"step": 1, "loss": 2.25}])
+        >>> print(history.loss, history["step"])
+        [2.5  2.25] [0 1]
     """
 
     records: list[dict] = dataclasses.field(default_factory=list)
     stop_reason: str | None = None
+    validation: list[dict] = dataclasses.field(default_factory=list)
+    best_step: int | None = None
 
     def __getitem__(self, name: str) -> np.ndarray:
         return np.array([record[name] for record in self.records])
@@ -66,20 +80,20 @@ class TrainHistory:
         return self["loss"]
 
 
-def _check_data(data, dim: int) -> None:
+def _check_data(data, dim: int, name: str = "data") -> None:
     shape = np.shape(data)
     if len(shape) != 2:
-        raise ValueError(f"data must have shape (num_points, d); got shape {shape}.")
+        raise ValueError(f"{name} must have shape (num_points, d); got shape {shape}.")
     if shape[0] < 2:
-        raise ValueError(f"data must hold at least 2 points; got {shape[0]}.")
+        raise ValueError(f"{name} must hold at least 2 points; got {shape[0]}.")
     if shape[1] != dim:
-        raise ValueError(f"data has dimension {shape[1]} but the model's initial states have dimension {dim}.")
+        raise ValueError(f"{name} has dimension {shape[1]} but the model's initial states have dimension {dim}.")
     array = np.asarray(data)
     if not np.issubdtype(array.dtype, np.floating):
-        raise TypeError(f"data must be a floating-point array; got dtype {array.dtype}.")
+        raise TypeError(f"{name} must be a floating-point array; got dtype {array.dtype}.")
     bad = array.size - np.count_nonzero(np.isfinite(array))
     if bad:
-        raise ValueError(f"data holds {bad} non-finite value(s) (NaN or inf).")
+        raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or inf).")
 
 
 def _check_initial(initial, key) -> tuple[int, object]:
@@ -175,9 +189,79 @@ def _nonfinite_message(step: int, metrics: dict, checkpoint: int | None) -> str:
     )
     return (
         f"training stopped at step {step}: loss {metrics['loss']:.4g}, gradient norm {metrics['grad_norm']:.4g}; "
-        f"{paths}. The returned model is the one before this step{kept}. "
+        f"{paths}. The returned model is the best one before this step{kept}. "
         "Try a larger kernel_rate (or kernel_rate='auto'), more time steps (num_steps) or a lower learning rate."
     )
+
+
+def _split_validation(data, validation, dim: int, key: Key):
+    """``(train, held_out)``: ``validation`` is held-out data, a fraction to split off, or ``None``."""
+    if validation is None:
+        return data, None
+    if isinstance(validation, float):
+        num_held = round(validation * data.shape[0])
+        if not 0 < validation < 1 or num_held < 2 or data.shape[0] - num_held < 2:
+            raise ValueError(
+                f"validation as a fraction must be in (0, 1) and leave >= 2 points on each side of the split; "
+                f"got {validation} of {data.shape[0]} points."
+            )
+        order = jr.permutation(jr.fold_in(key, _VALIDATION_SALT), data.shape[0])
+        return data[order[num_held:]], data[order[:num_held]]
+    _check_data(validation, dim, "validation")
+    return data, jnp.asarray(validation, data.dtype)
+
+
+def _make_validator(initial, held_out, *, t0, t1, num_steps, num_samples, key):
+    """Held-out energy distance of the model's samples, on the same noise at every evaluation."""
+    init_key, path_key = jr.split(jr.fold_in(key, _VALIDATION_SALT))
+
+    @eqx.filter_jit
+    def validate(params, static):
+        x0 = initial(init_key, num_samples)[0]
+        xs = simulate(eqx.combine(params, static), x0, t1=t1, num_steps=num_steps, key=path_key, t0=t0)
+        finite = jnp.all(jnp.isfinite(xs))
+        return jnp.where(finite, energy_distance(jnp.where(jnp.isfinite(xs), xs, 0.0), held_out), jnp.inf)
+
+    return validate
+
+
+def _default_optimizer(learning_rate: float, steps: int) -> optax.GradientTransformation:
+    schedule = optax.cosine_decay_schedule(learning_rate, steps, TRAIN_DEFAULTS.final_lr_fraction)
+    return optax.adam(schedule)
+
+
+@dataclasses.dataclass
+class _State:
+    """Everything a checkpoint must hold for a resumed run to repeat an uninterrupted one."""
+
+    params: Any
+    opt_state: Any
+    best_params: Any
+    rate: float
+    history: TrainHistory = dataclasses.field(default_factory=TrainHistory)
+    step: int = 0
+
+    def save(self, directory, steps: int) -> None:
+        record = {"kernel_rate": self.rate, "history": self.history.records, "validation": self.history.validation,
+                  "best_step": self.history.best_step, "steps": steps}  # fmt: skip
+        save_checkpoint(directory, self.step, (self.params, self.opt_state, self.best_params), record)
+
+    def restore(self, directory, fixed_rate, steps: int, schedule_spans_steps: bool) -> bool:
+        loaded = load_checkpoint(directory, (self.params, self.opt_state, self.best_params))
+        if loaded is None:
+            return False
+        (self.params, self.opt_state, self.best_params), record = loaded
+        if schedule_spans_steps and record.get("steps", steps) != steps:
+            raise ValueError(
+                f"the checkpoint in {directory} belongs to a run of steps={record['steps']}, whose default "
+                f"learning-rate schedule spans {record['steps']} steps; resume with steps={record['steps']}, "
+                "or pass your own optimizer to train on with another schedule."
+            )
+        self.step = record["step"]
+        # A fixed rate given now wins over the checkpoint's; "auto" continues from the measured one.
+        self.rate = record["kernel_rate"] if fixed_rate is None else fixed_rate
+        self.history = TrainHistory(record["history"], None, record.get("validation", []), record.get("best_step"))
+        return True
 
 
 def fit(
@@ -190,18 +274,23 @@ def fit(
     key: Key,
     steps: int,
     optimizer: optax.GradientTransformation | None = None,
-    num_paths: int = 1024,
-    batch_size: int = 1024,
+    learning_rate: float = TRAIN_DEFAULTS.learning_rate,
+    num_paths: int = TRAIN_DEFAULTS.num_paths,
+    batch_size: int = TRAIN_DEFAULTS.batch_size,
     bandwidth: float | None = None,
-    ess_target: float = 32.0,
+    ess_target: float = TRAIN_DEFAULTS.ess_target,
     min_bandwidth: float | None = None,
-    kernel_rate: float | str = 1.0,
-    kernel_rate_every: int = 100,
-    objective: str = "kl",
-    gradient: str = "auto",
-    lean_threshold: int = 20_000,
+    kernel_rate: float | str = TRAIN_DEFAULTS.kernel_rate,
+    kernel_rate_every: int = TRAIN_DEFAULTS.kernel_rate_every,
+    objective: str = TRAIN_DEFAULTS.objective,
+    gradient: str = TRAIN_DEFAULTS.gradient,
+    lean_threshold: int = TRAIN_DEFAULTS.lean_threshold,
     path_chunk: int | None = None,
-    clip_norm: float | None = 1.0,
+    clip_norm: float | None = TRAIN_DEFAULTS.clip_norm,
+    validation: Float[Array, "num_held_out d"] | float | None = TRAIN_DEFAULTS.validation_fraction,
+    validate_every: int = TRAIN_DEFAULTS.validate_every,
+    validation_samples: int = TRAIN_DEFAULTS.validation_samples,
+    patience: int | None = None,
     t0: RealScalarLike = 0.0,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
@@ -212,23 +301,30 @@ def fit(
     """Trains ``sde`` so that its law at ``t1`` fits ``data``, with forward-only DK gradients.
 
     Each step draws ``num_paths`` initial states from ``initial``, simulates them to ``t1``
-    with the divergence-kernel responses, and follows the gradient of the objective
-    (MATH.md section 6): ``"kl"``, the smoothed negative log-likelihood ``L_h`` (kernel of
-    width ``h`` on data and model alike, so the minimiser is the data law for every ``h``),
-    or ``"energy"``, the energy distance (no bandwidth, no ratio bias). Step ``s`` uses the
-    key ``fold_in(key, s)``, so a resumed run repeats an uninterrupted one exactly.
+    while carrying their divergence-kernel parameter responses, and follows the gradient of
+    the objective: ``"kl"``, the smoothed negative log-likelihood ``L_h`` (a Gaussian kernel
+    of width ``h`` on model samples and on jittered data alike, so the data law minimises it
+    for every ``h``), or ``"energy"``, the energy distance (no bandwidth, no ratio bias).
+    Step ``s`` uses the key ``fold_in(key, s)``, so a resumed run repeats an uninterrupted
+    one exactly.
 
-    Stability (MATH.md section 8): gradients are clipped to global norm ``clip_norm``; with
-    ``kernel_rate="auto"`` the kernel rate is re-measured by ``dkjax.estimate_kernel_rate``
-    every ``kernel_rate_every`` steps as the drift changes; at those times the drift's
-    stiffness ``||grad F|| dt`` is checked and a warning is raised above 1; a non-finite loss
-    or gradient stops training with the model of the step before.
+    Model selection: a share of the data (``validation``) is held out; every
+    ``validate_every`` steps the energy distance between ``validation_samples`` model
+    samples (the same noise each time, so evaluations compare) and the held-out points is
+    recorded, and the model with the lowest one is returned. ``patience`` stops training
+    after that many evaluations without improvement.
+
+    Stability: the default optimiser is Adam with a cosine-decayed learning rate; gradients
+    are clipped to global norm ``clip_norm``; with ``kernel_rate="auto"`` a pilot run
+    (``dkjax.estimate_kernel_rate``) measures how fast the model's flow contracts every
+    ``kernel_rate_every`` steps and the rate follows it upward, never down, so the weights
+    stay bounded as the drift sharpens; the drift's stiffness ``||grad F|| dt`` is checked
+    then too (a warning above 1); a non-finite loss or gradient stops training.
 
     Bandwidth rule (``bandwidth=None``): at every step, the smallest ``h`` on a log grid
     between ``min_bandwidth`` (default 0.05 times the data's mean per-coordinate standard
-    deviation) and 4 times that deviation such that the Nadaraya-Watson weights keep a mean
-    effective sample size of at least ``ess_target``. ``h`` thus shrinks as the model's
-    samples approach the data, instead of on a blind schedule.
+    deviation) and 4 times that deviation such that the kernel weights keep a mean
+    effective sample size of at least ``ess_target``.
 
     Arguments:
         sde: the model; every floating-point array in it (drift and diffusion) is trained.
@@ -237,8 +333,9 @@ def fit(
             law and its score at them (``score0`` may be ``None``).
         t1, t0: final and initial time; ``num_steps``: Euler-Maruyama steps.
         key: PRNG key; ``steps``: number of optimisation steps.
-        optimizer: an optax transformation (default ``optax.adam(3e-3)``); clipping by
-            ``clip_norm`` (``None``: no clipping) is chained in front of it.
+        optimizer: an optax transformation; default Adam with ``learning_rate`` decayed
+            along a cosine to a tenth over ``steps``. Clipping by ``clip_norm`` (``None``:
+            no clipping) is chained in front of it.
         num_paths: model paths per step; ``batch_size``: data points per step.
         bandwidth: fixed kernel width ``h`` for ``"kl"``, or ``None`` for the rule above.
         ess_target, min_bandwidth: the bandwidth rule's parameters.
@@ -247,27 +344,34 @@ def fit(
         gradient: ``"per_path"``, ``"two_pass"`` (memory-lean) or ``"auto"``: two-pass when
             the model has more than ``lean_threshold`` parameters.
         path_chunk: replay the two-pass gradient's paths this many at a time, so that its
-            working memory (the drift's activations) scales with ``path_chunk`` instead of
-            ``num_paths``; implies ``gradient="two_pass"``. ``None``: all paths at once.
+            working memory scales with ``path_chunk`` instead of ``num_paths``; implies
+            ``gradient="two_pass"``. ``None``: all paths at once.
+        validation: held-out points ``(n, d)``, a fraction of ``data`` to split off at
+            random, or ``None`` (no selection: the last model is returned).
+        validate_every, validation_samples, patience: model selection, see above.
         checkpoint_dir, checkpoint_every: where and how often to checkpoint (also at the end).
         resume: continue from the latest checkpoint in ``checkpoint_dir`` if there is one.
+            With the default optimiser its learning-rate schedule spans ``steps``, so the
+            checkpoint's run must have had the same ``steps``.
         metrics_file: a JSONL file receiving one record per step (rewritten on resume).
         progress: show a tqdm progress bar with the loss.
 
     Returns:
-        ``(trained_sde, history)``.
+        ``(trained_sde, history)``: the selected model, of the type of ``sde``, and the
+        ``TrainHistory`` (per-step records, held-out evaluations, the selected step).
 
     Raises:
-        ValueError: bad data (wrong dimension, non-finite, fewer than 2 points), a
-            non-positive ``bandwidth``, or any other impossible argument, named in the message.
+        ValueError: bad data or validation data (wrong dimension, non-finite, fewer than 2
+            points), a non-positive ``bandwidth``, or any other impossible argument, named.
         TypeError: ``sde`` not an ``AbstractSDE``, ``initial`` not callable, bad ``key``.
 
     Example:
-        >>> data = dkjax.toy_data("two_moons", jax.random.key(0), 4096)
-        >>> sde = dkjax.NeuralSDE(2, key=jax.random.key(1))
-        >>> initial = dkjax.gaussian_initial(jnp.zeros(2), 1.0)
-        >>> sde, history = dkjax.fit(sde, data, initial, t1=1.0, num_steps=50,
-        ...                          key=jax.random.key(2), steps=500, kernel_rate=10.0)
+        >>> data = dkjax.toy_data("two_moons", jax.random.key(0), 512)
+        >>> sde, history = dkjax.fit(dkjax.NeuralSDE(2, key=jax.random.key(1), width=16), data,
+        ...                          dkjax.gaussian_initial(jnp.zeros(2), 1.0), t1=1.0, num_steps=20,
+        ...                          key=jax.random.key(2), steps=20, num_paths=128, progress=False)
+        >>> print(len(history.records), history.best_step is not None)
+        20 True
     """
     if not isinstance(sde, AbstractSDE):
         raise TypeError(f"sde must be a dkjax.AbstractSDE; got {type(sde).__name__}.")
@@ -276,16 +380,16 @@ def fit(
     dim, dtype = _check_initial(initial, key)
     _check_data(data, dim)
     noise_dimension(sde, jnp.asarray(t0, dtype), jax.ShapeDtypeStruct((dim,), dtype))
-    _positive("steps", steps, integer=True)
-    _positive("num_paths", num_paths, integer=True)
-    _positive("batch_size", batch_size, integer=True)
-    _positive("kernel_rate_every", kernel_rate_every, integer=True)
-    _positive("bandwidth", bandwidth, allow_none=True)
-    _positive("min_bandwidth", min_bandwidth, allow_none=True)
+    for name, value in (("steps", steps), ("num_paths", num_paths), ("batch_size", batch_size),
+                        ("kernel_rate_every", kernel_rate_every), ("validate_every", validate_every),
+                        ("validation_samples", validation_samples)):  # fmt: skip
+        _positive(name, value, integer=True)
+    for name, value in (("checkpoint_every", checkpoint_every), ("path_chunk", path_chunk), ("patience", patience)):
+        _positive(name, value, allow_none=True, integer=True)
+    for name, value in (("bandwidth", bandwidth), ("min_bandwidth", min_bandwidth), ("clip_norm", clip_norm)):
+        _positive(name, value, allow_none=True)
     _positive("ess_target", ess_target)
-    _positive("clip_norm", clip_norm, allow_none=True)
-    _positive("checkpoint_every", checkpoint_every, allow_none=True, integer=True)
-    _positive("path_chunk", path_chunk, allow_none=True, integer=True)
+    _positive("learning_rate", learning_rate)
     if num_paths < 2:
         raise ValueError(f"num_paths must be >= 2; got {num_paths}.")
     check_choice("objective", objective, OBJECTIVES)
@@ -298,98 +402,146 @@ def fit(
             raise ValueError(f"kernel_rate must be in [0, 1/dt = {1 / dt:.4g}]; got {kernel_rate}.")
     if (checkpoint_every is not None or resume) and checkpoint_dir is None:
         raise ValueError("checkpoint_every and resume need checkpoint_dir.")
+    if path_chunk is not None and gradient == "per_path":
+        raise ValueError("path_chunk applies to the two-pass gradient; use gradient='two_pass' or 'auto'.")
+    if isinstance(validation, int) and not isinstance(validation, bool):
+        validation = float(validation)
+    data, held_out = _split_validation(jnp.asarray(data, dtype), validation, dim, key)
 
-    data = jnp.asarray(data, dtype)
     scale = float(jnp.mean(jnp.std(data, axis=0)))
     if bandwidth is None:
         h_min = min_bandwidth if min_bandwidth is not None else 0.05 * scale
         h_max = max(4.0 * scale, h_min)
     else:
         h_min = h_max = bandwidth
-    if path_chunk is not None and gradient == "per_path":
-        raise ValueError("path_chunk applies to the two-pass gradient; use gradient='two_pass' or 'auto'.")
     method = gradient
     if gradient == "auto":
         lean = path_chunk is not None or parameter_count(sde) > lean_threshold
         method = "two_pass" if lean else "per_path"
-    optimizer = optax.adam(3e-3) if optimizer is None else optimizer
+    default_optimizer = optimizer is None
+    optimizer = _default_optimizer(learning_rate, steps) if default_optimizer else optimizer
     if clip_norm is not None:
         optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)
     params, static = eqx.partition(sde, eqx.is_inexact_array)
-    opt_state = optimizer.init(params)
     train_step = _make_train_step(
         initial, optimizer, objective=objective, method=method, t0=t0, t1=t1, num_steps=num_steps,
         num_paths=num_paths, batch_size=min(batch_size, data.shape[0]), ess_target=ess_target, path_chunk=path_chunk,
     )  # fmt: skip
+    validate = None
+    if held_out is not None:
+        validate = _make_validator(initial, held_out, t0=t0, t1=t1, num_steps=num_steps,
+                                   num_samples=validation_samples, key=key)  # fmt: skip
+    fixed_rate = None if kernel_rate == "auto" else float(kernel_rate)
+    state = _State(params, optimizer.init(params), params, 0.0 if fixed_rate is None else fixed_rate)
+    resumed = resume and state.restore(checkpoint_dir, fixed_rate, steps, schedule_spans_steps=default_optimizer)
+    if resumed and progress:
+        print(f"dkjax fit: resuming from step {state.step} of {checkpoint_dir}", flush=True)
 
-    start, history, rate, checkpointed = 0, TrainHistory(), kernel_rate, None
-    if resume:
-        loaded = load_checkpoint(checkpoint_dir, (params, opt_state))
-        if loaded is not None:
-            (params, opt_state), record = loaded
-            start, rate, checkpointed = record["step"], record["kernel_rate"], record["step"]
-            history.records = record["history"]
-    metrics_out = None
-    if metrics_file is not None:
-        metrics_out = open(metrics_file, "w")  # noqa: SIM115 (closed in the finally below)
-        metrics_out.writelines(json.dumps(r) + "\n" for r in history.records)
+    loop = _Loop(state, static, train_step, validate, initial, data=data, dtype=dtype, h_range=(h_min, h_max),
+                 key=key, t0=t0, t1=t1, num_steps=num_steps, dt=dt, auto_rate=fixed_rate is None,
+                 kernel_rate_every=kernel_rate_every, validate_every=validate_every, patience=patience,
+                 checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)  # fmt: skip
+    loop.run(steps, metrics_file, progress)
+    chosen = state.best_params if validate is not None and state.history.best_step is not None else state.params
+    return eqx.combine(chosen, static), state.history
 
-    def checkpoint(step):
-        record = {"kernel_rate": rate, "history": history.records}
-        save_checkpoint(checkpoint_dir, step, (params, opt_state), record)
-        return step
 
-    from tqdm.auto import tqdm
+class _Loop:
+    """The optimisation loop of ``fit``: steps, kernel-rate pilots, validation, checkpoints, logs."""
 
-    bar = tqdm(total=steps, initial=start, disable=not progress, desc="dkjax fit", dynamic_ncols=True)
-    stiffness_warned, recent_states, started = False, None, time.perf_counter()
-    try:
-        for step in range(start, steps):
-            step_key = jr.fold_in(key, step)
-            if step % kernel_rate_every == 0 and (kernel_rate == "auto" or not stiffness_warned):
-                model = eqx.combine(params, static)
-                pilot_key = jr.fold_in(step_key, 1)
-                x0 = initial(pilot_key, _PILOT_PATHS)[0]
-                if kernel_rate == "auto":
-                    rate = estimate_kernel_rate(model, x0, t1=t1, num_steps=num_steps, key=pilot_key, t0=t0)
-                states = x0 if recent_states is None else recent_states
-                t_check = t0 if recent_states is None else t1
-                stiffness = float(drift_stiffness(model, jnp.asarray(t_check, dtype), states, pilot_key)) * dt
-                if stiffness > _STIFFNESS_LIMIT and not stiffness_warned:
-                    warnings.warn(
-                        f"step {step}: the drift's stiffness ||grad F|| dt = {stiffness:.3g} exceeds "
-                        f"{_STIFFNESS_LIMIT}; Euler-Maruyama may turn unstable. Use more time steps.",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
-                    stiffness_warned = True
-            new_params, new_opt_state, metrics, recent_states = train_step(
-                params, static, opt_state, data, step_key, jnp.asarray(rate, dtype),
-                jnp.asarray(h_min, dtype), jnp.asarray(h_max, dtype),
-            )  # fmt: skip
-            metrics = {name: value.item() for name, value in metrics.items()}
-            if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
-                history.stop_reason = _nonfinite_message(step, metrics, checkpointed)
-                warnings.warn(history.stop_reason, RuntimeWarning, stacklevel=2)
-                break
-            params, opt_state = new_params, new_opt_state
-            record = {"step": step, **metrics, "kernel_rate": float(rate)}
-            history.records.append(record)
-            if metrics_out is not None:
-                metrics_out.write(json.dumps({**record, "time": time.perf_counter() - started}) + "\n")
-                metrics_out.flush()
-            bar.update(1)
-            bar.set_postfix(loss=f"{metrics['loss']:.4g}", h=f"{metrics['bandwidth']:.3g}", refresh=False)
-            if checkpoint_every is not None and (step + 1) % checkpoint_every == 0:
-                checkpointed = checkpoint(step + 1)
-        else:
-            if checkpoint_dir is not None and checkpointed != steps:
-                checkpoint(steps)
-    finally:
-        bar.close()
+    def __init__(self, state: _State, static, train_step, validate, initial, **options):
+        self.state, self.static, self.train_step, self.validate, self.initial = state, static, train_step, validate, initial
+        self.o = types.SimpleNamespace(**options)
+        self.recent_states, self.stiffness_warned, self.checkpointed = None, False, None
+
+    def _pilot(self, step: int) -> None:
+        """Re-measures the automatic kernel rate (upward only) and checks the drift's stiffness."""
+        o, state = self.o, self.state
+        model = eqx.combine(state.params, self.static)
+        pilot_key = jr.fold_in(jr.fold_in(o.key, _PILOT_SALT), step)
+        x0 = self.initial(pilot_key, _PILOT_PATHS)[0]
+        if o.auto_rate:
+            measured = estimate_kernel_rate(model, x0, t1=o.t1, num_steps=o.num_steps, key=pilot_key, t0=o.t0)
+            state.rate = max(state.rate, measured)
+        if self.stiffness_warned:
+            return
+        states = x0 if self.recent_states is None else self.recent_states
+        t_check = o.t0 if self.recent_states is None else o.t1
+        stiffness = float(drift_stiffness(model, jnp.asarray(t_check, o.dtype), states, pilot_key)) * o.dt
+        if stiffness > _STIFFNESS_LIMIT:
+            warnings.warn(
+                f"step {step}: the drift's stiffness ||grad F|| dt = {stiffness:.3g} exceeds "
+                f"{_STIFFNESS_LIMIT}; Euler-Maruyama may turn unstable. Use more time steps.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            self.stiffness_warned = True
+
+    def _evaluate(self, step: int, elapsed: float) -> bool:
+        """Records a held-out evaluation after ``step`` steps; ``False`` once patience runs out."""
+        state, history = self.state, self.state.history
+        value = float(self.validate(state.params, self.static))
+        best = min((r["energy_distance"] for r in history.validation), default=math.inf)
+        history.validation.append({"step": step, "time": elapsed, "energy_distance": value})
+        if value < best:
+            state.best_params, history.best_step = state.params, step
+        since_best = sum(r["step"] > history.best_step for r in history.validation)
+        return self.o.patience is None or since_best < self.o.patience
+
+    def run(self, steps: int, metrics_file, progress: bool) -> None:
+        o, state = self.o, self.state
+        history = state.history
+        metrics_out = open(metrics_file, "w") if metrics_file is not None else None  # noqa: SIM115
         if metrics_out is not None:
-            metrics_out.close()
-    return eqx.combine(params, static), history
+            metrics_out.writelines(json.dumps(r) + "\n" for r in history.records)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, initial=state.step, disable=not progress, desc="dkjax fit", dynamic_ncols=True)
+        elapsed = history.records[-1].get("time", 0.0) if history.records else 0.0
+        h_min, h_max = (jnp.asarray(h, o.dtype) for h in o.h_range)
+        try:
+            if self.validate is not None and not history.validation:
+                self._evaluate(0, 0.0)
+            while state.step < steps:
+                step, started = state.step, time.perf_counter()
+                if step % o.kernel_rate_every == 0:
+                    self._pilot(step)
+                new_params, new_opt_state, metrics, self.recent_states = self.train_step(
+                    state.params, self.static, state.opt_state, o.data, jr.fold_in(o.key, step),
+                    jnp.asarray(state.rate, o.dtype), h_min, h_max,
+                )  # fmt: skip
+                metrics = {name: value.item() for name, value in metrics.items()}
+                elapsed += time.perf_counter() - started
+                if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
+                    history.stop_reason = _nonfinite_message(step, metrics, self.checkpointed)
+                    warnings.warn(history.stop_reason, RuntimeWarning, stacklevel=3)
+                    return
+                state.params, state.opt_state, state.step = new_params, new_opt_state, step + 1
+                record = {"step": step, **metrics, "kernel_rate": float(state.rate), "time": elapsed}
+                history.records.append(record)
+                if metrics_out is not None:
+                    metrics_out.write(json.dumps(record) + "\n")
+                    metrics_out.flush()
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics['loss']:.4g}", h=f"{metrics['bandwidth']:.3g}", refresh=False)
+                keep_going = True
+                if self.validate is not None and (state.step % o.validate_every == 0 or state.step == steps):
+                    keep_going = self._evaluate(state.step, elapsed)
+                if o.checkpoint_every is not None and state.step % o.checkpoint_every == 0:
+                    state.save(o.checkpoint_dir, steps)
+                    self.checkpointed = state.step
+                if not keep_going:
+                    history.stop_reason = (
+                        f"early stop after step {state.step}: no held-out improvement in {o.patience} evaluations "
+                        f"(best at step {history.best_step})."
+                    )
+                    break
+            if o.checkpoint_dir is not None and self.checkpointed != state.step:
+                state.save(o.checkpoint_dir, steps)
+        finally:
+            bar.close()
+            if metrics_out is not None:
+                metrics_out.close()
 
 
 def sample(
