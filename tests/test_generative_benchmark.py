@@ -35,10 +35,13 @@ def test_tiny_run_writes_finite_results_and_the_data_beats_a_gaussian(tmp_path):
         for measure in ("energy_distance", "sliced_wasserstein", "kde_log_likelihood", "val_energy_distance"):
             assert math.isfinite(row[measure]), (model, measure)
         assert row["num_nonfinite"] == 0, model
-    # DK-SDE's curve: one held-out energy distance every eval_every steps, in increasing time.
-    curve = models["DK-SDE"]["curve"]
-    assert [point["step"] for point in curve] == [1, 2]
-    assert 0 < curve[0]["time"] < curve[1]["time"] <= models["DK-SDE"]["seconds"]
+    # DK-SDE's curve: the untrained model, then one held-out evaluation every eval_every steps.
+    dk = models["DK-SDE"]
+    assert [point["step"] for point in dk["curve"]] == [0, 1, 2]
+    times = [point["time"] for point in dk["curve"]]
+    assert 0 == times[0] < times[1] < times[2] < dk["seconds"]
+    best = min(dk["curve"], key=lambda point: point["energy_distance"])
+    assert dk["best_step"] == best["step"]
     # Two moons is far from Gaussian: a second draw of the data is much closer to the test set.
     data, gaussian = models["data itself"], models["Gaussian"]
     assert data["energy_distance"] < gaussian["energy_distance"] / 5
