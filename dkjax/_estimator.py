@@ -55,8 +55,9 @@ class DKResult(eqx.Module):
 
 
 @eqx.filter_jit
-def _divergence_kernel(sde, x0, score0, dlogp0, path_ids, t0, t1, key, kernel_rate, response_mix, options):
+def _divergence_kernel(sde, x0, score0, dlogp0, path_offset, t0, t1, key, kernel_rate, response_mix, options):
     params = parameters(sde)
+    path_ids = path_ids_for(x0.shape[0], path_offset)  # inside the jit: sharded like x0, also across processes
 
     def add_per_path_gradients(eta, surrogate, inputs):
         grads = jax.vmap(jax.grad(surrogate), in_axes=(None,) + (0,) * len(inputs))(params, *inputs)
@@ -158,7 +159,8 @@ def divergence_kernel(
             of steps for parameters inside the diffusion.
         mode: ``"matrix_free"`` (VJPs and Hutchinson probes, cost linear in ``d``) or
             ``"exact"`` (dense Jacobians; a reference for ``d`` up to about 100).
-        path_offset: global index of the first path, to split an ensemble over calls.
+        path_offset: global index of the first path, to split an ensemble over calls (not
+            needed for a multi-process array from ``shard_paths``: its rows are global).
         on_nonfinite: ``"warn"`` (default), ``"raise"`` or ``"ignore"`` when paths go
             non-finite; they are always marked in ``nonfinite_step``.
 
@@ -226,7 +228,7 @@ def divergence_kernel(
         x0,
         score0,
         dlogp0,
-        path_ids_for(num_paths, path_offset),
+        jnp.asarray(path_offset, jnp.int32),
         t0_arr,
         jnp.asarray(t1, dtype),
         key,
