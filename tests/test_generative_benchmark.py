@@ -3,14 +3,11 @@
 import json
 import math
 
+import jax.random as jr
 import numpy as np
 import pytest
 
-pytest.importorskip("flowjax")
-
-import jax.random as jr  # noqa: E402
-
-from benchmarks import generative  # noqa: E402
+from benchmarks import generative
 
 TINY = {
     "dk_steps": 2, "eval_every": 1, "num_steps": 5,
@@ -21,6 +18,7 @@ TINY = {
 
 @pytest.mark.slow  # three models compile: about 55 s of CPU time
 def test_tiny_run_writes_finite_results_and_the_data_beats_a_gaussian(tmp_path):
+    pytest.importorskip("flowjax")
     results = generative.run(["two_moons"], TINY, tmp_path, log=lambda msg: None)
 
     for name in ("results.md", "results.json", "samples.png"):
