@@ -382,7 +382,9 @@ def plot_samples(samples: dict, path: Path, max_points: int = 2000) -> None:
 def run(datasets: list[str], cfg: dict, out: Path, size: str = "custom", log=print) -> dict:
     """Runs the benchmark on ``datasets`` with configuration ``cfg``; writes results.{md,json} and samples.png."""
     check_datasets(datasets)
-    _require("flowjax", "flowjax")
+    _require("flowjax", "flowjax")  # both before any work
+    if any(name in REAL_SETS for name in datasets):
+        _require("sklearn.datasets", "scikit-learn")
     out.mkdir(parents=True, exist_ok=True)
     start, load_start = time.perf_counter(), _load()
     key = jr.key(cfg["seed"])
