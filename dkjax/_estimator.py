@@ -135,7 +135,7 @@ def divergence_kernel(
 
         E[score | X_T = x] = grad_x log p_T(x),   E[dlogp | X_T = x] = d/dparam log p_T(x),
 
-    exactly for the simulated chain (MATH.md section 3). Memory does not grow with
+    exactly for the simulated chain. Memory does not grow with
     ``num_steps``.
 
     Arguments:
@@ -154,7 +154,8 @@ def divergence_kernel(
             pilot run; the value is reported in ``result.kernel_rate``). It must exceed the growth rate of covectors pushed forward by
             the flow (the flow's strongest contraction); larger values only raise variance
             slowly. ``0`` is allowed when ``score0`` is given.
-        response_mix: ``b`` in MATH.md section 3. ``0`` (default) uses the DK score;
+        response_mix: the weight ``b`` of the likelihood-ratio part of the parameter
+            response: ``0`` (default) uses the DK score;
             ``1`` is the classic likelihood ratio, whose variance grows with the number
             of steps for parameters inside the diffusion.
         mode: ``"matrix_free"`` (VJPs and Hutchinson probes, cost linear in ``d``) or

@@ -1,6 +1,6 @@
 """Linear responses built on the DK weights: observables, densities and stationary averages.
 
-MATH.md section 5. Paths are streamed in fixed-size chunks (the noise of path ``i``
+Paths are streamed in fixed-size chunks (the noise of path ``i``
 depends on ``(key, step, i)`` only, so chunking does not change the estimate) and only
 running statistics stay on the device, so the number of paths is not bounded by memory.
 """
@@ -351,7 +351,7 @@ def observable_response(
 ) -> ResponseResult:
     """Estimates ``d/dparam E[phi(X_T)]`` for every parameter by the divergence-kernel method.
 
-    Uses ``d/dparam E[phi(X_T)] = E[(phi(X_T) - c) dlogp_T]`` (MATH.md section 5; the
+    Uses ``d/dparam E[phi(X_T)] = E[(phi(X_T) - c) dlogp_T]`` (the
     baseline ``c`` is free because ``E[dlogp_T] = 0``; ``center=True`` takes the first
     chunk's mean of ``phi``, which lowers the variance and keeps the estimate exactly
     unbiased). Paths are streamed in chunks of ``chunk_size``; only running means and
@@ -538,7 +538,7 @@ def density_response(
     points: a Gaussian kernel of width ``bandwidth`` centred at point ``g``):
 
         density[g]    = E[w_g(X_T)]                    (bin-averaged or smoothed p_T)
-        response[g]   = E[(w_g(X_T) - c_g) dlogp_T]    (d/dparam of the same; MATH.md section 5)
+        response[g]   = E[(w_g(X_T) - c_g) dlogp_T]    (d/dparam of the same)
         dlogp_mean[g] = sum w_g(X) dlogp / sum w_g(X)  (binning or Nadaraya-Watson)
         score_mean[g] = sum w_g(X) score / sum w_g(X)
 
@@ -711,7 +711,7 @@ def stationary_response(
 
         d/dparam <phi> ~ mean_n (phi(X_n) - c) (dlogp_n - dlogp_{n-W})
 
-    (MATH.md section 5), ``c`` being the mean of ``phi`` over the spun-up states (it only
+    ``c`` being the mean of ``phi`` over the spun-up states (it only
     lowers the variance). The window ``W`` must exceed the decorrelation time; too long a
     window only adds variance, so look for the plateau of ``estimate`` over ``windows``.
     ``dlogp`` is read every ``sample_every`` steps: the path is run as a chain of

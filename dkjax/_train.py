@@ -1,4 +1,4 @@
-"""DK-SDE training: fit an SDE's law at time T to data, forward only (MATH.md sections 6 and 8)."""
+"""DK-SDE training: fit an SDE's law at time T to data, forward only."""
 
 import dataclasses
 import json
@@ -125,7 +125,7 @@ def drift_stiffness(sde: AbstractSDE, t: Scalar, xs: States, key: Key) -> Scalar
     """Largest ``||grad_x F(t, x)||_2`` over the rows of ``xs``, by power iteration (matrix free).
 
     Euler-Maruyama amplifies modes with ``|1 + lambda dt| > 1``; ``||grad F|| dt <= 1``
-    keeps every mode of a decaying flow resolved (MATH.md section 8, point ii).
+    keeps every mode of a decaying flow resolved.
     """
 
     def norm_at(x, v):
