@@ -264,13 +264,47 @@ def section_dk(cfg) -> dict:
     return {"config": cfg, "rows": rows}
 
 
-def memory_child(spec) -> dict:
-    """One memory configuration (in its own process): compiled peak bytes, and a timing for training."""
-    jax = _enable_x64()
+def l96_functions(jax, spec) -> dict:
+    """The jitted Lorenz-96 computations whose memory is compared, each with its arguments.
+
+    ``spec``: ``steps``, ``paths``, ``dim`` and optionally ``dt`` (default 0.005). States
+    follow JAX's default float type.
+    """
     import jax.numpy as jnp
 
     import dkjax
+    from dkjax._baselines import _backprop_chunk, _flat_parameters
+    from dkjax._response import _fold_observable
 
+    steps, dt = spec["steps"], spec.get("dt", 0.005)
+    t1 = steps * dt
+    sde = dkjax.Lorenz96(8.0, 0.5)
+    x0 = 8.0 + jax.random.normal(jax.random.key(1), (spec["paths"], spec["dim"]))
+    key = jax.random.key(0)
+    phi = lambda x: jnp.mean(x**2)
+    dk = lambda x, k: dkjax.divergence_kernel(sde, x, t1=t1, num_steps=steps, key=k, kernel_rate=10.0, on_nonfinite="ignore")
+    valid = jnp.ones(x0.shape[0], bool)
+    vector, rebuild, _ = _flat_parameters(sde)
+    ids = jnp.arange(x0.shape[0], dtype=jnp.int32)
+    backprop = lambda x: _backprop_chunk(
+        rebuild, phi, vector, x, ids, jnp.asarray(0.0, x.dtype), jnp.asarray(t1, x.dtype), key, steps, spec["dim"]
+    )
+    return {
+        "divergence_kernel": (jax.jit(dk), (x0, key)),
+        "observable_response chunk": (jax.jit(lambda x, k: _fold_observable(phi, None, dk(x, k), valid, True)), (x0, key)),
+        "backprop (diffrax)": (jax.jit(backprop), (x0,)),
+    }
+
+
+def memory_child(spec) -> dict:
+    """One memory configuration (in its own process): compiled peak bytes, and a timing for training.
+
+    ``spec["x64"] = False`` keeps JAX's default float32 (the GPU check); float64 otherwise.
+    """
+    import jax
+
+    if spec.get("x64", True):
+        _enable_x64()
     kind, steps = spec["kind"], spec["steps"]
     if kind.startswith("train:"):
         import statistics
@@ -290,32 +324,11 @@ def memory_child(spec) -> dict:
                 times.append(time.perf_counter() - start)
             out["seconds_per_step"] = statistics.median(times[1:])
         return out
-    dt = 0.005
-    t1 = steps * dt
-    sde = dkjax.Lorenz96(8.0, 0.5)
-    x0 = 8.0 + jax.random.normal(jax.random.key(1), (spec["paths"], spec["dim"]))
-    key = jax.random.key(0)
-    phi = lambda x: jnp.mean(x**2)
-    dk = lambda x, k: dkjax.divergence_kernel(sde, x, t1=t1, num_steps=steps, key=k, kernel_rate=10.0, on_nonfinite="ignore")
-    if kind == "divergence_kernel":
-        return _memory(jax.jit(dk), x0, key)
-    if kind == "observable_response chunk":
-        from dkjax._response import _fold_observable
-
-        valid = jnp.ones(x0.shape[0], bool)
-        return _memory(jax.jit(lambda x, k: _fold_observable(phi, None, dk(x, k), valid, True)), x0, key)
-    if kind == "backprop (diffrax)":
-        from dkjax._baselines import _backprop_chunk, _flat_parameters
-
-        vector, rebuild, _ = _flat_parameters(sde)
-        ids = jnp.arange(x0.shape[0], dtype=jnp.int32)
-        f = jax.jit(
-            lambda x: _backprop_chunk(
-                rebuild, phi, vector, x, ids, jnp.asarray(0.0), jnp.asarray(t1), key, steps, spec["dim"]
-            )
-        )
-        return _memory(f, x0)
-    raise ValueError(f"unknown memory configuration {kind!r}")
+    functions = l96_functions(jax, spec)
+    if kind not in functions:
+        raise ValueError(f"unknown memory configuration {kind!r}")
+    jitted, args = functions[kind]
+    return _memory(jitted, *args)
 
 
 def section_memory(cfg, log) -> dict:
@@ -407,19 +420,29 @@ def section_scaling(cfg) -> dict:
 # Process plumbing, tables, entry point.
 
 
-def _run_child(name, spec, env=None, timeout=900) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.run", "--child", name, json.dumps(spec)]
+def _run_child(name, spec, env=None, timeout=900, module="benchmarks.run") -> dict:
+    """Runs ``module``'s ``name(spec)`` in a fresh process and returns its last ``RESULT`` line.
+
+    A child that fails or is killed at ``timeout`` returns the last ``RESULT`` it printed
+    (a child may print partial results as it goes) with an ``"error"`` entry added.
+    """
+    cmd = [sys.executable, "-m", module, "--child", name, json.dumps(spec)]
     full_env = dict(os.environ, **(env or {}))
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s"}
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        tail = proc.stderr.strip().splitlines()[-3:] if proc.stderr.strip() else [f"exit {proc.returncode}"]
-        return {"error": " | ".join(tail)}
-    return json.loads(lines[-1].removeprefix("RESULT "))
+        stdout, stderr, code = proc.stdout, proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as exc:  # its output so far arrives as bytes, even with text=True
+        stdout, stderr, code = exc.stdout, exc.stderr, None
+    stdout, stderr = (s.decode(errors="replace") if isinstance(s, bytes) else s or "" for s in (stdout, stderr))
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
+    last = json.loads(lines[-1].removeprefix("RESULT ")) if lines else {}
+    if code is None:
+        return {**last, "error": f"timed out after {timeout:.0f} s"}
+    if code != 0 or not lines:
+        tail = stderr.strip().splitlines()[-3:] if stderr.strip() else [f"exit {code}"]
+        return {**last, "error": " | ".join(tail)}
+    return last
 
 
 def _machine() -> dict:

@@ -1,0 +1,191 @@
+"""Trained generative models: data scaling, self-sampling, save/load, fit_generative, model selection."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+import pytest
+
+import dkjax
+
+DTYPES = [jnp.float32, jnp.float64]
+
+
+def _cast(tree, dtype):
+    return jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, tree)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_data_scaling_round_trip_and_moments(dtype):
+    data = jr.normal(jr.key(0), (500, 3), dtype) * jnp.array([1e-3, 5.0, 200.0], dtype) + jnp.array([0.007, -3.0, 1e4])
+    data = data.astype(dtype)
+    scaling = dkjax.DataScaling.fit(data)
+    standard = scaling.standardize(data)
+    np.testing.assert_allclose(jnp.mean(standard, 0), 0.0, atol=1e-4 if dtype == jnp.float32 else 1e-12)
+    np.testing.assert_allclose(jnp.std(standard, 0), 1.0, rtol=1e-4 if dtype == jnp.float32 else 1e-12)
+    tol = 4 * float(jnp.finfo(dtype).eps)
+    error = np.abs(np.asarray(scaling.unstandardize(standard) - data)) / np.asarray(scaling.scale)
+    assert error.max() <= tol, error.max(axis=0)
+
+
+def test_data_scaling_rejects_constant_column():
+    data = jnp.stack([jnp.arange(5.0), jnp.full(5, 2.0)], axis=1)
+    with pytest.raises(ValueError, match=r"column\(s\) \[1\] are constant"):
+        dkjax.DataScaling.fit(data)
+
+
+def _model(dtype, t1=1.0, num_steps=10):
+    sde = _cast(dkjax.NeuralSDE(2, key=jr.key(0), width=8, depth=1), dtype)
+    scaling = dkjax.DataScaling(jnp.array([10.0, -5.0], dtype), jnp.array([2.0, 0.5], dtype))
+    return dkjax.GenerativeModel(sde, dkjax.gaussian_initial(jnp.zeros(2, dtype), 1.0), scaling, 0.0, t1, num_steps)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_generative_model_samples_in_data_units(dtype):
+    model = _model(dtype)
+    samples = model.sample(4096, key=jr.key(1))
+    assert samples.shape == (4096, 2) and samples.dtype == dtype
+    # Same key, same paths: the model's own law in standardised units, mapped back.
+    standard = dkjax.sample(model.sde, model.initial, 4096, t1=1.0, num_steps=10, key=jr.key(1))
+    np.testing.assert_allclose(samples, model.scaling.unstandardize(standard), rtol=1e-6)
+    assert abs(float(jnp.mean(samples[:, 0])) - 10.0) < 1.0 and abs(float(jnp.mean(samples[:, 1])) + 5.0) < 0.3
+
+
+def test_generative_model_sample_at_grid_time_and_errors():
+    model = _model(jnp.float64)
+    early = model.sample(8, key=jr.key(2), t=0.3)
+    # Three steps of the same paths: simulate directly to check.
+    init_key, path_key = jr.split(jr.key(2))
+    x0 = model.initial(init_key, 8)[0]
+    expected = dkjax.simulate(model.sde, x0, t1=0.3, num_steps=3, key=path_key)
+    np.testing.assert_allclose(early, model.scaling.unstandardize(expected), rtol=1e-12)
+    for bad in (0.0, 1.2, 0.25):
+        with pytest.raises(ValueError, match="t must lie in"):
+            model.sample(8, key=jr.key(2), t=bad)
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        model.sample(0, key=jr.key(2))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_save_and_load_round_trip(tmp_path, dtype):
+    model = _model(dtype, t1=0.5, num_steps=5)
+    path = dkjax.save_model(tmp_path / "sub" / "model.eqx", model)
+    loaded = dkjax.load_model(path)
+    assert (loaded.t0, loaded.t1, loaded.num_steps) == (0.0, 0.5, 5)
+    arrays = lambda m: jax.tree.leaves(eqx.filter(m, eqx.is_array))
+    for a, b in zip(arrays(model), arrays(loaded), strict=True):
+        assert a.dtype == b.dtype and np.array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(loaded.sample(16, key=jr.key(3)), model.sample(16, key=jr.key(3)))
+
+
+def test_load_needs_a_template_for_structured_sdes(tmp_path):
+    sde = dkjax.OrnsteinUhlenbeck(theta=jnp.array([1.5]), sigma=jnp.array([0.7]))
+    model = dkjax.GenerativeModel(
+        sde, dkjax.gaussian_initial(jnp.zeros(1), 1.0), dkjax.DataScaling.identity(1), 0.0, 1.0, 10
+    )
+    path = dkjax.save_model(tmp_path / "ou.eqx", model)
+    with pytest.raises(ValueError, match="pass like="):
+        dkjax.load_model(path)
+    like = dkjax.OrnsteinUhlenbeck(theta=jnp.array([0.0]), sigma=jnp.array([0.0]))
+    loaded = dkjax.load_model(path, like=like)
+    assert float(loaded.sde.theta[0]) == 1.5 and float(loaded.sde.sigma[0]) == 0.7
+    (tmp_path / "junk.eqx").write_bytes(b"not a model\n")
+    with pytest.raises(ValueError, match="not a dkjax model file"):
+        dkjax.load_model(tmp_path / "junk.eqx")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fit_generative_learns_data_in_its_own_units(dtype):
+    """A Gaussian far from N(0, I) in odd units: the standardised model only has to stay put."""
+    loc, scale = jnp.array([300.0, -0.02], dtype), jnp.array([40.0, 0.001], dtype)
+    data = loc + scale * jr.normal(jr.key(0), (2048, 2), dtype)
+    model, history = dkjax.fit_generative(
+        data, key=jr.key(1), steps=30, num_steps=10, num_paths=256, validate_every=10, progress=False,
+        sde=_cast(dkjax.NeuralSDE(2, key=jr.key(2), width=8, depth=1, sigma_init=0.3), dtype),
+    )  # fmt: skip
+    assert history.stop_reason is None and history.best_step is not None
+    samples = model.sample(4096, key=jr.key(3))
+    assert samples.dtype == dtype
+    # Means within 0.25 data standard deviations, spreads within 35%: wrong units miss by orders.
+    assert np.all(np.abs(np.asarray(jnp.mean(samples, 0) - loc)) < 0.25 * np.asarray(scale))
+    ratio = np.asarray(jnp.std(samples, 0) / scale)
+    assert np.all((ratio > 0.65) & (ratio < 1.35)), ratio
+
+
+def _diverging_problem():
+    """Training data far from the validation data: the held-out distance grows as training goes on."""
+    sde = dkjax.OrnsteinUhlenbeck(theta=jnp.array([0.5]), sigma=jnp.array([1.0]))
+    initial = dkjax.gaussian_initial(jnp.zeros(1), 1.0)
+    train = 3.0 + 0.2 * jr.normal(jr.key(0), (512, 1))
+    held_out = jr.normal(jr.key(1), (512, 1))
+    return sde, initial, train, held_out
+
+
+def _fit_diverging(**options):
+    sde, initial, train, held_out = _diverging_problem()
+    options = {"validation": held_out, **options}
+    return dkjax.fit(
+        dkjax.OrnsteinUhlenbeck(theta=sde.theta, sigma=sde.sigma, mean=jnp.zeros(1)), train, initial, t1=1.0,
+        num_steps=10, key=jr.key(2), steps=12, num_paths=256, optimizer=optax.adam(0.1), kernel_rate=2.0,
+        validate_every=2, progress=False, **options,
+    )  # fmt: skip
+
+
+def test_fit_returns_the_best_held_out_model_not_the_last():
+    fitted, history = _fit_diverging()
+    distances = [r["energy_distance"] for r in history.validation]
+    assert [r["step"] for r in history.validation] == list(range(0, 13, 2))
+    assert history.best_step == history.validation[int(np.argmin(distances))]["step"]
+    assert distances[-1] > min(distances)
+    best = history.validation[int(np.argmin(distances))]["step"]
+    # Rerun to the selected step without validation: the same parameters, bit for bit.
+    sde, initial, train, _ = _diverging_problem()
+    if best == 0:
+        reference = dkjax.OrnsteinUhlenbeck(theta=sde.theta, sigma=sde.sigma, mean=jnp.zeros(1))
+    else:
+        reference, _ = dkjax.fit(
+            dkjax.OrnsteinUhlenbeck(theta=sde.theta, sigma=sde.sigma, mean=jnp.zeros(1)), train, initial, t1=1.0,
+            num_steps=10, key=jr.key(2), steps=best, num_paths=256, optimizer=optax.adam(0.1), kernel_rate=2.0,
+            validation=None, progress=False,
+        )  # fmt: skip
+    for a, b in zip(jax.tree.leaves(dkjax.parameters(fitted)), jax.tree.leaves(dkjax.parameters(reference))):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    last, _ = _fit_diverging(validation=None)
+    assert not np.array_equal(np.asarray(last.mean), np.asarray(fitted.mean))
+
+
+def test_patience_stops_after_evaluations_without_improvement():
+    _, history = _fit_diverging(patience=2)
+    best = history.best_step
+    assert history.stop_reason is not None and "early stop" in history.stop_reason
+    assert history.validation[-1]["step"] == best + 4  # two evaluations, two steps apart, without improvement
+    assert len(history.records) == best + 4
+
+
+def test_validation_arguments_are_checked():
+    sde, initial, train, held_out = _diverging_problem()
+    common = dict(t1=1.0, num_steps=10, key=jr.key(2), steps=2, num_paths=16, progress=False)
+    with pytest.raises(ValueError, match="validation has dimension 2"):
+        dkjax.fit(sde, train, initial, validation=jnp.zeros((10, 2)), **common)
+    with pytest.raises(ValueError, match="validation holds 1 non-finite"):
+        dkjax.fit(sde, train, initial, validation=held_out.at[3, 0].set(jnp.nan), **common)
+    with pytest.raises(ValueError, match="validation as a fraction"):
+        dkjax.fit(sde, train, initial, validation=1.5, **common)
+    with pytest.raises(ValueError, match="validation as a fraction"):
+        dkjax.fit(sde, train[:3], initial, validation=0.5, **common)
+    with pytest.raises(ValueError, match="patience must be a positive int"):
+        dkjax.fit(sde, train, initial, patience=0, **common)
+
+
+def test_resume_refuses_a_different_schedule_and_keeps_a_new_fixed_rate(tmp_path):
+    sde, initial, train, _ = _diverging_problem()
+    common = dict(t1=1.0, num_steps=10, key=jr.key(2), num_paths=32, progress=False, checkpoint_dir=tmp_path)
+    dkjax.fit(sde, train, initial, steps=4, kernel_rate=2.0, **common)
+    with pytest.raises(ValueError, match="resume with steps=4"):
+        dkjax.fit(sde, train, initial, steps=8, kernel_rate=2.0, resume=True, **common)
+    common["checkpoint_dir"] = tmp_path / "own_optimizer"
+    dkjax.fit(sde, train, initial, steps=4, kernel_rate=2.0, optimizer=optax.adam(0.01), **common)
+    _, history = dkjax.fit(sde, train, initial, steps=8, kernel_rate=3.0, resume=True, optimizer=optax.adam(0.01), **common)
+    assert [r["kernel_rate"] for r in history.records] == [2.0] * 4 + [3.0] * 4
