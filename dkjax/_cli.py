@@ -178,7 +178,8 @@ def _scaling(config, plan: _Plan, train):
         return DataScaling.fit(train)
     except ValueError as error:
         raise ConfigError(
-            f"data.standardize: {error} (columns counted from 0). Drop the column, or set data.standardize = false."
+            f"data.standardize: {str(error).rstrip('.')} (columns counted from 0). Drop the column, or set "
+            "data.standardize = false."
         ) from error
 
 
@@ -290,6 +291,7 @@ _NOTES = {
 
 
 def _evaluate(config, model, data: _Data, history, run_dir: Path, quiet: bool) -> dict:
+    import equinox as eqx
     import jax.numpy as jnp
     import jax.random as jr
 
@@ -299,23 +301,27 @@ def _evaluate(config, model, data: _Data, history, run_dir: Path, quiet: bool) -
 
     eval_cfg = config["eval"]
     key = jr.key(eval_cfg["seed"])
-    n = eval_cfg["num_samples"]
-    samples = model.sample(n, key=key)
-    # In the model's units (see _NOTES["units"]).
-    train, heldout, reference, fitted = map(model.scaling.standardize, (data.train, data.heldout, data.reference, samples))
-    mean, cov = jnp.mean(train, 0), jnp.atleast_2d(jnp.cov(train.T))  # a 1x1 matrix for 1-D data
-    gaussian = mean + jr.normal(jr.fold_in(key, 1), (n, model.dim), mean.dtype) @ jnp.linalg.cholesky(cov).T
-    slice_key = jr.fold_in(key, 3)
-    metrics = {
-        "energy_distance": float(energy_distance(fitted, heldout)),
-        "energy_distance_gaussian": float(energy_distance(gaussian, heldout)),
-        "energy_distance_data": float(energy_distance(reference, heldout)),
-        "sliced_wasserstein": float(sliced_wasserstein(fitted, heldout, key=slice_key)),
-        "sliced_wasserstein_gaussian": float(sliced_wasserstein(gaussian, heldout, key=slice_key)),
-        "heldout_nll": float(smoothed_nll(fitted, heldout, eval_cfg["bandwidth"])),
-        "heldout_nll_gaussian": float(smoothed_nll(gaussian, heldout, eval_cfg["bandwidth"])),
-        "selected_step": history.best_step if history.best_step is not None else len(history.records),
-    }
+    samples = model.sample(eval_cfg["num_samples"], key=key)
+
+    @eqx.filter_jit  # one compilation instead of one per operation: most of the time of a short run
+    def compare(samples, points, scaling):
+        # In the model's units (see _NOTES["units"]).
+        fitted, train, heldout, reference = map(scaling.standardize, (samples, *points))
+        mean, cov = jnp.mean(train, 0), jnp.atleast_2d(jnp.cov(train.T))  # a 1x1 matrix for 1-D data
+        gaussian = mean + jr.normal(jr.fold_in(key, 1), fitted.shape, mean.dtype) @ jnp.linalg.cholesky(cov).T
+        slice_key = jr.fold_in(key, 3)
+        return {
+            "energy_distance": energy_distance(fitted, heldout),
+            "energy_distance_gaussian": energy_distance(gaussian, heldout),
+            "energy_distance_data": energy_distance(reference, heldout),
+            "sliced_wasserstein": sliced_wasserstein(fitted, heldout, key=slice_key),
+            "sliced_wasserstein_gaussian": sliced_wasserstein(gaussian, heldout, key=slice_key),
+            "heldout_nll": smoothed_nll(fitted, heldout, eval_cfg["bandwidth"]),
+            "heldout_nll_gaussian": smoothed_nll(gaussian, heldout, eval_cfg["bandwidth"]),
+        }
+
+    metrics = {name: float(value) for name, value in compare(samples, (data.train, data.heldout, data.reference), model.scaling).items()}
+    metrics["selected_step"] = history.best_step if history.best_step is not None else len(history.records)
     if config["model"]["name"] != "neural":
         import jax
         import numpy as np
@@ -453,8 +459,10 @@ def _sample(args, parser) -> int:
         # A NeuralSDE is rebuilt from the file; an SDE class needs its structure from the config.
         like = None if config["model"]["name"] == "neural" else _sde_class_model(config, dtype)
         model = load_model(run_dir / _MODEL_FILE, like=like)
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except (ConfigError, ValueError, OSError) as error:
+        existing = next(folder for folder in (out.parent, *out.parent.parents) if folder.exists())
+        if not existing.is_dir():
+            raise ConfigError(f"--out: {existing} is a file, so the folder {out.parent} cannot be made.")
+    except (ConfigError, ValueError) as error:
         parser.error(str(error))
     import jax.random as jr
 
@@ -463,6 +471,7 @@ def _sample(args, parser) -> int:
         xs = model.sample(args.num, key=jr.key(args.seed), t=t)
     except ValueError as error:  # t off the model's time grid, found before any simulation
         parser.error(f"--time: {error}")
+    out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, np.asarray(xs))
     print(f"dkjax sample: {args.num} samples at t = {t:g} from {run_dir / _MODEL_FILE} written to {out}")
     return 0

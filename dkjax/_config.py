@@ -110,7 +110,7 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "name": _Key("two_moons", (str,), lambda v: v != "" and "/" not in v, "a non-empty name without '/'"),
     },
     "data": {
-        # Exactly one of name and path; neither means name = "two_moons" (see resolve_train_config).
+        # path, when given, takes the place of name; neither means name = "two_moons" (resolve_train_config).
         "name": _Key(
             "", (str,), lambda v: v in ("",) + tuple(sorted(TOY_DATA)) + ("simulated",),
             f"one of {sorted(TOY_DATA) + ['simulated']}",
@@ -263,20 +263,16 @@ def standardizes(config) -> bool:
 
 
 def resolve_train_config(config) -> dict[str, dict[str, Any]]:
-    """Checks the keys of a ``dkjax train`` config that constrain each other, and fills ``data.name``.
+    """Checks the keys of a ``dkjax train`` config that constrain each other, and settles ``data.name``.
+
+    ``data.path``, when given, takes the place of ``data.name`` (so that ``--set data.path=FILE``
+    works on any config); without either, the data are ``two_moons``.
 
     Raises:
-        ConfigError: both ``data.name`` and ``data.path`` given, or ``data.standardize = true``
-            for a model that is an SDE class.
+        ConfigError: ``data.standardize = true`` for a model that is an SDE class.
     """
     data = config["data"]
-    if data["name"] and data["path"]:
-        raise ConfigError(
-            f"data.name = {data['name']!r} and data.path = {data['path']!r} are both set; give one of them "
-            "(a built-in or simulated data set, or your own file)."
-        )
-    if not data["path"]:
-        data["name"] = data["name"] or "two_moons"
+    data["name"] = "" if data["path"] else data["name"] or "two_moons"
     if data["standardize"] is True and config["model"]["name"] != "neural":
         raise ConfigError(
             f"data.standardize = true needs model.name = \"neural\"; the parameters of {config['model']['name']} "

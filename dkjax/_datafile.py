@@ -47,7 +47,8 @@ def load_data_file(path: str | Path, *, key: str = "data.path") -> np.ndarray:
     if path.suffix.lower() not in SUFFIXES:
         raise DataFileError(f"{where}: the file must end in .npy or .csv; got {path.suffix or 'no suffix'!r}.")
     if not path.is_file():
-        raise DataFileError(f"{where} does not exist (relative to the working directory {Path.cwd()}).")
+        relative = "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+        raise DataFileError(f"{where} does not exist{relative}.")
     if path.stat().st_size == 0:
         raise DataFileError(f"{where} is empty.")
     rows = _read_npy(path, where) if path.suffix.lower() == ".npy" else _read_csv(path, where)
@@ -128,6 +129,8 @@ def _read_csv(path: Path, where: str) -> np.ndarray:
             if value is None:
                 what = "is empty" if field == "" else f"is {field!r}, not a number"
                 hint = "a header line holds no numbers" if number == first_number else "only the first line may be a header"
+                if ";" in field or "\t" in field:
+                    hint = "values must be separated by commas"
                 raise DataFileError(f"{where}: line {number}, column {column} {what} ({hint}).")
             if not math.isfinite(value):
                 bad = sum(not all(map(_not_inf_or_nan, fs)) for _, fs in data_lines)

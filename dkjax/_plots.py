@@ -24,6 +24,16 @@ def plot_samples(samples, data, path: str | Path, title: str = "") -> None:
     with a margin. When the two coordinates have comparable ranges the panels keep their
     true aspect ratio, shaped to the points' extent so that no blank bands appear.
     """
+    _save(samples_figure(samples, data, title), path)
+
+
+def _save(fig, path) -> None:
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+
+
+def samples_figure(samples, data, title: str = ""):
+    """The figure of ``plot_samples`` (a matplotlib ``Figure``, left open)."""
     plt = _pyplot()
     panels = []
     for points, label in ((data, "data"), (samples, "model samples")):
@@ -56,8 +66,7 @@ def plot_samples(samples, data, path: str | Path, title: str = "") -> None:
             ax.set_aspect("equal")
     if title:
         fig.suptitle(title, fontsize="medium")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def plot_loss(records: list[dict], path: str | Path, validation: list[dict] = (), best_step: int | None = None) -> None:
@@ -69,6 +78,11 @@ def plot_loss(records: list[dict], path: str | Path, validation: list[dict] = ()
         validation: ``TrainHistory.validation`` (``step``, ``energy_distance``); a second panel.
         best_step: the step of the model kept, marked in both panels.
     """
+    _save(loss_figure(records, validation, best_step), path)
+
+
+def loss_figure(records: list[dict], validation: list[dict] = (), best_step: int | None = None):
+    """The figure of ``plot_loss`` (a matplotlib ``Figure``, left open)."""
     plt = _pyplot()
     steps = np.array([r["step"] for r in records])
     rows = 2 if len(validation) else 1
@@ -86,13 +100,12 @@ def plot_loss(records: list[dict], path: str | Path, validation: list[dict] = ()
         held = axes[1, 0]
         at = [r["step"] for r in validation]
         distance = np.array([r["energy_distance"] for r in validation])
-        held.plot(at, distance, "o-", ms=3, lw=0.8, color="tab:green",
-                  label="energy distance of model samples to the validation points (held out from training)")
+        held.plot(at, distance, "o-", ms=3, lw=0.8, color="tab:green")
         finite = distance[np.isfinite(distance)]
         if finite.size and np.all(finite > 0) and finite.max() > 10 * finite.min():
             held.set_yscale("log")
         held.set_ylabel("energy distance")
-        held.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, fontsize="small")
+        held.set_title("model samples against the validation points (held out from training)", fontsize="small")
     if best_step is not None:
         for row in axes[:, 0]:
             marker = row.axvline(best_step, color="tab:red", ls="--", lw=0.8, label=f"model kept (step {best_step})")
@@ -100,5 +113,4 @@ def plot_loss(records: list[dict], path: str | Path, validation: list[dict] = ()
     axes[-1, 0].set_xlabel("step")
     # Above the panel, so that it covers neither the curves nor the tick labels.
     ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, frameon=False, fontsize="small")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig

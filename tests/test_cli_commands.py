@@ -153,15 +153,15 @@ def test_response_config_errors_before_any_work(tmp_path, capsys, monkeypatch, o
 
 def test_shipped_configs_are_valid(monkeypatch):
     from dkjax import _response_command as command
-    from dkjax._cli import _check_systems
-    from dkjax._config import load_config
+    from dkjax._cli import _plan
+    from dkjax._config import load_config, train_config
 
     monkeypatch.chdir(ROOT)  # the training configs name example classes by path
     config = load_config("configs/lorenz96_response.toml", schema=command.RESPONSE_SCHEMA)
     plan = command.prepare(config)
     assert plan.labels == ["forcing", "noise"] and list(plan.observables) == ["mean", "mean_square"]
-    for name in ("two_moons", "ou_recovery", "lorenz96_dksde"):
-        _check_systems(load_config(f"configs/{name}.toml"))
+    for name, dim in (("two_moons", 2), ("ou_recovery", 1), ("lorenz96_dksde", 20)):
+        assert _plan(train_config(f"configs/{name}.toml")).dim == dim
 
 
 SIMULATED = """
