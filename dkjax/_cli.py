@@ -272,6 +272,8 @@ def _auto(value):
     return None if value == "auto" else value
 
 
+_METRICS = ("energy_distance", "energy_distance_gaussian", "energy_distance_data", "sliced_wasserstein",
+            "sliced_wasserstein_gaussian", "heldout_nll", "heldout_nll_gaussian")  # fmt: skip
 _NOTES = {
     "units": "the distances compare points in the units the model trains in: standardised (each column minus its "
     "training mean, over its training standard deviation) when data.standardize is on, so that every column "
@@ -320,7 +322,8 @@ def _evaluate(config, model, data: _Data, history, run_dir: Path, quiet: bool) -
             "heldout_nll_gaussian": smoothed_nll(gaussian, heldout, eval_cfg["bandwidth"]),
         }
 
-    metrics = {name: float(value) for name, value in compare(samples, (data.train, data.heldout, data.reference), model.scaling).items()}
+    values = compare(samples, (data.train, data.heldout, data.reference), model.scaling)
+    metrics = {name: float(values[name]) for name in _METRICS}  # in this order (jit returns dicts sorted)
     metrics["selected_step"] = history.best_step if history.best_step is not None else len(history.records)
     if config["model"]["name"] != "neural":
         import jax

@@ -269,10 +269,16 @@ def resolve_train_config(config) -> dict[str, dict[str, Any]]:
     works on any config); without either, the data are ``two_moons``.
 
     Raises:
-        ConfigError: ``data.standardize = true`` for a model that is an SDE class.
+        ConfigError: ``data.standardize = true`` for a model that is an SDE class, or a fixed
+            ``train.kernel_rate`` above ``1 / dt``.
     """
-    data = config["data"]
+    data, train = config["data"], config["train"]
     data["name"] = "" if data["path"] else data["name"] or "two_moons"
+    if train["kernel_rate"] != "auto" and train["kernel_rate"] * train["t1"] > train["num_steps"]:
+        raise ConfigError(
+            f"train.kernel_rate must be <= 1 / dt = {train['num_steps'] / train['t1']:.4g} (dt = t1 / num_steps); "
+            f"got {train['kernel_rate']}. Raise train.num_steps or lower the rate."
+        )
     if data["standardize"] is True and config["model"]["name"] != "neural":
         raise ConfigError(
             f"data.standardize = true needs model.name = \"neural\"; the parameters of {config['model']['name']} "

@@ -128,7 +128,9 @@ def _read_csv(path: Path, where: str) -> np.ndarray:
             value = _number(field)
             if value is None:
                 what = "is empty" if field == "" else f"is {field!r}, not a number"
-                hint = "a header line holds no numbers" if number == first_number else "only the first line may be a header"
+                hint = "only the first line may be a header"
+                if number == first_number:
+                    hint = "a header line holds no numbers"
                 if ";" in field or "\t" in field:
                     hint = "values must be separated by commas"
                 raise DataFileError(f"{where}: line {number}, column {column} {what} ({hint}).")

@@ -106,7 +106,8 @@ def train_run(tmp: Path) -> Path:
     (run / "config.toml").write_text(dump_config(applicable(train_config(None, ["train.steps=300"]))))
     sde = dkjax.NeuralSDE(2, key=jr.key(0), width=8, depth=1)
     initial = dkjax.gaussian_initial(jnp.zeros(2), 1.0)
-    dkjax.save_model(run / "model.eqx", dkjax.GenerativeModel(sde, initial, dkjax.DataScaling.identity(2), 0.0, 1.0, 50))
+    model = dkjax.GenerativeModel(sde, initial, dkjax.DataScaling.identity(2), 0.0, 1.0, 50)
+    dkjax.save_model(run / "model.eqx", model)
     return run
 
 
@@ -187,8 +188,10 @@ def cases(tmp: Path):
         ("dkjax train", "NaN in a CSV", train_with_file(tmp, data_file(tmp, "nan.csv", "x,y\n1,2\n3,4\nnan,5\n"))),
         ("dkjax train", "inf in a .npy array",
          train_with_file(tmp, data_file(tmp, "inf.npy", np.array([[0.0, 1.0], [np.inf, 2.0], [3.0, 4.0]])))),
-        ("dkjax train", "rows of different lengths", train_with_file(tmp, data_file(tmp, "ragged.csv", "1,2\n3,4,5\n"))),
-        ("dkjax train", "a .npy array of one dimension", train_with_file(tmp, data_file(tmp, "vector.npy", np.ones(10)))),
+        ("dkjax train", "rows of different lengths",
+         train_with_file(tmp, data_file(tmp, "ragged.csv", "1,2\n3,4,5\n"))),
+        ("dkjax train", "a .npy array of one dimension",
+         train_with_file(tmp, data_file(tmp, "vector.npy", np.ones(10)))),
         ("dkjax train", "a column count the SDE class does not accept",
          train_with_file(tmp, good_csv, "--set", "model.name=LinearSDE",
                          "--set", "model.parameters={ A = [[-1.0]], S = [[1.0]] }")),
@@ -199,7 +202,8 @@ def cases(tmp: Path):
         ("dkjax train", "--resume with settings that contradict the checkpoints",
          cli_call("train", "--resume", str(run), "--set", "train.steps=10", "--set", "model.width=16")),
         ("dkjax train", "--resume on a dkjax response run", cli_call("train", "--resume", str(response))),
-        ("dkjax sample", "a folder that is not a run", cli_call("sample", "--run", str(tmp), "--num", "5", "--out", "x.npy")),
+        ("dkjax sample", "a folder that is not a run",
+         cli_call("sample", "--run", str(tmp), "--num", "5", "--out", "x.npy")),
         ("dkjax sample", "a dkjax response run",
          cli_call("sample", "--run", str(response), "--num", "5", "--out", "x.npy")),
         ("dkjax sample", "--time off the model's time grid",

@@ -27,7 +27,7 @@ FAST = "validate_every = 2\nvalidation_samples = 64\nkernel_rate = 2.0"
 @pytest.fixture
 def tiny_config(tmp_path):
     path = tmp_path / "tiny.toml"
-    path.write_text(tiny_train_config())
+    path.write_text(tiny_train_config(extra_train=FAST))
     return path
 
 
@@ -240,7 +240,8 @@ def test_samples_plot_shows_every_point(dtype):
     finite = np.concatenate([data, samples[:-1]])
     for ax in fig.axes:
         (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-        assert x0 < finite[:, 0].min() and finite[:, 0].max() < x1 and y0 < finite[:, 1].min() and finite[:, 1].max() < y1
+        assert x0 < finite[:, 0].min() and finite[:, 0].max() < x1
+        assert y0 < finite[:, 1].min() and finite[:, 1].max() < y1
     assert "1 non-finite not shown" in fig.axes[1].get_title()
     # Comparable ranges: true aspect ratio, with the panel shaped like the points' extent (no blank bands).
     fig.canvas.draw()
@@ -285,6 +286,7 @@ def test_loss_plot_legends_cover_no_tick_labels_and_mark_the_kept_step():
         ("[data]\nheldout_fraction = 0\n", [], "data.heldout_fraction must be a number in (0, 1)"),
         ("[data]\npath = \"absent.csv\"\n", [], "data.path: absent.csv does not exist"),
         ("", ["train.bandwidth=-0.1"], "train.bandwidth must be"),
+        ("", ["train.kernel_rate=60.0"], "train.kernel_rate must be <= 1 / dt = 50 (dt = t1 / num_steps); got 60.0"),
         ("", ["train.nope=1"], "unknown key train.nope"),
         ("", ["steps=1"], "section.key=value"),
         ("[train\n", [], "not valid TOML"),

@@ -6,10 +6,14 @@ import sys
 import types
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import dkjax
 from dkjax._cli import main
+from dkjax._config import resolve_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -200,6 +204,12 @@ def test_train_a_user_sde_on_simulated_data(tmp_path, monkeypatch, capsys):
     assert set(metrics["parameters"]) == {"rate", "noise"}
     assert metrics["parameters"]["rate"] != 0.5 and np.isfinite(metrics["energy_distance"])
     assert not (tmp_path / "run" / "samples.png").exists()  # no scatter for 1-D data
+    # An SDE class is rebuilt from the run's config to load model.eqx; its data are not standardised.
+    assert main(["sample", "--run", "run", "--num", "7", "--out", "s.npy"]) == 0
+    damped = resolve_reference("user_sdes.py:Damped", "model.name")
+    model = dkjax.load_model("run/model.eqx", like=damped(jnp.asarray(0.0), jnp.asarray(0.0)))
+    np.testing.assert_array_equal(np.load("s.npy"), model.sample(7, key=jax.random.key(0)))
+    assert float(model.sde.rate) == metrics["parameters"]["rate"] and float(model.scaling.scale[0]) == 1.0
 
 
 @pytest.mark.parametrize(
