@@ -1,7 +1,7 @@
 """Memory and time per training step: forward-only DK gradients vs backpropagation through diffrax.
 
 The same model (``dkjax.NeuralSDE``, 2-D, width 64, depth 2), the same objective (the smoothed
-KL ``L_h`` of MATH.md section 6 with the ESS bandwidth rule) and the same optimiser (Adam with
+KL ``L_h`` with the ESS bandwidth rule) and the same optimiser (Adam with
 clipping). Gradients:
 
 - ``dk_two_pass``: the memory-lean two-pass DK gradient (``fit(..., gradient="two_pass")``);

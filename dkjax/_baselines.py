@@ -303,7 +303,7 @@ def likelihood_ratio_response(
     ``dkjax.observable_response`` with ``response_mix=1`` (the response uses only the
     transition-kernel derivative ``d/dparam log k``) and ``kernel_rate = 1 / dt`` (the
     score is kernel-only). Fine for drift parameters over short times; for parameters
-    inside the diffusion its variance grows like the number of steps (MATH.md section 3).
+    inside the diffusion its variance grows like the number of steps.
 
     Arguments:
         sde, phi, x0, t1, num_steps, key, t0: as in ``observable_response``.

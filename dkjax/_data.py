@@ -96,7 +96,20 @@ class GaussianInitial(eqx.Module):
     """The initial law ``N(mean, diag(std^2))``: ``initial(key, n) -> (x0, score0)``.
 
     An Equinox module, so a trained generative model can carry (and save) its initial law.
-    Build it with ``dkjax.gaussian_initial``.
+    Build it with ``dkjax.gaussian_initial``, which checks its arguments.
+
+    Arguments:
+        mean: vector ``(d,)``; std: positive vector ``(d,)``.
+
+    Raises:
+        Nothing at construction; ``dkjax.gaussian_initial`` raises ``ValueError`` for a
+        non-vector mean or a non-positive std.
+
+    Example:
+        >>> initial = dkjax.GaussianInitial(jnp.zeros(2), jnp.ones(2))
+        >>> x0, score0 = initial(jax.random.key(0), 3)
+        >>> print(x0.shape, bool(jnp.allclose(score0, -x0)))
+        (3, 2) True
     """
 
     mean: Float[Array, " d"]

@@ -1,4 +1,4 @@
-"""One step of the divergence-kernel recursion (MATH.md sections 3-4), per path.
+"""One step of the divergence-kernel recursion, per path.
 
 The exact discrete-time recursion for the Euler-Maruyama chain, with the Jacobian terms
 evaluated densely (``mode="exact"``) or by VJPs and Hutchinson probes
@@ -76,10 +76,10 @@ def _logdet_carrier(plan: "_StepPlan", increment, x, params, probe, inverse_t) -
     one Rademacher probe ``v`` (Hutchinson): ``(J^{-T} v) . (A v)``, where ``A = J - I`` acts
     by a JVP of the increment and ``J^{-T} v ~ v - A^T v`` (one VJP) is held fixed. Its
     gradient has mean ``tr(dA) - tr(A dA)``, the gradient of ``tr A - tr(A^2)/2``, as has that
-    of MATH.md section 4's ``h = v.Av - (A^T v).(Av)/2`` (they differ per probe by a zero-mean
+    of the textbook surrogate ``h = v.Av - (A^T v).(Av)/2`` (they differ per probe by a zero-mean
     ``v.[dA, A]v / 2``). The exact gradient adds ``tr(A^2 dA) + ...``: O(dt^3) for additive
     noise, odd in the noise at O(dt^{3/2}) otherwise, so of conditional mean O(dt^2), like the
-    terms MATH.md drops. This costs one forward-over-reverse pass where ``h`` costs two. The
+    terms the second-order expansion drops. This costs one forward-over-reverse pass where ``h`` costs two. The
     second-order part matters for additive noise too: without it, OU at dt = 0.02 showed an
     O(dt) bias of about ten standard errors against the exact EM chain.
     """
@@ -98,7 +98,7 @@ def _inverse_transpose(plan: "_StepPlan", increment, x, params) -> Array | None:
 
 
 def _pushforward(plan: "_StepPlan", increment, x, params, w, inverse_t=None, second_order=True) -> State:
-    """``J^{-T} w``: densely, or ``w - A^T w (+ A^T A^T w)`` by VJPs (MATH.md section 4)."""
+    """``J^{-T} w``: densely, or ``w - A^T w (+ A^T A^T w)`` by VJPs."""
     if plan.mode == "exact":
         inverse_t = _inverse_transpose(plan, increment, x, params) if inverse_t is None else inverse_t
         return inverse_t @ w
@@ -115,7 +115,7 @@ def _increment_fn(static, t, dt, z):
 
 
 def _path_transition(plan: "_StepPlan", params, static, t, dt, mix_score, x, nu, z, probe):
-    """State and score update of one path (MATH.md section 3): returns ``(x_next, nu_next, u)``.
+    """State and score update of one path: returns ``(x_next, nu_next, u)``.
 
     ``u = J^{-T}(nu - grad_x log|det J|)`` is the divergence part of the score, also
     needed (held fixed) by the response surrogate.
@@ -139,7 +139,7 @@ def _path_surrogate(plan: "_StepPlan", params, static, t, dt, mix_response, x, u
     """A scalar of the parameters whose gradient is the response increment of one path.
 
     ``eta_{n+1} - eta_n = grad_params [ -(1 - b)(u . g(x) + log|det J|) + b log k(x, x_next) ]``
-    with ``x``, ``u`` and ``x_next`` held fixed (MATH.md section 3). Summing it over paths
+    with ``x``, ``u`` and ``x_next`` held fixed. Summing it over paths
     with weights gives the weighted response in one VJP (the memory-lean training gradient).
     """
     value = jnp.zeros((), x.dtype)

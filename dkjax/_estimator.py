@@ -55,8 +55,9 @@ class DKResult(eqx.Module):
 
 
 @eqx.filter_jit
-def _divergence_kernel(sde, x0, score0, dlogp0, path_ids, t0, t1, key, kernel_rate, response_mix, options):
+def _divergence_kernel(sde, x0, score0, dlogp0, path_offset, t0, t1, key, kernel_rate, response_mix, options):
     params = parameters(sde)
+    path_ids = path_ids_for(x0.shape[0], path_offset)  # inside the jit: sharded like x0, also across processes
 
     def add_per_path_gradients(eta, surrogate, inputs):
         grads = jax.vmap(jax.grad(surrogate), in_axes=(None,) + (0,) * len(inputs))(params, *inputs)
@@ -134,7 +135,7 @@ def divergence_kernel(
 
         E[score | X_T = x] = grad_x log p_T(x),   E[dlogp | X_T = x] = d/dparam log p_T(x),
 
-    exactly for the simulated chain (MATH.md section 3). Memory does not grow with
+    exactly for the simulated chain. Memory does not grow with
     ``num_steps``.
 
     Arguments:
@@ -153,12 +154,14 @@ def divergence_kernel(
             pilot run; the value is reported in ``result.kernel_rate``). It must exceed the growth rate of covectors pushed forward by
             the flow (the flow's strongest contraction); larger values only raise variance
             slowly. ``0`` is allowed when ``score0`` is given.
-        response_mix: ``b`` in MATH.md section 3. ``0`` (default) uses the DK score;
+        response_mix: the weight ``b`` of the likelihood-ratio part of the parameter
+            response: ``0`` (default) uses the DK score;
             ``1`` is the classic likelihood ratio, whose variance grows with the number
             of steps for parameters inside the diffusion.
         mode: ``"matrix_free"`` (VJPs and Hutchinson probes, cost linear in ``d``) or
             ``"exact"`` (dense Jacobians; a reference for ``d`` up to about 100).
-        path_offset: global index of the first path, to split an ensemble over calls.
+        path_offset: global index of the first path, to split an ensemble over calls (not
+            needed for a multi-process array from ``shard_paths``: its rows are global).
         on_nonfinite: ``"warn"`` (default), ``"raise"`` or ``"ignore"`` when paths go
             non-finite; they are always marked in ``nonfinite_step``.
 
@@ -226,7 +229,7 @@ def divergence_kernel(
         x0,
         score0,
         dlogp0,
-        path_ids_for(num_paths, path_offset),
+        jnp.asarray(path_offset, jnp.int32),
         t0_arr,
         jnp.asarray(t1, dtype),
         key,

@@ -24,10 +24,22 @@ class DataScaling(eqx.Module):
     """An affine map between the data's own units and the standardised units a model trains in.
 
     ``standardize(y) = (y - loc) / scale`` and ``unstandardize(x) = loc + scale * x``.
+    ``DataScaling.fit(data)`` takes the per-column mean and standard deviation.
+
+    Arguments:
+        loc: the data-unit point that maps to 0, shape ``(d,)``.
+        scale: the data-unit length that maps to 1, per column, shape ``(d,)``.
+
+    Raises:
+        ValueError: from ``DataScaling.fit``, for data not of shape ``(n, d)`` with ``n >= 2``
+            or with a constant column.
 
     Example:
+        >>> data = jnp.array([[1.0, 10.0], [3.0, 30.0]])
         >>> scaling = dkjax.DataScaling.fit(data)
-        >>> back = scaling.unstandardize(scaling.standardize(data))   # == data up to rounding
+        >>> print(scaling.standardize(data))
+        [[-1. -1.]
+         [ 1.  1.]]
     """
 
     loc: Float[Array, " d"]

@@ -53,7 +53,7 @@ def estimate_kernel_rate(
     min_rate: float = 1.0,
     mode: str = "matrix_free",
 ) -> float:
-    """Chooses the kernel rate ``alpha`` from a short pilot run (MATH.md section 3).
+    """Chooses the kernel rate ``alpha`` from a short pilot run.
 
     Rule: push random unit covectors forward by ``J^{-T}`` along ``num_pilot_paths``
     paths over the same time grid, measure their growth rate ``r`` (the mean log-growth

@@ -1,4 +1,4 @@
-"""Training objectives of DK-SDE and their forward-only gradients (MATH.md section 6).
+"""Training objectives of DK-SDE and their forward-only gradients.
 
 An objective maps the final states ``X_T^m`` of ``M`` model paths and a data batch to a
 loss and per-path weights ``c_m`` such that ``grad loss = sum_m c_m eta_m`` in expectation,
@@ -34,7 +34,7 @@ def ess_bandwidth(data: Float[Array, "j d"], x: States, ess_target: Scalar, h_mi
 
     The Nadaraya-Watson weights ``w_jm = softmax_m(-|y_j - X_m|^2 / (2 h^2))`` collapse onto
     one path per data point as ``h -> 0``; the self-normalised ratio's bias is of order
-    one over their effective sample size (MATH.md section 8), so ``h`` shrinks only as far
+    one over their effective sample size, so ``h`` shrinks only as far
     as the model's samples allow. The ESS grows with ``h``; bisection on ``log h`` over the
     first ``_ESS_ROWS`` data points finds the crossing to within ``(h_max / h_min)^(2^-_BISECTIONS)``.
     Returns ``h_max`` if even that misses the target.
@@ -56,7 +56,7 @@ def ess_bandwidth(data: Float[Array, "j d"], x: States, ess_target: Scalar, h_mi
 def kl_weights(
     x: States, data: Float[Array, "j d"], bandwidth: Scalar, key: Key
 ) -> tuple[Scalar, Float[Array, " m"], Scalar]:
-    """Smoothed negative log-likelihood ``L_h`` and its DK path weights (MATH.md section 6).
+    """Smoothed negative log-likelihood ``L_h`` and its DK path weights.
 
     ``L_h = -mean_j log q_h(y_j + h e_j)`` with ``q_h(y) = (1/M) sum_m K_h(y - X_m)``, a
     Gaussian kernel of standard deviation ``h`` on both sides (data jittered afresh by
@@ -78,8 +78,8 @@ def energy_weights(x: States, data: Float[Array, "j d"]) -> tuple[Scalar, Float[
     """Energy distance to the data batch and its unbiased DK path weights.
 
     ``d/dtheta [2 E|X - Y| - E|X - X'|] = E[(2 E_Y|X - Y| - 2 E_X'|X - X'|) eta_X]`` with
-    ``X'`` an independent path: no density estimate, no bandwidth, no ratio bias
-    (MATH.md section 8). The batch mean of the weight is subtracted as a baseline.
+    ``X'`` an independent path: no density estimate, no bandwidth, no ratio bias. The batch
+    mean of the weight is subtracted as a baseline.
 
     Returns:
         ``(loss, c, ess)`` with ``ess`` the number of paths (every path carries weight).

@@ -1,6 +1,6 @@
 """Linear responses built on the DK weights: observables, densities and stationary averages.
 
-MATH.md section 5. Paths are streamed in fixed-size chunks (the noise of path ``i``
+Paths are streamed in fixed-size chunks (the noise of path ``i``
 depends on ``(key, step, i)`` only, so chunking does not change the estimate) and only
 running statistics stay on the device, so the number of paths is not bounded by memory.
 """
@@ -19,6 +19,7 @@ from jax.sharding import NamedSharding
 from ._custom_types import Array, Key, KernelRate, Observable, Params, RealScalarLike
 from ._estimator import DKResult, divergence_kernel
 from ._sde import AbstractSDE
+from ._sharding import path_sharding
 from ._validation import check_key, check_states
 
 Sampler = Callable[[Key, int], tuple[Array, Array | None]]
@@ -163,12 +164,21 @@ def _check_positive_int(name: str, value) -> int:
     return int(value)
 
 
+def _spread_over_processes(a):
+    """With several processes, a sampler's chunk (equal on all of them) split over every process's devices."""
+    if a is None or jax.process_count() == 1 or not getattr(a, "is_fully_addressable", True):
+        return a
+    sharding = path_sharding()
+    return jax.device_put(a, sharding) if a.shape[0] % sharding.mesh.size == 0 else a
+
+
 def initial_chunks(x0, score0, num_paths, chunk_size, key) -> tuple[int, int, Callable[[int], tuple]]:
     """Resolves ``x0`` (array or sampler) into ``(num_paths, chunk, get(c) -> (x0, score0, n_valid))``.
 
     Every chunk has the same shape (the last one is padded and masked), so the chunk
     kernels compile once. Samplers get ``fold_in(init_key, c)`` with ``init_key`` split from
-    ``key``, never a key the Brownian noise uses.
+    ``key``, never a key the Brownian noise uses; with several processes each process
+    draws the whole chunk and simulates its share of it.
     """
     chunk_size = _check_positive_int("chunk_size", chunk_size)
     if callable(x0):
@@ -190,7 +200,7 @@ def initial_chunks(x0, score0, num_paths, chunk_size, key) -> tuple[int, int, Ca
                 raise ValueError(f"the x0 sampler must return x0 of shape ({chunk}, d); got {jnp.shape(xs)}.")
             if ss is not None and jnp.shape(ss) != jnp.shape(xs):
                 raise ValueError(f"the x0 sampler's score0 must have the shape of x0; got {jnp.shape(ss)}.")
-            return jnp.asarray(xs), ss, n_valid
+            return _spread_over_processes(jnp.asarray(xs)), _spread_over_processes(ss), n_valid
 
         return num_paths, chunk, get
 
@@ -202,6 +212,8 @@ def initial_chunks(x0, score0, num_paths, chunk_size, key) -> tuple[int, int, Ca
     sharding = getattr(x0, "sharding", None)
     x0 = jnp.asarray(x0)
     chunk = min(chunk_size, total)
+    if chunk == total:  # one chunk: the array as it is, sharded or not
+        return total, chunk, lambda c: (x0, None if score0 is None else jnp.asarray(score0), total)
     # Slices of a path-sharded x0 come out replicated; put each chunk back on the mesh so
     # every device keeps working on its own share of the paths.
     spread = isinstance(sharding, NamedSharding) and len(sharding.device_set) > 1
@@ -339,7 +351,7 @@ def observable_response(
 ) -> ResponseResult:
     """Estimates ``d/dparam E[phi(X_T)]`` for every parameter by the divergence-kernel method.
 
-    Uses ``d/dparam E[phi(X_T)] = E[(phi(X_T) - c) dlogp_T]`` (MATH.md section 5; the
+    Uses ``d/dparam E[phi(X_T)] = E[(phi(X_T) - c) dlogp_T]`` (the
     baseline ``c`` is free because ``E[dlogp_T] = 0``; ``center=True`` takes the first
     chunk's mean of ``phi``, which lowers the variance and keeps the estimate exactly
     unbiased). Paths are streamed in chunks of ``chunk_size``; only running means and
@@ -526,7 +538,7 @@ def density_response(
     points: a Gaussian kernel of width ``bandwidth`` centred at point ``g``):
 
         density[g]    = E[w_g(X_T)]                    (bin-averaged or smoothed p_T)
-        response[g]   = E[(w_g(X_T) - c_g) dlogp_T]    (d/dparam of the same; MATH.md section 5)
+        response[g]   = E[(w_g(X_T) - c_g) dlogp_T]    (d/dparam of the same)
         dlogp_mean[g] = sum w_g(X) dlogp / sum w_g(X)  (binning or Nadaraya-Watson)
         score_mean[g] = sum w_g(X) score / sum w_g(X)
 
@@ -699,7 +711,7 @@ def stationary_response(
 
         d/dparam <phi> ~ mean_n (phi(X_n) - c) (dlogp_n - dlogp_{n-W})
 
-    (MATH.md section 5), ``c`` being the mean of ``phi`` over the spun-up states (it only
+    ``c`` being the mean of ``phi`` over the spun-up states (it only
     lowers the variance). The window ``W`` must exceed the decorrelation time; too long a
     window only adds variance, so look for the plateau of ``estimate`` over ``windows``.
     ``dlogp`` is read every ``sample_every`` steps: the path is run as a chain of
@@ -774,11 +786,13 @@ def stationary_response(
     baseline = jnp.sum(jnp.where(ok.reshape((-1,) + (1,) * (values.ndim - 1)), values, 0.0), axis=0) / jnp.maximum(jnp.sum(ok), 1)
     qs = tuple(w // sample_every for w in windows)
     ring_len = max(qs)
+    # Made from the paths' arrays so they keep their sharding (with several processes, each
+    # then holds only its own paths' slots).
     eta = jax.tree.map(jnp.zeros_like, spin.dlogp)
-    ring = jax.tree.map(lambda e: jnp.zeros((ring_len,) + e.shape, e.dtype), eta)
+    ring = jax.tree.map(lambda e: jnp.broadcast_to(e, (ring_len,) + e.shape), eta)
     segs_per_block = num_steps // sample_every // num_blocks
     static = (segs_per_block, sample_every, qs, ring_len, float(response_mix), mode)
-    carry = (spin.x, spin.score, eta, ring, ~spin.finite, jnp.zeros((num,), bool))
+    carry = (spin.x, spin.score, eta, ring, ~spin.finite, jnp.zeros_like(spin.finite))
     block_means, block_counts, block_values = [], [], []
     for b in range(num_blocks):
         carry, means, counts, phi_mean = _stationary_block(

@@ -1,5 +1,6 @@
 """PNG figures of linear responses (matplotlib, Agg backend, imported only when plotting)."""
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -152,7 +153,9 @@ def plot_window_plateau(
         ax.axhline(value, color="k", lw=1, label=reference_label)
         if se is not None:
             ax.axhspan(value - 2 * se, value + 2 * se, color="k", alpha=0.15)
-    ax.set(xlabel="window W (time)", ylabel=f"d<phi>/d{parameter}", title=title)
+    ax.set(xlabel="window W (time)", ylabel=f"d<phi>/d{parameter}")
+    # Long titles wrap instead of running off the figure.
+    ax.set_title(textwrap.fill(title, 48), fontsize=10)
     ax.legend()
     _save(fig, path)
 

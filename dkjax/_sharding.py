@@ -1,22 +1,24 @@
-"""Sharding the path axis over local devices (and the path offsets of multi-host runs).
+"""Sharding the path axis over devices, on one host or on many (``jax.distributed``).
 
 Every dkjax entry point is a ``vmap`` over paths inside a ``lax.scan`` over steps, and the
-noise of path ``i`` at step ``n`` depends on ``(key, n, path_offset + i)`` only. Putting the
-leading path axis of the inputs on a 1-D device mesh is therefore all it takes: XLA's
-sharding propagation (GSPMD) splits the scan over the devices, draws each device's noise
-locally, and turns the reductions over paths (means, standard errors, training gradients
-``sum_m c_m eta_m``) into all-reduce collectives. The results equal a single-device run up
-to the reassociation of those sums.
+noise of path ``i`` at step ``n`` depends on ``(key, n, path_offset + i)`` only, ``i`` being
+the row of the path in the (global) array. Putting the leading path axis of the inputs on
+a 1-D device mesh is therefore all it takes: XLA's sharding propagation (GSPMD) splits the
+scan over the devices, draws each device's noise locally, and turns the reductions over
+paths (means, standard errors, training gradients ``sum_m c_m eta_m``) into all-reduce
+collectives. The results equal a single-device run up to the reassociation of those sums.
 
-Multi-host (``jax.distributed.initialize``): each host simulates its own disjoint block of
-the same ensemble with ``path_offset = host_path_offset(paths_per_host)`` and the hosts
-combine their sums (see ``examples/multihost_response.py`` and ``docs/scaling.md``).
+Multi-host (``jax.distributed.initialize``): the default mesh spans the devices of every
+process, and ``shard_paths`` assembles each process's rows into one global array, so the
+same calls run one ensemble over all hosts; the row of a path in that global array is its
+noise index, so no noise is used twice.
 """
 
 from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._custom_types import Key
@@ -25,10 +27,14 @@ PATH_AXIS = "paths"
 
 
 def path_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh with axis ``"paths"`` over ``devices`` (default: all devices of this process).
+    """A 1-D mesh with axis ``"paths"`` over ``devices`` (default: every device of every process).
+
+    Under ``jax.distributed.initialize`` the default mesh spans all hosts, its devices in
+    process order, so a path-sharded global array holds process 0's paths first.
 
     Arguments:
-        devices: the devices to use (default ``jax.local_devices()``).
+        devices: the devices to use (default ``jax.devices()``, ordered by process; pass
+            ``jax.local_devices()`` to keep a multi-process run's arrays on this process).
 
     Returns:
         A ``jax.sharding.Mesh`` with the single axis ``"paths"``.
@@ -37,11 +43,13 @@ def path_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
         ValueError: an empty list of devices.
 
     Example:
-        >>> mesh = dkjax.path_mesh()          # every local device
+        >>> mesh = dkjax.path_mesh()          # every device (of every process)
         >>> mesh.shape
         {'paths': 4}
     """
-    devices = jax.local_devices() if devices is None else list(devices)
+    if devices is None:
+        devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    devices = list(devices)
     if not devices:
         raise ValueError("path_mesh needs at least one device.")
     return Mesh(np.asarray(devices), (PATH_AXIS,))
@@ -55,15 +63,15 @@ def path_sharding(mesh: Mesh | None = None) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(PATH_AXIS))
 
 
-def _check_divisible(leaves, num_devices: int) -> None:
+def _check_divisible(leaves, num_devices: int, whose: str = "") -> None:
     for leaf in leaves:
         shape = np.shape(leaf)
         if len(shape) == 0:
             raise ValueError("shard_paths needs arrays with a leading path axis; got a scalar.")
         if shape[0] % num_devices:
             raise ValueError(
-                f"the number of paths ({shape[0]}) must be divisible by the number of devices ({num_devices}) "
-                f"to shard the path axis; use a multiple of {num_devices} paths."
+                f"the number of paths{whose} ({shape[0]}) must be divisible by the number of devices{whose} "
+                f"({num_devices}) to shard the path axis; use a multiple of {num_devices} paths."
             )
 
 
@@ -75,15 +83,22 @@ def shard_paths(tree, mesh: Mesh | None = None):
     computation then runs on all devices, with outputs sharded the same way and
     reductions over paths done as collectives.
 
+    With several processes (``jax.distributed.initialize``) and a mesh spanning them (the
+    default), every process passes its own rows, the same number on each, and gets the
+    global array: process 0's rows first, then process 1's, and so on. The estimators take
+    it unchanged and return the same reductions (responses, errors, counts) on every process.
+
     Arguments:
-        tree: an array or a pytree of arrays, each with a leading path axis.
-        mesh: a mesh with axis ``"paths"`` (default ``dkjax.path_mesh()``, all local devices).
+        tree: an array or a pytree of arrays, each with a leading path axis: all the paths
+            with one process, this process's paths with several.
+        mesh: a mesh with axis ``"paths"`` (default ``dkjax.path_mesh()``, every device).
 
     Returns:
         The same tree, every leaf a ``jax.Array`` sharded along its first axis.
 
     Raises:
-        ValueError: a leaf whose number of paths is not divisible by the number of devices.
+        ValueError: a leaf whose number of paths is not divisible by the number of devices
+            (per process, with several), or processes passing different numbers of paths.
 
     Example:
         >>> x0 = dkjax.shard_paths(jnp.zeros((4096, 40)))
@@ -92,8 +107,16 @@ def shard_paths(tree, mesh: Mesh | None = None):
     """
     sharding = path_sharding(mesh)
     leaves = jax.tree.leaves(tree)
-    _check_divisible(leaves, sharding.mesh.size)
-    return jax.tree.map(lambda leaf: jax.device_put(leaf, sharding), tree)
+    if sharding.is_fully_addressable:
+        _check_divisible(leaves, sharding.mesh.size)
+        return jax.tree.map(lambda leaf: jax.device_put(leaf, sharding), tree)
+    # Every process reaches this collective before any can raise, so a bad input fails on all of them.
+    rows = np.asarray([np.shape(leaf)[0] if np.ndim(leaf) else -1 for leaf in leaves], np.int64)
+    everyone = multihost_utils.process_allgather(rows)  # (processes, leaves)
+    if not np.array_equal(everyone, np.broadcast_to(rows, everyone.shape)):
+        raise ValueError("every process must pass shard_paths the same number of paths (rows of each array).")
+    _check_divisible(leaves, len(sharding.addressable_devices), " on this process")
+    return jax.tree.map(lambda leaf: jax.make_array_from_process_local_data(sharding, leaf), tree)
 
 
 def constrain_paths(tree, mesh: Mesh | None = None):
@@ -143,9 +166,11 @@ def sharded_initial(
 def host_path_offset(paths_per_host: int, process_index: int | None = None) -> int:
     """The first global path index of this host: ``process_index * paths_per_host``.
 
-    With ``jax.distributed.initialize``, every host calls the estimators with the same
-    key and this ``path_offset``, so the hosts draw disjoint blocks of one ensemble and
-    together reproduce a single run over ``process_count * paths_per_host`` paths.
+    Only for arrays each host keeps to itself (sharded over ``path_mesh(jax.local_devices())``
+    or unsharded): every host then calls the estimators with the same key and this
+    ``path_offset``, so the hosts draw disjoint blocks of one ensemble, and combines the
+    hosts' results itself. The global arrays of ``shard_paths`` need no offset: the
+    estimators number their paths by the global rows.
 
     Arguments:
         paths_per_host: paths each host simulates.

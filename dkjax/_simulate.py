@@ -34,7 +34,9 @@ def check_common(sde, x0, t0, t1, num_steps, key) -> tuple[int, int]:
 
 
 @eqx.filter_jit
-def _simulate(sde, x0, path_ids, t0, t1, key, num_steps):
+def _simulate(sde, x0, path_offset, t0, t1, key, num_steps):
+    # Path ids made inside the jit follow x0's sharding, also of a global multi-process array.
+    path_ids = path_ids_for(x0.shape[0], path_offset)
     t0, dt = time_grid(t0, t1, num_steps, x0.dtype)
     _, noise_dim = noise_dimension(sde, t0, x0[0])
 
@@ -73,7 +75,8 @@ def simulate(
         key: a JAX PRNG key.
         t0: initial time.
         path_offset: global index of the first path (to split one ensemble over chunks
-            or hosts without reusing noise).
+            or calls without reusing noise; a multi-process array from ``shard_paths``
+            needs none: its global rows number the paths).
 
     Returns:
         The states at ``t1``, shape ``(num_paths, d)``. Paths that blow up hold non-finite
@@ -89,7 +92,7 @@ def simulate(
         >>> xT = dkjax.simulate(sde, jnp.zeros((1000, 2)), t1=1.0, num_steps=100,
         ...                     key=jax.random.key(0))
     """
-    num_paths, _ = check_common(sde, x0, t0, t1, num_steps, key)
+    check_common(sde, x0, t0, t1, num_steps, key)
     x0 = jnp.asarray(x0)
     t0, t1 = jnp.asarray(t0, x0.dtype), jnp.asarray(t1, x0.dtype)
-    return _simulate(sde, x0, path_ids_for(num_paths, path_offset), t0, t1, key, num_steps)
+    return _simulate(sde, x0, jnp.asarray(path_offset, jnp.int32), t0, t1, key, num_steps)

@@ -1,4 +1,4 @@
-"""DK-SDE training: fit an SDE's law at time T to data, forward only (MATH.md sections 6 and 8)."""
+"""DK-SDE training: fit an SDE's law at time T to data, forward only."""
 
 import dataclasses
 import json
@@ -125,7 +125,7 @@ def drift_stiffness(sde: AbstractSDE, t: Scalar, xs: States, key: Key) -> Scalar
     """Largest ``||grad_x F(t, x)||_2`` over the rows of ``xs``, by power iteration (matrix free).
 
     Euler-Maruyama amplifies modes with ``|1 + lambda dt| > 1``; ``||grad F|| dt <= 1``
-    keeps every mode of a decaying flow resolved (MATH.md section 8, point ii).
+    keeps every mode of a decaying flow resolved.
     """
 
     def norm_at(x, v):
@@ -242,6 +242,8 @@ class _State:
     step: int = 0
 
     def save(self, directory, steps: int) -> None:
+        if jax.process_index() != 0:  # multi-process runs: one writer, the same state everywhere
+            return
         record = {"kernel_rate": self.rate, "history": self.history.records, "validation": self.history.validation,
                   "best_step": self.history.best_step, "steps": steps}  # fmt: skip
         save_checkpoint(directory, self.step, (self.params, self.opt_state, self.best_params), record)
@@ -354,6 +356,8 @@ def fit(
             With the default optimiser its learning-rate schedule spans ``steps``, so the
             checkpoint's run must have had the same ``steps``.
         metrics_file: a JSONL file receiving one record per step (rewritten on resume).
+            Under ``jax.distributed`` every process trains the same model and only process 0
+            writes checkpoints, metrics and the progress bar.
         progress: show a tqdm progress bar with the loss.
 
     Returns:
@@ -434,7 +438,7 @@ def fit(
     fixed_rate = None if kernel_rate == "auto" else float(kernel_rate)
     state = _State(params, optimizer.init(params), params, 0.0 if fixed_rate is None else fixed_rate)
     resumed = resume and state.restore(checkpoint_dir, fixed_rate, steps, schedule_spans_steps=default_optimizer)
-    if resumed and progress:
+    if resumed and progress and jax.process_index() == 0:
         print(f"dkjax fit: resuming from step {state.step} of {checkpoint_dir}", flush=True)
 
     loop = _Loop(state, static, train_step, validate, initial, data=data, dtype=dtype, h_range=(h_min, h_max),
@@ -491,12 +495,13 @@ class _Loop:
     def run(self, steps: int, metrics_file, progress: bool) -> None:
         o, state = self.o, self.state
         history = state.history
-        metrics_out = open(metrics_file, "w") if metrics_file is not None else None  # noqa: SIM115
+        writer = jax.process_index() == 0
+        metrics_out = open(metrics_file, "w") if metrics_file is not None and writer else None  # noqa: SIM115
         if metrics_out is not None:
             metrics_out.writelines(json.dumps(r) + "\n" for r in history.records)
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, initial=state.step, disable=not progress, desc="dkjax fit", dynamic_ncols=True)
+        bar = tqdm(total=steps, initial=state.step, disable=not (progress and writer), desc="dkjax fit", dynamic_ncols=True)
         elapsed = history.records[-1].get("time", 0.0) if history.records else 0.0
         h_min, h_max = (jnp.asarray(h, o.dtype) for h in o.h_range)
         try:

@@ -3,7 +3,7 @@
 Data: samples at T = 1 of dX = -1.5 X dt + 0.8 dB from X_0 ~ N(1, 0.2^2). The model is the same
 SDE, written as a user ``dkjax.AbstractSDE`` with a log-parametrised noise level (the law
 depends on sigma^2 only), started from wrong values; ``dkjax.fit`` trains both with forward-only DK
-gradients of the energy distance (no bandwidth, no ratio bias; MATH.md section 8). The noise
+gradients of the energy distance (no bandwidth, no ratio bias). The noise
 level sits inside the diffusion, where the likelihood-ratio gradient would be noisy. Usage:
 
     python examples/learn_diffusion.py --steps 300

@@ -1,22 +1,23 @@
-"""Multi-host DK response: every host draws its own disjoint paths of one ensemble.
+"""Multi-host DK response: the calls of one machine, run over the devices of every process.
 
-Each process calls ``jax.distributed.initialize``, simulates ``paths_per_host`` paths with
-``path_offset = process_index * paths_per_host`` (``dkjax.host_path_offset``) and the
-same key, shards them over its local devices, and the hosts add their sums with a
-cross-host collective. The result equals one run over all ``num_processes * paths_per_host``
-paths up to the order of the sums; the script checks that on process 0.
+Each process calls ``jax.distributed.initialize``, makes its own rows of the ensemble's
+initial states and passes them to ``dkjax.shard_paths``, which returns the global array
+(process 0's rows first). ``dkjax.observable_response`` takes that array as it would any
+other: every device of every process simulates its share of the paths, and every process
+gets the same estimate, the one a single run over all the paths gives. Process 0 checks that.
 
-Runnable on one machine as two processes on localhost (each with 2 forced CPU devices)::
+Runnable on one machine as two processes on localhost, each with 2 forced CPU devices::
 
     python examples/multihost_response.py --launch 2
 
 which starts::
 
-    python examples/multihost_response.py --process-id 0 --num-processes 2 --port 12355 &
-    python examples/multihost_response.py --process-id 1 --num-processes 2 --port 12355
+    python examples/multihost_response.py --coordinator 127.0.0.1:12355 --num-processes 2 --process-id 0 &
+    python examples/multihost_response.py --coordinator 127.0.0.1:12355 --num-processes 2 --process-id 1
 
-On a cluster run one process per host with ``--coordinator host0:port`` (or call
-``jax.distributed.initialize()`` without arguments under SLURM / Open MPI, which fill them in).
+On a cluster, start one process per host (``srun python examples/multihost_response.py`` under
+SLURM, ``mpirun -npernode 1 ...`` under Open MPI) and leave out ``--coordinator``:
+``jax.distributed.initialize()`` then fills in its arguments itself.
 """
 
 import argparse
@@ -25,84 +26,74 @@ import subprocess
 import sys
 
 
-def run(process_id: int, num_processes: int, coordinator: str, paths_per_host: int, local_devices: int) -> None:
-    os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={local_devices}")
+def run(coordinator: str | None, num_processes: int, process_id: int, paths_per_host: int) -> None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+    if coordinator is None:
+        jax.distributed.initialize()  # SLURM, Open MPI: arguments from the environment
+    else:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
     import jax.numpy as jnp
     import numpy as np
-    from jax.experimental import multihost_utils
 
     import dkjax
 
     sde = dkjax.Lorenz96(forcing=8.0, noise=0.5)
+    phi = lambda x: jnp.mean(x**2)
     kw = dict(t1=0.5, num_steps=50, key=jax.random.key(0), kernel_rate=10.0)
-    dim = 8
 
-    def initial_states(offset, n):
-        # Initial states are addressed by path index too, so hosts need not exchange them.
-        keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(1), i))(offset + jnp.arange(n))
-        return 8.0 + jax.vmap(lambda k: jax.random.normal(k, (dim,)))(keys)
+    def initial_states(rows):
+        # Drawn by global row, so each process makes its own rows without the others'.
+        return 8.0 + jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(jax.random.key(1), i), (8,)))(rows)
 
-    offset = dkjax.host_path_offset(paths_per_host)
-    x0 = dkjax.shard_paths(initial_states(offset, paths_per_host), dkjax.path_mesh(jax.local_devices()))
-    result = dkjax.divergence_kernel(sde, x0, path_offset=offset, **kw)
-
-    # Sufficient statistics of d/dF E[phi(X_T)] = E[(phi(X_T) - c) dlogp_F], c = E[phi] (a free
-    # baseline since E[dlogp] = 0): sums over this host's paths, added across hosts.
-    phi, eta = jnp.mean(result.x**2, axis=1), result.dlogp.forcing
-    local = np.array([float(v) for v in (
-        paths_per_host, jnp.sum(phi), jnp.sum(eta), jnp.sum(phi * eta),
-        jnp.sum(eta**2), jnp.sum(phi * eta**2), jnp.sum(phi**2 * eta**2),
-    )])  # fmt: skip
-    totals = np.asarray(multihost_utils.process_allgather(local)).sum(axis=0)  # across hosts
-    n, s_phi, s_e, s_pe, s_e2, s_pe2, s_p2e2 = totals
-    c = s_phi / n
-    estimate = (s_pe - c * s_e) / n
-    second = (s_p2e2 - 2 * c * s_pe2 + c**2 * s_e2) / n  # mean of ((phi - c) eta)^2
-    stderr = np.sqrt((second - estimate**2) / (n - 1))
-    print(f"[process {jax.process_index()}/{jax.process_count()}] local devices {len(jax.local_devices())}, "
-          f"path_offset {offset}: d/dF E[mean x^2] = {estimate:.6f} +- {stderr:.6f} over {int(n)} paths", flush=True)
-
-    if jax.process_index() == 0:  # one process redoes the whole ensemble on its own devices
-        total = int(n)
-        whole = dkjax.divergence_kernel(sde, initial_states(0, total), **kw)
-        phi_all = jnp.mean(whole.x**2, axis=1)
-        reference = float(jnp.mean((phi_all - jnp.mean(phi_all)) * whole.dlogp.forcing))
-        np.testing.assert_allclose(estimate, reference, rtol=1e-10)
-        print(f"[process 0] single-run reference {reference:.6f}: equal up to summation order", flush=True)
+    mine = jax.process_index() * paths_per_host + jnp.arange(paths_per_host)
+    x0 = dkjax.shard_paths(initial_states(mine))  # the global array, over every process's devices
+    result = dkjax.observable_response(sde, phi, x0, **kw)
+    print(
+        f"[process {jax.process_index()}/{jax.process_count()}] {len(jax.local_devices())} of {len(jax.devices())} "
+        f"devices: d/dF E[mean x^2] = {float(result.estimate.forcing):.6f} +- {float(result.stderr.forcing):.6f} "
+        f"over {result.num_paths} paths",
+        flush=True,
+    )
+    if jax.process_index() == 0:  # one process redoes the whole ensemble on its own
+        everything = initial_states(jnp.arange(x0.shape[0]))
+        reference = dkjax.observable_response(sde, phi, everything, **kw)
+        np.testing.assert_allclose(float(result.estimate.forcing), float(reference.estimate.forcing), rtol=1e-10)
+        print(f"[process 0] one process over all {x0.shape[0]} paths: {float(reference.estimate.forcing):.6f}, the same")
     jax.distributed.shutdown()
 
 
 def launch(num_processes: int, port: int, paths_per_host: int, local_devices: int) -> int:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={local_devices}")
     procs = [
         subprocess.Popen([
-            sys.executable, __file__, "--process-id", str(i), "--num-processes", str(num_processes),
-            "--coordinator", f"127.0.0.1:{port}", "--paths-per-host", str(paths_per_host),
-            "--local-devices", str(local_devices),
-        ])  # fmt: skip
+            sys.executable, __file__, "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(num_processes),
+            "--process-id", str(i), "--paths-per-host", str(paths_per_host),
+        ], env=env)  # fmt: skip
         for i in range(num_processes)
     ]
-    codes = [p.wait(timeout=600) for p in procs]
-    return max(codes)
+    try:
+        return max(p.wait(timeout=600) for p in procs)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--launch", type=int, default=0, help="start this many processes on localhost")
-    parser.add_argument("--process-id", type=int, default=0)
-    parser.add_argument("--num-processes", type=int, default=1)
-    parser.add_argument("--coordinator", default=None, help="host:port of process 0")
-    parser.add_argument("--port", type=int, default=12355)
+    parser.add_argument("--coordinator", default=None, help="host:port of process 0 (default: from SLURM / Open MPI)")
+    parser.add_argument("--num-processes", type=int, default=None)
+    parser.add_argument("--process-id", type=int, default=None)
+    parser.add_argument("--port", type=int, default=12355, help="with --launch: the coordinator's port")
     parser.add_argument("--paths-per-host", type=int, default=512)
-    parser.add_argument("--local-devices", type=int, default=2, help="forced CPU devices per process")
+    parser.add_argument("--local-devices", type=int, default=2, help="with --launch: forced CPU devices per process")
     args = parser.parse_args(argv)
     if args.launch:
         sys.exit(launch(args.launch, args.port, args.paths_per_host, args.local_devices))
-    coordinator = args.coordinator or f"127.0.0.1:{args.port}"
-    run(args.process_id, args.num_processes, coordinator, args.paths_per_host, args.local_devices)
+    run(args.coordinator, args.num_processes, args.process_id, args.paths_per_host)
 
 
 if __name__ == "__main__":

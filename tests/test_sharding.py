@@ -161,5 +161,5 @@ def test_multihost_example_two_processes_on_localhost_equal_one_run():
         cwd=ROOT, capture_output=True, text=True, timeout=600, env=dict(os.environ, JAX_PLATFORMS="cpu"),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "equal up to summation order" in proc.stdout
-    assert proc.stdout.count("over 256 paths") == 2
+    assert "one process over all 256 paths" in proc.stdout
+    assert proc.stdout.count("2 of 4 devices") == 2 and proc.stdout.count("over 256 paths") == 2

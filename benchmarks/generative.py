@@ -1,0 +1,458 @@
+"""Time to quality: DK-SDE against a normalizing flow, a best-fit Gaussian and the data itself.
+
+    python -m benchmarks.generative --size small                 # a 2-core CPU in a few minutes
+    python -m benchmarks.generative --size full                  # the table: 2-D sets, wine, digits
+    python -m benchmarks.generative --size small --datasets two_moons,wine
+
+All models run side by side in one process on one machine, in the default float dtype:
+
+- **DK-SDE**: ``dkjax.fit(dkjax.NeuralSDE(d), data, N(0, I), t1=1, num_steps=..., steps=...,
+  validation=val)`` with every other setting at the library's defaults, so the benchmark
+  follows them. ``fit`` records the energy distance on ``val`` every ``validate_every`` steps
+  against its training time and returns the model with the lowest one.
+- **Flow**: flowjax's masked autoregressive flow with rational-quadratic spline transformers
+  (8 knots on [-4, 4]), trained by ``flowjax.train.fit_to_data`` at its defaults (Adam 5e-4,
+  batch 100, 10% validation split, early stopping after 5 fruitless epochs, the best epoch
+  returned).
+- **Gaussian**: the training split's mean and covariance.
+- **Data itself**: a second held-out draw (toy sets) or split (real sets): the noise floor
+  a perfect model would reach (on the small real sets a noisy one).
+
+Data: the built-in 2-D sets (``dkjax.toy_data``) and real tabular sets bundled with
+scikit-learn (``digits_pca8`` is the digits images projected on the 8 leading principal
+components of the training split). Every set is standardised with its training split's
+mean and standard deviation. Each set has four disjoint parts: ``train`` (the flow fits on
+90% of it and stops early on the other 10%; DK-SDE fits on the same 90%), ``val`` (DK-SDE's
+model selection and the time-to-quality curves), ``test`` (the table's measures) and ``ref`` (the data-itself row).
+
+Measures, all on ``test``: energy distance (``dkjax.energy_distance``), sliced 2-Wasserstein
+(``dkjax.sliced_wasserstein``, the same directions for every model), and the mean held-out
+log-likelihood under a Gaussian KDE of each model's samples whose bandwidth follows one rule
+for every model: Scott's ``h = n^(-1 / (d + 4))`` times the samples' mean per-coordinate
+standard deviation. Times are wall seconds of training, compilation included. "Time to
+flow's ED" is when a model's energy distance on ``val`` first falls to the flow's final
+energy distance on ``val``: for DK-SDE the training time ``fit`` records with the first
+evaluation at or below it (the evaluations themselves not counted), for the flow its whole
+training (validation passes and early stopping included), for the Gaussian its fit if it is
+that good.
+
+flowjax and scikit-learn are optional: ``pip install 'dkjax[bench]'``.
+"""
+
+import argparse
+import dataclasses
+import datetime
+import importlib
+import importlib.metadata
+import os
+import time
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+import dkjax
+from dkjax._data import TOY_DATA
+
+from ._common import ROOT, Timer, machine, markdown_table, write_results
+
+SIZES = {
+    "small": {
+        "datasets": ["two_moons", "digits_pca8"],
+        "dk_steps": 200, "eval_every": None, "num_steps": 50,
+        "toy_sizes": {"train": 4096, "val": 2048, "test": 4096, "ref": 4096},
+        "num_samples": 4096, "flow_max_epochs": 100, "seed": 0,
+    },
+    "full": {
+        "datasets": [*TOY_DATA, "wine", "digits_pca8"],
+        "dk_steps": 800, "eval_every": None, "num_steps": 50,
+        "toy_sizes": {"train": 4096, "val": 4096, "test": 8192, "ref": 8192},
+        "num_samples": 8192, "flow_max_epochs": 100, "seed": 0,
+    },
+}  # fmt: skip
+# eval_every: steps between DK-SDE's held-out evaluations, None for fit's default.
+
+# Fractions of a real set's rows in each part (real sets are small; the rest is as above).
+REAL_SPLIT = {"train": 0.5, "val": 0.15, "test": 0.2, "ref": 0.15}
+REAL_SETS = {  # name: (scikit-learn loader, principal components kept or None)
+    "iris": ("load_iris", None),
+    "wine": ("load_wine", None),
+    "breast_cancer": ("load_breast_cancer", None),
+    "digits_pca8": ("load_digits", 8),
+}
+MODELS = ("DK-SDE", "flow", "Gaussian", "data itself")
+FLOW_VALIDATION = 0.1  # flowjax's default validation fraction, mirrored for DK-SDE's training set
+
+
+def _require(module: str, package: str):
+    """Imports an optional benchmark dependency, or says how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(
+            f"benchmarks.generative needs {package}: pip install 'dkjax[bench]' (or pip install {package})."
+        ) from None
+
+
+# --------------------------------------------------------------------------------------
+# Data
+
+
+# One compilation per (set, size) instead of dispatching every operation of every draw.
+_toy_data = jax.jit(dkjax.toy_data, static_argnums=(0, 2))
+
+
+def check_datasets(names: list[str]) -> None:
+    """Raises ValueError naming the unknown data sets in ``names``."""
+    unknown = [name for name in names if name not in TOY_DATA and name not in REAL_SETS]
+    if unknown:
+        raise ValueError(f"datasets: unknown {unknown}; choose from {','.join([*TOY_DATA, *REAL_SETS])}.")
+
+
+def _standardised(parts: dict) -> dict:
+    mean, std = parts["train"].mean(0), parts["train"].std(0)
+    return {name: (x - mean) / std for name, x in parts.items()}
+
+
+def load_dataset(name: str, cfg: dict, key) -> dict:
+    """The four disjoint parts ``train``, ``val``, ``test``, ``ref`` of a data set, standardised.
+
+    Toy sets are four independent draws of ``cfg["toy_sizes"]`` points; real sets a seeded
+    random split by ``REAL_SPLIT``. Arrays are numpy, in the default float dtype.
+    """
+    dtype = jnp.result_type(float)
+    if name in TOY_DATA:
+        keys = jr.split(key, len(cfg["toy_sizes"]))
+        parts = {
+            part: np.asarray(_toy_data(name, k, n), np.float64)
+            for k, (part, n) in zip(keys, cfg["toy_sizes"].items(), strict=True)
+        }
+    elif name in REAL_SETS:
+        loader, components = REAL_SETS[name]
+        rows = np.asarray(getattr(_require("sklearn.datasets", "scikit-learn"), loader)().data, np.float64)
+        order = np.asarray(jr.permutation(key, len(rows)))
+        ends = np.round(np.cumsum(list(REAL_SPLIT.values())) * len(rows)).astype(int)
+        parts = dict(zip(REAL_SPLIT, np.split(rows[order], ends[:-1]), strict=True))
+        if components is not None:
+            # Principal components of the (standardised) training split only; constant pixels
+            # have zero deviation and are dropped before dividing by it.
+            varying = parts["train"].std(0) > 0
+            parts = _standardised({part: x[:, varying] for part, x in parts.items()})
+            basis = np.linalg.svd(parts["train"], full_matrices=False)[2][:components].T
+            parts = {part: x @ basis for part, x in parts.items()}
+    else:
+        check_datasets([name])
+    return {part: x.astype(dtype) for part, x in _standardised(parts).items()}
+
+
+# --------------------------------------------------------------------------------------
+# Measures
+
+
+def scott_bandwidth(samples) -> float:
+    """Scott's rule ``n^(-1 / (d + 4))`` times the samples' mean per-coordinate standard deviation."""
+    n, d = samples.shape
+    return float(np.mean(np.std(np.asarray(samples), axis=0)) * n ** (-1.0 / (d + 4)))
+
+
+def measures(samples, test, key) -> dict:
+    """Energy distance, sliced Wasserstein and KDE log-likelihood (nats per point) of ``samples`` on ``test``."""
+    samples, test = jnp.asarray(samples), jnp.asarray(test)
+    h = scott_bandwidth(samples)
+    return {
+        "energy_distance": float(dkjax.energy_distance(samples, test)),
+        "sliced_wasserstein": float(dkjax.sliced_wasserstein(samples, test, key=key)),
+        "kde_log_likelihood": -float(dkjax.smoothed_nll(samples, test, h)),
+        "kde_bandwidth": h,
+        "num_nonfinite": int(np.sum(~np.all(np.isfinite(np.asarray(samples)), axis=1))),
+    }
+
+
+def first_reaching(curve: list[dict], threshold: float) -> float | None:
+    """The training time of the first curve point whose energy distance is at most ``threshold``."""
+    return next((point["time"] for point in curve if point["energy_distance"] <= threshold), None)
+
+
+# --------------------------------------------------------------------------------------
+# Models. Each trainer returns (sampler(key, n) -> samples, info with "seconds").
+
+
+def train_gaussian(train):
+    with Timer() as timer:
+        mean = jnp.mean(train, 0)
+        chol = jnp.linalg.cholesky(jnp.atleast_2d(jnp.cov(train, rowvar=False)))
+        jax.block_until_ready(chol)
+    sampler = lambda k, n: mean + jr.normal(k, (n, train.shape[1]), train.dtype) @ chol.T
+    return sampler, {"seconds": timer.seconds}
+
+
+def train_flow(train, cfg, key):
+    """flowjax's masked autoregressive spline flow, fitted with early stopping at flowjax's defaults."""
+    _require("flowjax", "flowjax")
+    from flowjax.bijections import RationalQuadraticSpline
+    from flowjax.distributions import Normal
+    from flowjax.flows import masked_autoregressive_flow
+    from flowjax.train import fit_to_data
+
+    init_key, fit_key = jr.split(key)
+    flow = masked_autoregressive_flow(
+        init_key, base_dist=Normal(jnp.zeros(train.shape[1], train.dtype)),
+        transformer=RationalQuadraticSpline(knots=8, interval=4),
+    )  # fmt: skip
+    with Timer() as timer:
+        flow, losses = fit_to_data(
+            fit_key, flow, jnp.asarray(train), max_epochs=cfg["flow_max_epochs"], val_prop=FLOW_VALIDATION,
+            show_progress=False,
+        )  # fmt: skip
+        jax.block_until_ready(eqx.filter(flow, eqx.is_array))
+    info = {
+        "seconds": timer.seconds,
+        "epochs": len(losses["val"]),
+        "best_epoch": int(np.argmin(losses["val"])) + 1,
+        "best_val_loss": float(np.min(losses["val"])),
+    }
+    return lambda k, n: flow.sample(k, (n,)), info
+
+
+def train_dk(train, val, cfg, key, log=print):
+    """DK-SDE at ``fit``'s defaults, selected on ``val``; its held-out energy distance against training time.
+
+    ``val`` is passed as ``fit``'s validation set, so the curve (``history.validation``:
+    step, training seconds, energy distance) is measured on the points the flow's threshold
+    is measured on. ``cfg["eval_every"]`` (``None``: ``fit``'s default) sets its spacing.
+    """
+    dim, dtype = train.shape[1], train.dtype
+    model_key, fit_key = jr.split(key)
+    initial = dkjax.gaussian_initial(jnp.zeros(dim, dtype), 1.0)
+    grid = {"t1": 1.0, "num_steps": cfg["num_steps"]}
+    spacing = {} if cfg["eval_every"] is None else {"validate_every": cfg["eval_every"]}
+    with Timer() as timer:
+        model, history = dkjax.fit(
+            dkjax.NeuralSDE(dim, key=model_key), jnp.asarray(train), initial, key=fit_key, steps=cfg["dk_steps"],
+            validation=jnp.asarray(val), progress=False, **grid, **spacing,
+        )  # fmt: skip
+        jax.block_until_ready(eqx.filter(model, eqx.is_array))
+    for point in history.validation:
+        log(f"    DK step {point['step']:5d}  {point['time']:7.1f} s  val ED {point['energy_distance']:.5f}")
+    losses = history.loss
+    window = min(100, len(losses))
+    window_means = np.convolve(losses, np.ones(window) / window, "valid")
+    info = {
+        "seconds": timer.seconds,
+        # Stability: how far the last window's mean loss sits above the best window's (nats).
+        "late_rise": float(window_means[-1] - window_means.min()),
+        "curve": history.validation,
+        "best_step": history.best_step,
+        "final_kernel_rate": history.records[-1]["kernel_rate"] if history.records else None,
+        "stop_reason": history.stop_reason,
+    }
+    return lambda k, n: dkjax.sample(model, initial, n, key=k, **grid), info
+
+
+# --------------------------------------------------------------------------------------
+# One data set, the table, the figure
+
+
+def run_dataset(name: str, cfg: dict, key, log=print) -> tuple[dict, dict]:
+    """Trains and measures every model on one data set; returns its results and each model's samples."""
+    data_key, dk_key, flow_key, sample_key, sw_key = jr.split(key, 5)
+    parts = load_dataset(name, cfg, data_key)
+    fit_rows = len(parts["train"]) - round(FLOW_VALIDATION * len(parts["train"]))
+    log(f"{name}: d = {parts['train'].shape[1]}, " + ", ".join(f"{p} {len(x)}" for p, x in parts.items()))
+    val, test, n = jnp.asarray(parts["val"]), jnp.asarray(parts["test"]), cfg["num_samples"]
+
+    trained = {}
+    log("  flow")
+    trained["flow"] = train_flow(parts["train"], cfg, flow_key)
+    log(f"  flow: {trained['flow'][1]['seconds']:.1f} s, {trained['flow'][1]['epochs']} epochs")
+    log("  DK-SDE")
+    trained["DK-SDE"] = train_dk(parts["train"][:fit_rows], val, cfg, dk_key, log)
+    trained["Gaussian"] = train_gaussian(jnp.asarray(parts["train"]))
+
+    samples = {model: sampler(jr.fold_in(sample_key, i), n) for i, (model, (sampler, _)) in enumerate(trained.items())}
+    samples["data itself"] = jnp.asarray(parts["ref"])
+    val_ed = {model: float(dkjax.energy_distance(x, val)) for model, x in samples.items()}
+    target = val_ed["flow"]
+    models = {}
+    for model in MODELS:
+        info = trained[model][1] if model in trained else {}
+        row = {**measures(samples[model], test, sw_key), "val_energy_distance": val_ed[model]}
+        if model == "flow":
+            row["time_to_flow_ed"] = info["seconds"]
+        elif model == "DK-SDE":
+            row["time_to_flow_ed"] = first_reaching(info["curve"], target)
+        elif model == "Gaussian":
+            row["time_to_flow_ed"] = info["seconds"] if val_ed[model] <= target else None
+        models[model] = {**row, **info}
+    dk, flow = models["DK-SDE"], models["flow"]
+    ratio = None if dk["time_to_flow_ed"] is None else dk["time_to_flow_ed"] / flow["seconds"]
+    log(f"  flow val ED {target:.5f} in {flow['seconds']:.1f} s; DK-SDE reached it at {dk['time_to_flow_ed']} s")
+    result = {
+        "d": int(parts["train"].shape[1]),
+        "sizes": {p: len(x) for p, x in parts.items()},
+        "fit_rows": fit_rows,
+        "flow_val_energy_distance": target,
+        "dk_time_over_flow_time": ratio,
+        "models": models,
+    }
+    return result, {model: np.asarray(x) for model, x in samples.items()} | {"held-out data": np.asarray(test)}
+
+
+def _time(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def results_markdown(results: dict) -> str:
+    headers = [
+        "dataset", "d", "n_train", "model", "energy distance", "sliced W", "KDE LL", "time to flow's ED (s)",
+        "total time (s)",
+    ]  # fmt: skip
+    rows = []
+    for name, r in results["datasets"].items():
+        for model, m in r["models"].items():
+            rows.append([
+                name, r["d"], r["sizes"]["train"], model, m["energy_distance"], m["sliced_wasserstein"],
+                m["kde_log_likelihood"], _time(m.get("time_to_flow_ed")), _time(m.get("seconds")),
+            ])  # fmt: skip
+    ratios = [
+        [name, f"{r['flow_val_energy_distance']:.4g}", _time(r["models"]["flow"]["seconds"]),
+         f"{min(point['energy_distance'] for point in r['models']['DK-SDE']['curve']):.4g}",
+         _time(r["models"]["DK-SDE"]["time_to_flow_ed"]),
+         "not reached" if r["dk_time_over_flow_time"] is None else f"{r['dk_time_over_flow_time']:.2f}",
+         f"{r['models']['DK-SDE']['late_rise']:.3f}"]
+        for name, r in results["datasets"].items()
+    ]  # fmt: skip
+    env, cfg = results["environment"], results["config"]
+    defaults = env["fit_defaults"]
+    header = (
+        f"Machine: {env['machine']}, {env['cpu_count']} CPU cores, load average {env['load_start']} at start and "
+        f"{env['load_end']} at the end. jax {env['jax']}, flowjax {env['flowjax']}, {env['dtype']}; {env['date']}. "
+        f"Size `{results['size']}`: DK-SDE {cfg['dk_steps']} steps of {cfg['num_steps']} time steps, `fit`'s "
+        f"defaults otherwise ({defaults}), evaluated on `val` every {cfg['eval_every'] or defaults['validate_every']} "
+        f"steps; {cfg['num_samples']} samples per model for the measures.\n\n"
+        "Measures on the held-out `test` part; KDE LL: mean held-out log-likelihood (nats per point, higher is "
+        "better) of a Gaussian KDE of each model's samples, bandwidth by Scott's rule on those samples. "
+        "Time to flow's ED: training time until the energy distance on the `val` part first falls to the flow's "
+        "final one (the flow: its whole training, validation passes and early stopping included; DK-SDE: the "
+        "training-step time `fit` records with each held-out evaluation, which leaves out the evaluations "
+        "themselves; `-`: not reached). Total time: the whole training call. "
+        "n_train: the `train` part; the flow fits on 90% of it and stops early on the rest; DK-SDE fits on the "
+        "same 90% and returns the model with the lowest energy distance on `val`. The data-itself row is a second "
+        "held-out draw (real sets: split), the noise floor; on the real sets it holds only the `ref` part's few "
+        "points, so its measures are noisy and its KDE LL (wider kernels for fewer points) is no floor.\n\n"
+    )
+    ratio_headers = [
+        "dataset", "flow val ED", "flow time (s)", "DK-SDE best val ED", "DK-SDE time to flow's ED (s)", "DK / flow",
+        "DK-SDE late loss rise (nats)",
+    ]
+    return (
+        header + markdown_table(headers, rows)
+        + "\n\nTime to quality (late loss rise: the last 100 steps' mean loss minus the best 100-step window's; "
+        "a stable run has about 0):\n\n" + markdown_table(ratio_headers, ratios)
+        + f"\n\nTotal wall time {results['wall_s']:.0f} s."
+    )
+
+
+def plot_samples(samples: dict, path: Path, max_points: int = 2000) -> None:
+    """One row per 2-D data set: held-out data, then each model's samples, on the data's axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = ["held-out data", "DK-SDE", "flow", "Gaussian"]
+    size = (3.0 * len(columns), 3.0 * len(samples))
+    fig, axes = plt.subplots(len(samples), len(columns), figsize=size, squeeze=False)
+    for row, (name, (by_model, eds)) in zip(axes, samples.items(), strict=True):
+        data = by_model["held-out data"]
+        low, high = data.min(0), data.max(0)
+        # The data's full range plus a margin: nothing of the data is cut, and a model's strays are counted.
+        low, high = low - 0.08 * (high - low), high + 0.08 * (high - low)
+        for ax, model in zip(row, columns, strict=True):
+            x = by_model[model]
+            outside = np.mean(np.any((x < low) | (x > high) | ~np.isfinite(x), axis=1))
+            color = "C0" if model == "held-out data" else "C1"
+            ax.scatter(*x[:max_points].T, s=1.5, alpha=0.4, color=color, rasterized=True)
+            ax.set(xlim=(low[0], high[0]), ylim=(low[1], high[1]), xticks=[], yticks=[], aspect="equal")
+            title = model if model == "held-out data" else f"{model}  ED {eds[model]:.4f}"
+            if outside > 0:
+                title += f"\n{100 * outside:.1f}% outside this view"
+            ax.set_title(title, fontsize=9)
+        row[0].set_ylabel(name, fontsize=11)
+    fig.suptitle("Samples on the held-out data's range (ED: held-out energy distance)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(datasets: list[str], cfg: dict, out: Path, size: str = "custom", log=print) -> dict:
+    """Runs the benchmark on ``datasets`` with configuration ``cfg``; writes results.{md,json} and samples.png."""
+    check_datasets(datasets)
+    _require("flowjax", "flowjax")  # both before any work
+    if any(name in REAL_SETS for name in datasets):
+        _require("sklearn.datasets", "scikit-learn")
+    out.mkdir(parents=True, exist_ok=True)
+    start, load_start = time.perf_counter(), _load()
+    key = jr.key(cfg["seed"])
+    results, plotted = {}, {}
+    for name in datasets:
+        result, samples = run_dataset(name, cfg, jr.fold_in(key, _stable_index(name)), log)
+        results[name] = result
+        if result["d"] == 2:
+            plotted[name] = (samples, {model: m["energy_distance"] for model, m in result["models"].items()})
+    payload = {
+        "size": size,
+        "config": cfg,
+        "environment": {
+            "machine": machine(), "cpu_count": os.cpu_count(), "jax": jax.__version__,
+            "flowjax": importlib.metadata.version("flowjax"), "dtype": str(jnp.result_type(float)),
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "load_start": load_start, "load_end": _load(),
+            "fit_defaults": dataclasses.asdict(dkjax.TRAIN_DEFAULTS),
+        },  # fmt: skip
+        "datasets": results,
+        "wall_s": time.perf_counter() - start,
+    }
+    if plotted:
+        plot_samples(plotted, out / "samples.png")
+    write_results(out, payload, results_markdown(payload), f"Generative models: time to quality ({size})")
+    return payload
+
+
+def _stable_index(name: str) -> int:
+    """A data set's own seed offset, so adding a set to the list does not change the others' results."""
+    return [*TOY_DATA, *REAL_SETS].index(name)
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--size", choices=tuple(SIZES), default="small", help="small: a 2-core CPU in minutes; full: the table"
+    )
+    parser.add_argument("--datasets", default=None, help=f"comma-separated, from {','.join([*TOY_DATA, *REAL_SETS])}")
+    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results/generative)")
+    args = parser.parse_args(argv)
+    cfg = SIZES[args.size]
+    datasets = args.datasets.split(",") if args.datasets else cfg["datasets"]
+    try:
+        check_datasets(datasets)
+    except ValueError as error:
+        parser.error(f"--{error}")
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / "generative"
+    start = time.perf_counter()
+    log = lambda msg: print(f"[{time.perf_counter() - start:6.0f} s] {msg}", flush=True)
+    try:
+        return run(datasets, cfg, out, args.size, log)
+    except ImportError as error:
+        parser.exit(2, f"{error}\n")
+
+
+if __name__ == "__main__":
+    main()
