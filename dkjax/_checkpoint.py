@@ -46,14 +46,22 @@ def save_checkpoint(directory, step: int, tree, record: dict, keep: int = 2) -> 
 
 
 def _latest(directory) -> tuple[Path, dict] | None:
-    latest = Path(directory) / _LATEST
-    if not latest.exists():
+    record = latest_record(directory)
+    if record is None:
         return None
-    record = json.loads(latest.read_text())
-    arrays = latest.parent / record["arrays"]
+    arrays = Path(directory) / record["arrays"]
     if not arrays.exists():
-        raise ValueError(f"checkpoint record {latest} names {arrays.name}, which is missing.")
+        raise ValueError(f"checkpoint record {Path(directory) / _LATEST} names {arrays.name}, which is missing.")
     return arrays, record
+
+
+def latest_record(directory) -> dict | None:
+    """The record of the latest checkpoint in ``directory`` (``step``, ``steps``, history, ...), or ``None``.
+
+    Reads only the small JSON record, not the arrays.
+    """
+    latest = Path(directory) / _LATEST
+    return json.loads(latest.read_text()) if latest.exists() else None
 
 
 def load_checkpoint(directory, like):
@@ -75,20 +83,3 @@ def load_checkpoint(directory, like):
             f"checkpoint {arrays} does not match this model and optimiser (different configuration?): {error}"
         ) from error
     return tree, record
-
-
-def load_checkpoint_prefix(directory, like_prefix):
-    """The first part of the latest checkpoint's ``tree`` (e.g. the model of ``(model, opt_state)``).
-
-    Leaves are stored in flattening order, so the leaves of a tuple's first element come
-    first and can be read without knowing the structure of the rest.
-
-    Raises:
-        ValueError: if ``directory`` holds no checkpoint.
-    """
-    found = _latest(directory)
-    if found is None:
-        raise ValueError(f"no checkpoint in {directory} (missing {_LATEST}).")
-    arrays, record = found
-    with open(arrays, "rb") as file:
-        return eqx.tree_deserialise_leaves(file, like_prefix), record

@@ -18,6 +18,7 @@ from typing import Any
 from ._config_systems import SYSTEMS
 from ._data import TOY_DATA
 from ._objective import GRADIENT_METHODS, OBJECTIVES
+from ._train_settings import TRAIN_DEFAULTS, TrainSettings
 
 
 class ConfigError(ValueError):
@@ -71,12 +72,55 @@ def _auto_or_positive(default):
     )  # fmt: skip
 
 
+def _fraction(default, low_open: bool):
+    """A number in ``(0, 1)`` (``low_open``) or ``[0, 1)``."""
+    if low_open:
+        return _Key(default, (int, float), lambda v: 0 < v < 1, "a number in (0, 1)")
+    return _Key(default, (int, float), lambda v: 0 <= v < 1, "a number in [0, 1); 0 turns it off")
+
+
+# The check of every ``dkjax.TrainSettings`` field; the defaults come from ``TRAIN_DEFAULTS``, so the
+# command line trains as ``dkjax.fit`` does unless a config says otherwise.
+_TRAIN_SETTING_CHECKS: dict[str, Callable[[Any], _Key]] = {
+    "num_paths": lambda d: _Key(d, (int,), lambda v: v >= 2, "an integer >= 2"),
+    "batch_size": _positive_int,
+    "learning_rate": _positive_float,
+    "final_lr_fraction": lambda d: _Key(d, (int, float), lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "kernel_rate": lambda d: _Key(
+        d, (str, int, float), lambda v: v == "auto" or (not isinstance(v, str) and 0 <= v < math.inf),
+        '"auto" or a finite number >= 0',
+    ),  # fmt: skip
+    "kernel_rate_every": _positive_int,
+    "ess_target": _positive_float,
+    "objective": lambda d: _choice(d, OBJECTIVES),
+    "gradient": lambda d: _choice(d, ("auto",) + GRADIENT_METHODS),
+    "lean_threshold": _positive_int,
+    "clip_norm": _positive_float,
+    "validation_fraction": lambda d: _fraction(d, low_open=False),
+    "validate_every": _positive_int,
+    "validation_samples": lambda d: _Key(d, (int,), lambda v: v >= 2, "an integer >= 2"),
+}
+_TRAIN_SETTINGS = {
+    field.name: _TRAIN_SETTING_CHECKS[field.name](getattr(TRAIN_DEFAULTS, field.name))
+    for field in dataclasses.fields(TrainSettings)
+}
+
 SCHEMA: dict[str, dict[str, _Key]] = {
     "run": {
         "name": _Key("two_moons", (str,), lambda v: v != "" and "/" not in v, "a non-empty name without '/'"),
     },
     "data": {
-        "name": _choice("two_moons", tuple(sorted(TOY_DATA)) + ("simulated",)),
+        # path, when given, takes the place of name; neither means name = "two_moons" (resolve_train_config).
+        "name": _Key(
+            "", (str,), lambda v: v in ("",) + tuple(sorted(TOY_DATA)) + ("simulated",),
+            f"one of {sorted(TOY_DATA) + ['simulated']}",
+        ),  # fmt: skip
+        "path": _Key("", (str,), lambda v: True, "a .npy or .csv file"),
+        "heldout_fraction": _fraction(0.2, low_open=True),
+        "standardize": _Key(
+            "auto", (str, bool), lambda v: v == "auto" or isinstance(v, bool),
+            '"auto" (true for model.name = "neural", false for an SDE class), true or false',
+        ),  # fmt: skip
         "num_points": _Key(4096, (int,), lambda v: v >= 2, "an integer >= 2"),
         "heldout_points": _Key(2048, (int,), lambda v: v >= 2, "an integer >= 2"),
         "seed": _Key(0, (int,), lambda v: v >= 0, "an integer >= 0"),
@@ -108,24 +152,13 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "steps": _positive_int(800),
         "t1": _positive_float(1.0),
         "num_steps": _positive_int(50),
-        "num_paths": _Key(1024, (int,), lambda v: v >= 2, "an integer >= 2"),
-        "batch_size": _positive_int(512),
-        "learning_rate": _positive_float(3e-3),
-        "final_lr_fraction": _Key(0.1, (int, float), lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-        "kernel_rate": _Key(
-            "auto", (str, int, float), lambda v: v == "auto" or (not isinstance(v, str) and 0 <= v < math.inf),
-            '"auto" or a finite number >= 0',
-        ),  # fmt: skip
-        "kernel_rate_every": _positive_int(100),
+        **_TRAIN_SETTINGS,
         "bandwidth": _auto_or_positive("auto"),
         "min_bandwidth": _auto_or_positive("auto"),
-        "ess_target": _positive_float(16.0),
-        "objective": _choice("kl", OBJECTIVES),
-        "gradient": _choice("auto", ("auto",) + GRADIENT_METHODS),
         "path_chunk": _Key(
             "all", (str, int), lambda v: v == "all" or (not isinstance(v, str) and v >= 1), '"all" or an integer >= 1'
         ),
-        "clip_norm": _positive_float(1.0),
+        "patience": _Key(0, (int,), lambda v: v >= 0, "an integer >= 0 (0: never stop early)"),
         "checkpoint_every": _positive_int(100),
         "seed": _Key(2, (int,), lambda v: v >= 0, "an integer >= 0"),
         "dtype": _choice("float32", ("float32", "float64")),
@@ -209,6 +242,91 @@ def load_config(
         section, name, value = _parse_override(text)
         _merge(schema, config, {section: {name: value}}, f"--set {text}")
     return config
+
+
+def data_source(config) -> str:
+    """Where a ``dkjax train`` config's data come from: ``"file"``, ``"simulated"`` or ``"toy"``."""
+    data = config["data"]
+    if data["path"]:
+        return "file"
+    return "simulated" if data["name"] == "simulated" else "toy"
+
+
+def standardizes(config) -> bool:
+    """Whether a ``dkjax train`` run standardises its data (``data.standardize``, ``"auto"`` resolved).
+
+    ``"auto"`` standardises for a ``NeuralSDE``, whose weights have no units, and not for an SDE
+    class, whose parameters (a rate, a noise level) are meant in the data's own units.
+    """
+    value = config["data"]["standardize"]
+    return config["model"]["name"] == "neural" if value == "auto" else value
+
+
+def resolve_train_config(config) -> dict[str, dict[str, Any]]:
+    """Checks the keys of a ``dkjax train`` config that constrain each other, and settles ``data.name``.
+
+    ``data.path``, when given, takes the place of ``data.name`` (so that ``--set data.path=FILE``
+    works on any config); without either, the data are ``two_moons``.
+
+    Raises:
+        ConfigError: ``data.standardize = true`` for a model that is an SDE class, or a fixed
+            ``train.kernel_rate`` above ``1 / dt``.
+    """
+    data, train = config["data"], config["train"]
+    data["name"] = "" if data["path"] else data["name"] or "two_moons"
+    if train["kernel_rate"] != "auto" and train["kernel_rate"] * train["t1"] > train["num_steps"]:
+        raise ConfigError(
+            f"train.kernel_rate must be <= 1 / dt = {train['num_steps'] / train['t1']:.4g} (dt = t1 / num_steps); "
+            f"got {train['kernel_rate']}. Raise train.num_steps or lower the rate."
+        )
+    if data["standardize"] is True and config["model"]["name"] != "neural":
+        raise ConfigError(
+            f"data.standardize = true needs model.name = \"neural\"; the parameters of {config['model']['name']} "
+            "are meant in the data's own units. Leave data.standardize at \"auto\" (or false)."
+        )
+    return config
+
+
+def train_config(path: str | Path | None, overrides: list[str] = ()) -> dict[str, dict[str, Any]]:
+    """A ``dkjax train`` config: ``load_config`` with the train schema, then ``resolve_train_config``.
+
+    Raises:
+        ConfigError: as ``load_config`` and ``resolve_train_config``.
+
+    Example:
+        >>> config = train_config("configs/two_moons.toml", ["train.steps=100"])
+    """
+    return resolve_train_config(load_config(path, overrides))
+
+
+def applicable(config) -> dict[str, dict[str, Any]]:
+    """The keys of a resolved ``dkjax train`` config that take part in its run (the rest are dropped).
+
+    A file run has no toy or simulated-data keys, a toy run no file or simulation keys, a
+    ``NeuralSDE`` run no SDE parameters (and the reverse), the energy objective no bandwidth
+    keys, a fixed kernel rate no re-measuring interval, a run without validation no
+    validation keys.
+    """
+    data, model, train = config["data"], config["model"], config["train"]
+    source = data_source(config)
+    unused = {
+        "file": {"name", "num_points", "heldout_points", "system", "parameters", "dim", "num_steps"},
+        "toy": {"path", "heldout_fraction", "system", "parameters", "dim", "num_steps"},
+        "simulated": {"path", "heldout_fraction"},
+    }[source]
+    drop = {("data", name) for name in unused}
+    structured = {"width", "depth", "noise", "sigma_init", "state_dependent", "seed"}
+    drop |= {("model", name) for name in ({"parameters"} if model["name"] == "neural" else structured)}
+    if train["objective"] == "energy":
+        drop |= {("train", name) for name in ("bandwidth", "min_bandwidth", "ess_target")}
+    if train["kernel_rate"] != "auto":
+        drop.add(("train", "kernel_rate_every"))
+    if train["validation_fraction"] == 0:
+        drop |= {("train", name) for name in ("validate_every", "validation_samples", "patience")}
+    return {
+        section: {name: value for name, value in values.items() if (section, name) not in drop}
+        for section, values in config.items()
+    }
 
 
 def _toml_value(value) -> str:

@@ -48,8 +48,12 @@ def build_system(name: str, parameters: dict, dtype, *, name_key: str, parameter
     return jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, sde)
 
 
-def check_dimension(sde, dim: int, dtype, key: str, name: str) -> None:
-    """Raises ``ConfigError`` naming ``key`` if ``sde`` does not accept states of dimension ``dim``."""
+def check_dimension(sde, dim: int, dtype, key: str, name: str, *, what: str | None = None) -> None:
+    """Raises ``ConfigError`` naming ``key`` if ``sde`` does not accept states of dimension ``dim``.
+
+    ``what`` replaces the message's ``key = dim`` when the dimension comes from elsewhere
+    (the columns of a data file).
+    """
     import jax
     import jax.numpy as jnp
 
@@ -59,7 +63,7 @@ def check_dimension(sde, dim: int, dtype, key: str, name: str) -> None:
     try:
         noise_dimension(sde, jnp.zeros((), dtype), jax.ShapeDtypeStruct((dim,), dtype))
     except ValueError as error:
-        raise ConfigError(f"{key} = {dim} does not fit {name}: {error}") from error
+        raise ConfigError(f"{what or f'{key} = {dim}'} does not fit {name}: {error}") from error
 
 
 def parameter_labels(sde) -> list[str]:

@@ -9,6 +9,7 @@ A row whose call does not raise fails the script.
 
 import contextlib
 import io
+import json
 import sys
 import tempfile
 import warnings
@@ -20,6 +21,7 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import jax.random as jr  # noqa: E402
+import numpy as np  # noqa: E402
 
 import dkjax  # noqa: E402
 from dkjax._cli import main as cli  # noqa: E402
@@ -85,9 +87,46 @@ def cli_call(*argv):
     return run
 
 
+def data_file(tmp: Path, name: str, contents) -> str:
+    """A data file for ``dkjax train --set data.path=...``."""
+    path = tmp / name
+    if isinstance(contents, str):
+        path.write_text(contents)
+    else:
+        np.save(path, contents)
+    return str(path)
+
+
+def train_run(tmp: Path) -> Path:
+    """A finished-looking ``dkjax train`` run folder: its config and an (untrained) model.eqx."""
+    from dkjax._config import applicable, dump_config, train_config
+
+    run = tmp / "run"
+    run.mkdir()
+    (run / "config.toml").write_text(dump_config(applicable(train_config(None, ["train.steps=300"]))))
+    sde = dkjax.NeuralSDE(2, key=jr.key(0), width=8, depth=1)
+    initial = dkjax.gaussian_initial(jnp.zeros(2), 1.0)
+    model = dkjax.GenerativeModel(sde, initial, dkjax.DataScaling.identity(2), 0.0, 1.0, 50)
+    dkjax.save_model(run / "model.eqx", model)
+    return run
+
+
+def response_run(tmp: Path) -> Path:
+    run = tmp / "response_run"
+    run.mkdir()
+    (run / "config.toml").write_text('[system]\nname = "OrnsteinUhlenbeck"\n[response]\nt1 = 1.0\n')
+    return run
+
+
+def train_with_file(tmp: Path, path: str, *more):
+    return cli_call("train", "--set", f"data.path={json.dumps(path)}", *more, "--out", str(tmp / "r"))
+
+
 def cases(tmp: Path):
     bad_toml = tmp / "bad.toml"
     bad_toml.write_text("[train]\nstep = 10\n")
+    run, response = train_run(tmp), response_run(tmp)
+    good_csv = data_file(tmp, "good.csv", "x,y\n" + "".join(f"{i},{i % 7}\n" for i in range(40)))
     data = dkjax.toy_data("two_moons", jr.key(0), 64)
     model = dkjax.NeuralSDE(2, key=jr.key(1), width=8, depth=1)
     initial = dkjax.gaussian_initial(jnp.zeros(2), 1.0)
@@ -141,7 +180,34 @@ def cases(tmp: Path):
         ("dkjax response", "a parameter the system does not take",
          cli_call("response", "--set", "system.parameters={ speed = 1.0 }")),
         ("dkjax response", "kernel rate above 1 / dt", cli_call("response", "--set", "response.kernel_rate=1000.0")),
-        ("dkjax sample", "a folder that is not a run", cli_call("sample", "--run", str(tmp), "--num", "5", "--out", "x.npy")),
+        ("dkjax train", "data file that does not exist", train_with_file(tmp, str(tmp / "absent.csv"))),
+        ("dkjax train", "empty data file", train_with_file(tmp, data_file(tmp, "empty.csv", ""))),
+        ("dkjax train", "data file of one row", train_with_file(tmp, data_file(tmp, "one.csv", "x,y\n1,2\n"))),
+        ("dkjax train", "a field that is not a number",
+         train_with_file(tmp, data_file(tmp, "text.csv", "x,y\n1,2\n3,n/a\n"))),
+        ("dkjax train", "NaN in a CSV", train_with_file(tmp, data_file(tmp, "nan.csv", "x,y\n1,2\n3,4\nnan,5\n"))),
+        ("dkjax train", "inf in a .npy array",
+         train_with_file(tmp, data_file(tmp, "inf.npy", np.array([[0.0, 1.0], [np.inf, 2.0], [3.0, 4.0]])))),
+        ("dkjax train", "rows of different lengths",
+         train_with_file(tmp, data_file(tmp, "ragged.csv", "1,2\n3,4,5\n"))),
+        ("dkjax train", "a .npy array of one dimension",
+         train_with_file(tmp, data_file(tmp, "vector.npy", np.ones(10)))),
+        ("dkjax train", "a column count the SDE class does not accept",
+         train_with_file(tmp, good_csv, "--set", "model.name=LinearSDE",
+                         "--set", "model.parameters={ A = [[-1.0]], S = [[1.0]] }")),
+        ("dkjax train", "a constant column (cannot be standardised)",
+         train_with_file(tmp, data_file(tmp, "constant.csv", "".join(f"{i},1\n" for i in range(40))))),
+        ("dkjax train", "too few rows for the held-out split",
+         train_with_file(tmp, data_file(tmp, "five.csv", "".join(f"{i},{-i}\n" for i in range(5))))),
+        ("dkjax train", "--resume with settings that contradict the checkpoints",
+         cli_call("train", "--resume", str(run), "--set", "train.steps=10", "--set", "model.width=16")),
+        ("dkjax train", "--resume on a dkjax response run", cli_call("train", "--resume", str(response))),
+        ("dkjax sample", "a folder that is not a run",
+         cli_call("sample", "--run", str(tmp), "--num", "5", "--out", "x.npy")),
+        ("dkjax sample", "a dkjax response run",
+         cli_call("sample", "--run", str(response), "--num", "5", "--out", "x.npy")),
+        ("dkjax sample", "--time off the model's time grid",
+         cli_call("sample", "--run", str(run), "--num", "5", "--out", str(tmp / "x.npy"), "--time", "0.33")),
     ]
 
 

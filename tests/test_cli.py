@@ -1,40 +1,85 @@
-"""The dkjax command line: train, resume, sample, and configuration errors before any work."""
+"""The dkjax command line: train, resume, sample, a user's data file, and errors before any work."""
 
+import dataclasses
 import json
+import re
+import shutil
+import tomllib
+from pathlib import Path
 
+import jax.random as jr
 import numpy as np
 import pytest
 
+import dkjax
 import dkjax._train
 from dkjax._cli import main
+from dkjax._config import applicable, defaults, dump_config, train_config
+from dkjax._plots import loss_figure, samples_figure
 from helpers import tiny_train_config
 
+ROOT = Path(__file__).resolve().parent.parent
+# Two moons in odd units: millimetres around a metre, and a small charge around -3.
+LOC, SCALE = np.array([1000.0, -3.0]), np.array([50.0, 0.02])
+FAST = "validate_every = 2\nvalidation_samples = 64\nkernel_rate = 2.0"
 
 
 @pytest.fixture
 def tiny_config(tmp_path):
     path = tmp_path / "tiny.toml"
-    path.write_text(tiny_train_config())
+    path.write_text(tiny_train_config(extra_train=FAST))
     return path
+
+
+def _files(folder) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _error(capsys, args) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def odd_run(tmp_path_factory):
+    """A finished 4-step run on a CSV file (header row) in odd units; returns (run folder, the file's rows)."""
+    folder = tmp_path_factory.mktemp("odd")
+    rows = np.asarray(dkjax.toy_data("two_moons", jr.key(0), 400), np.float64) * SCALE + LOC
+    csv = folder / "odd.csv"
+    csv.write_text("length_mm,charge\n" + "".join(f"{a!r},{b!r}\n" for a, b in rows.tolist()))
+    (folder / "tiny.toml").write_text(tiny_train_config(extra_train=FAST))
+    run = folder / "run"
+    args = ["train", "--config", str(folder / "tiny.toml"), "--set", f"data.path={json.dumps(str(csv))}",
+            "--out", str(run), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    return run, rows
 
 
 def test_train_writes_run_folder_and_sample_reads_it(tiny_config, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--config", str(tiny_config), "--out", str(run), "--quiet"]) == 0
     assert str(run) in capsys.readouterr().out
-    for name in ("config.toml", "metrics.jsonl", "eval.json", "samples.png", "loss.png", "checkpoints/latest.json"):
+    for name in ("config.toml", "model.eqx", "metrics.jsonl", "eval.json", "samples.png", "loss.png",
+                 "checkpoints/latest.json"):  # fmt: skip
         assert (run / name).is_file(), name
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 1, 2, 3] and all(np.isfinite(r["loss"]) for r in records)
     metrics = json.loads((run / "eval.json").read_text())
-    assert {"energy_distance", "sliced_wasserstein", "heldout_nll"} <= set(metrics)
+    assert {"energy_distance", "sliced_wasserstein", "heldout_nll", "selected_step"} <= set(metrics)
+    # A toy-data run's config holds no keys of simulated or file data.
+    data = tomllib.loads((run / "config.toml").read_text())["data"]
+    assert data["name"] == "two_moons" and not {"path", "system", "dim", "num_steps", "heldout_fraction"} & set(data)
     out = tmp_path / "samples.npy"
     assert main(["sample", "--run", str(run), "--num", "10", "--out", str(out)]) == 0
     xs = np.load(out)
     assert xs.shape == (10, 2) and np.all(np.isfinite(xs))
+    # The command line and Python load the same model and draw the same samples.
+    np.testing.assert_array_equal(xs, dkjax.load_model(run / "model.eqx").sample(10, key=jr.key(0)))
 
 
-def test_resume_continues_exactly(tiny_config, tmp_path, monkeypatch):
+def test_resume_continues_exactly(tiny_config, tmp_path, monkeypatch, capsys):
     full, split = tmp_path / "full", tmp_path / "split"
     assert main(["train", "--config", str(tiny_config), "--out", str(full), "--quiet"]) == 0
 
@@ -50,10 +95,178 @@ def test_resume_continues_exactly(tiny_config, tmp_path, monkeypatch):
         main(["train", "--config", str(tiny_config), "--out", str(split), "--quiet"])
     monkeypatch.setattr(dkjax._train, "save_checkpoint", save)
     assert json.loads((split / "checkpoints/latest.json").read_text())["step"] == 2
+    assert "has no model.eqx, so its training has not finished" in _error(
+        capsys, ["sample", "--run", str(split), "--num", "5", "--out", str(tmp_path / "x.npy")]
+    )
+    capsys.readouterr()
     assert main(["train", "--resume", str(split), "--quiet"]) == 0
-    final = "checkpoints/step_00000004.eqx"
-    assert (full / final).read_bytes() == (split / final).read_bytes()
+    assert "finished 4 steps (resumed from step 2)" in capsys.readouterr().out
+    for name in ("checkpoints/step_00000004.eqx", "model.eqx"):
+        assert (full / name).read_bytes() == (split / name).read_bytes(), name
     assert (full / "metrics.jsonl").read_text().count("\n") == (split / "metrics.jsonl").read_text().count("\n") == 4
+
+
+def test_standardisation_round_trip_through_the_cli(odd_run, tmp_path, capsys):
+    run, rows = odd_run
+    config = tomllib.loads((run / "config.toml").read_text())
+    assert set(config["data"]) == {"path", "heldout_fraction", "standardize", "seed"}
+    model = dkjax.load_model(run / "model.eqx")
+    # The scaling is the training rows' (80% of the file): near the whole file's mean and spread.
+    assert np.all(np.abs(np.asarray(model.scaling.loc) - rows.mean(0)) < 0.2 * rows.std(0))
+    assert np.all(np.abs(np.asarray(model.scaling.scale) / rows.std(0) - 1) < 0.1)
+    out = tmp_path / "new" / "folder" / "samples.npy"  # a folder that does not exist yet
+    assert main(["sample", "--run", str(run), "--num", "4000", "--out", str(out), "--seed", "7"]) == 0
+    assert f"written to {out}" in capsys.readouterr().out
+    xs = np.load(out)
+    np.testing.assert_array_equal(xs, model.sample(4000, key=jr.key(7)))
+    # In the data's units: after 4 steps the model is near N(0, I) in standardised units, so its
+    # samples sit at the data's mean with about its spread (unstandardised they would sit at 0 +- 1).
+    assert np.all(np.abs(xs.mean(0) - rows.mean(0)) < 0.5 * rows.std(0))
+    assert np.all((0.5 < xs.std(0) / rows.std(0)) & (xs.std(0) / rows.std(0) < 2.0))
+
+
+def test_sample_at_an_earlier_time(odd_run, tmp_path, capsys):
+    run, _ = odd_run
+    model = dkjax.load_model(run / "model.eqx")
+    half = tmp_path / "half.npy"
+    assert main(["sample", "--run", str(run), "--num", "50", "--out", str(half), "--time", "0.5"]) == 0
+    assert "50 samples at t = 0.5" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.load(half), model.sample(50, key=jr.key(0), t=0.5))
+    assert not np.array_equal(np.load(half), model.sample(50, key=jr.key(0)))
+    for time in ("0.35", "0", "2.0"):  # off the grid of step 0.1, and outside (0, t1]
+        out = tmp_path / "gone" / f"{time}.npy"
+        err = _error(capsys, ["sample", "--run", str(run), "--num", "5", "--out", str(out), "--time", time])
+        assert err.startswith("usage: dkjax sample") and "--time: t must lie in (0.0, 1.0]" in err
+        assert not (tmp_path / "gone").exists()
+
+
+def test_resume_refuses_settings_that_contradict_the_checkpoint(odd_run, tmp_path, capsys):
+    run, _ = odd_run
+    before = _files(run)
+    err = _error(capsys, ["train", "--resume", str(run), "--set", "train.steps=10", "--set", "model.width=16"])
+    assert err.startswith("usage: dkjax train")
+    assert "model.width = 16 (the run has 8); train.steps = 10 (the run has 4)" in err
+    assert "only eval.* and train.checkpoint_every may change" in err
+    err = _error(capsys, ["train", "--resume", str(run), "--out", str(tmp_path / "elsewhere")])
+    assert "do not also give --config or --out" in err
+    assert _files(run) == before and not (tmp_path / "elsewhere").exists()
+
+    # A config edited by hand to another step count than its checkpoints'.
+    edited = tmp_path / "edited"
+    shutil.copytree(run, edited)
+    config = edited / "config.toml"
+    config.write_text(re.sub(r"(?m)^steps = 4$", "steps = 6", config.read_text()))
+    err = _error(capsys, ["train", "--resume", str(edited)])
+    assert "the checkpoint at step 4 belongs to a run of train.steps = 4, but" in err
+
+
+def test_resume_a_finished_run_with_new_eval_settings(odd_run, tmp_path, capsys):
+    again = tmp_path / "again"
+    shutil.copytree(odd_run[0], again)
+    before = _files(again)
+    assert main(["train", "--resume", str(again), "--set", "eval.seed=9", "--quiet"]) == 0
+    assert "finished 4 steps (resumed from step 4)" in capsys.readouterr().out
+    assert tomllib.loads((again / "config.toml").read_text())["eval"]["seed"] == 9
+    after = _files(again)
+    for name in ("model.eqx", "metrics.jsonl", "checkpoints/latest.json", "checkpoints/step_00000004.eqx"):
+        assert after[name] == before[name], name
+    assert after["eval.json"] != before["eval.json"]  # evaluated again, on other samples
+
+
+def test_a_response_run_is_named_as_one(tmp_path, capsys):
+    run = tmp_path / "response_run"
+    run.mkdir()
+    (run / "config.toml").write_text('[system]\nname = "OrnsteinUhlenbeck"\n[response]\nt1 = 1.0\n')
+    err = _error(capsys, ["sample", "--run", str(run), "--num", "5", "--out", str(tmp_path / "x.npy")])
+    assert err.startswith("usage: dkjax sample") and "is a run folder of dkjax response" in err
+    assert "unknown section" not in err
+    err = _error(capsys, ["train", "--resume", str(run)])
+    assert err.startswith("usage: dkjax train") and "is a run folder of dkjax response" in err
+
+
+@pytest.mark.parametrize(
+    "args, usage",
+    [
+        (["sample", "--run", "nowhere", "--num", "5", "--out", "x.npy"], "usage: dkjax sample"),
+        (["response", "--set", "response.num_paths=1"], "usage: dkjax response"),
+        (["train", "--set", "train.steps=0"], "usage: dkjax train"),
+    ],
+)
+def test_usage_errors_show_the_subcommand_usage(tmp_path, monkeypatch, capsys, args, usage):
+    monkeypatch.chdir(tmp_path)
+    assert _error(capsys, args).startswith(usage)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_json_explains_every_number(odd_run):
+    metrics = json.loads((odd_run[0] / "eval.json").read_text())
+    notes = metrics.pop("notes")
+    for key in metrics:
+        assert key in notes or (key.endswith("_gaussian") and "*_gaussian" in notes), key
+    assert "best-fit Gaussian" in notes["*_gaussian"] and "perfect model" in notes["energy_distance_data"]
+
+
+def test_train_defaults_come_from_train_settings():
+    train = defaults()["train"]
+    for field in dataclasses.fields(dkjax.TrainSettings):
+        assert train[field.name] == getattr(dkjax.TRAIN_DEFAULTS, field.name), field.name
+    # The README's main job trains with the library's defaults.
+    shipped = tomllib.loads((ROOT / "configs/two_moons.toml").read_text())["train"]
+    assert set(shipped) <= {"steps", "t1", "num_steps"}
+
+
+def test_a_run_config_holds_only_the_keys_that_apply(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[data]\nname = "simulated"\n[model]\nname = "OrnsteinUhlenbeck"\n[train]\nobjective = "energy"\n'
+                    "kernel_rate = 2.0\nvalidation_fraction = 0\n")  # fmt: skip
+    kept = applicable(train_config(path))
+    assert {"system", "dim", "num_steps", "num_points"} <= set(kept["data"]) and "path" not in kept["data"]
+    assert "parameters" in kept["model"] and not {"width", "depth", "seed"} & set(kept["model"])
+    assert not {"bandwidth", "ess_target", "kernel_rate_every", "validate_every", "patience"} & set(kept["train"])
+    # A data file takes the place of a config's data set.
+    mine = applicable(train_config(ROOT / "configs/two_moons.toml", ["data.path=mine.csv"]))["data"]
+    assert mine["path"] == "mine.csv" and not {"name", "num_points", "heldout_points"} & set(mine)
+    # Written and read back (as --resume does), the kept keys give the same run.
+    (tmp_path / "run.toml").write_text(dump_config(kept))
+    assert applicable(train_config(tmp_path / "run.toml")) == kept
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_samples_plot_shows_every_point(dtype):
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(500, 2)).astype(dtype)
+    samples = np.concatenate([rng.normal(size=(500, 2)), [[9.0, -7.0], [np.nan, 0.0]]]).astype(dtype)
+    fig = samples_figure(samples, data, "title")
+    finite = np.concatenate([data, samples[:-1]])
+    for ax in fig.axes:
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        assert x0 < finite[:, 0].min() and finite[:, 0].max() < x1
+        assert y0 < finite[:, 1].min() and finite[:, 1].max() < y1
+    assert "1 non-finite not shown" in fig.axes[1].get_title()
+    # Comparable ranges: true aspect ratio, with the panel shaped like the points' extent (no blank bands).
+    fig.canvas.draw()
+    box = fig.axes[0].get_window_extent()
+    assert abs(box.width / box.height - (x1 - x0) / (y1 - y0)) < 0.05 * (x1 - x0) / (y1 - y0)
+
+
+def test_loss_plot_legends_cover_no_tick_labels_and_mark_the_kept_step():
+    records = [{"step": s, "loss": 3.0 - s / 100, "bandwidth": 1.0 / (1 + s)} for s in range(200)]
+    validation = [{"step": s, "energy_distance": 0.1 / (1 + s)} for s in range(0, 201, 50)]
+    fig = loss_figure(records, validation, best_step=150)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    labels = [
+        label for ax in fig.axes for axis in (ax.xaxis, ax.yaxis) if axis.get_visible()
+        for label in axis.get_ticklabels() if label.get_visible() and label.get_text()
+    ]  # fmt: skip
+    assert len(labels) > 10
+    (legend,) = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    box = legend.get_window_extent(renderer)
+    assert not any(box.overlaps(label.get_window_extent(renderer)) for label in labels)
+    assert [t.get_text() for t in legend.get_texts()] == ["training loss", "kernel bandwidth h (right)",
+                                                          "model kept (step 150)"]  # fmt: skip
+    assert "validation" in fig.axes[1].get_title() and fig.axes[1].get_yscale() == "log"
+    assert all(any(line.get_xdata()[0] == 150 for line in ax.get_lines()) for ax in fig.axes[:2])
 
 
 @pytest.mark.parametrize(
@@ -65,9 +278,15 @@ def test_resume_continues_exactly(tiny_config, tmp_path, monkeypatch):
         ("[train]\nsteps = \"ten\"\n", [], "train.steps must be an integer"),
         ("[train]\nobjective = \"mmd\"\n", [], "train.objective must be one of"),
         ("[train]\nkernel_rate = \"fast\"\n", [], "train.kernel_rate must be \"auto\" or"),
+        ("[train]\nvalidation_fraction = 1.0\n", [], "train.validation_fraction must be a number in [0, 1)"),
+        ("[train]\npatience = -1\n", [], "train.patience must be an integer >= 0"),
         ("[model]\nstate_dependent = 1\n", [], "model.state_dependent must be true or false"),
         ("[data]\nname = \"mnist\"\n", [], "data.name must be one of"),
+        ("[data]\nstandardize = \"yes\"\n", [], "data.standardize must be \"auto\""),
+        ("[data]\nheldout_fraction = 0\n", [], "data.heldout_fraction must be a number in (0, 1)"),
+        ("[data]\npath = \"absent.csv\"\n", [], "data.path: absent.csv does not exist"),
         ("", ["train.bandwidth=-0.1"], "train.bandwidth must be"),
+        ("", ["train.kernel_rate=60.0"], "train.kernel_rate must be <= 1 / dt = 50 (dt = t1 / num_steps); got 60.0"),
         ("", ["train.nope=1"], "unknown key train.nope"),
         ("", ["steps=1"], "section.key=value"),
         ("[train\n", [], "not valid TOML"),
@@ -79,14 +298,9 @@ def test_config_errors_fail_before_training(tmp_path, capsys, contents, override
     args = ["train", "--config", str(path), "--out", str(tmp_path / "run"), "--quiet"]
     for override in overrides:
         args += ["--set", override]
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code == 2
-    assert match in capsys.readouterr().err
+    assert match in _error(capsys, args)
     assert not (tmp_path / "run").exists()
 
 
 def test_missing_config_file(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        main(["train", "--config", str(tmp_path / "absent.toml"), "--quiet"])
-    assert "does not exist" in capsys.readouterr().err
+    assert "does not exist" in _error(capsys, ["train", "--config", str(tmp_path / "absent.toml"), "--quiet"])

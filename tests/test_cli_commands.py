@@ -6,10 +6,14 @@ import sys
 import types
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import dkjax
 from dkjax._cli import main
+from dkjax._config import resolve_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,15 +157,15 @@ def test_response_config_errors_before_any_work(tmp_path, capsys, monkeypatch, o
 
 def test_shipped_configs_are_valid(monkeypatch):
     from dkjax import _response_command as command
-    from dkjax._cli import _check_systems
-    from dkjax._config import load_config
+    from dkjax._cli import _plan
+    from dkjax._config import load_config, train_config
 
     monkeypatch.chdir(ROOT)  # the training configs name example classes by path
     config = load_config("configs/lorenz96_response.toml", schema=command.RESPONSE_SCHEMA)
     plan = command.prepare(config)
     assert plan.labels == ["forcing", "noise"] and list(plan.observables) == ["mean", "mean_square"]
-    for name in ("two_moons", "ou_recovery", "lorenz96_dksde"):
-        _check_systems(load_config(f"configs/{name}.toml"))
+    for name, dim in (("two_moons", 2), ("ou_recovery", 1), ("lorenz96_dksde", 20)):
+        assert _plan(train_config(f"configs/{name}.toml")).dim == dim
 
 
 SIMULATED = """
@@ -200,6 +204,12 @@ def test_train_a_user_sde_on_simulated_data(tmp_path, monkeypatch, capsys):
     assert set(metrics["parameters"]) == {"rate", "noise"}
     assert metrics["parameters"]["rate"] != 0.5 and np.isfinite(metrics["energy_distance"])
     assert not (tmp_path / "run" / "samples.png").exists()  # no scatter for 1-D data
+    # An SDE class is rebuilt from the run's config to load model.eqx; its data are not standardised.
+    assert main(["sample", "--run", "run", "--num", "7", "--out", "s.npy"]) == 0
+    damped = resolve_reference("user_sdes.py:Damped", "model.name")
+    model = dkjax.load_model("run/model.eqx", like=damped(jnp.asarray(0.0), jnp.asarray(0.0)))
+    np.testing.assert_array_equal(np.load("s.npy"), model.sample(7, key=jax.random.key(0)))
+    assert float(model.sde.rate) == metrics["parameters"]["rate"] and float(model.scaling.scale[0]) == 1.0
 
 
 @pytest.mark.parametrize(
