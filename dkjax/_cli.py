@@ -287,8 +287,8 @@ _NOTES = {
     "covariance): the baseline a model should beat",
     "energy_distance_data": "the same measure for further points of the data law (fresh draws of toy or "
     "simulated data; training rows of a data file): what a perfect model scores with these sample sizes",
-    "selected_step": "the step whose model was kept: the lowest energy distance to the validation split "
-    "(train.validation_fraction) over training, or the last step without one",
+    "selected_step": "the step whose model was kept: the latest one whose energy distance to the validation split "
+    "(train.validation_fraction) is within two standard errors of the lowest seen, or the last step without one",
 }
 
 
@@ -355,30 +355,25 @@ def _evaluate(config, model, data: _Data, history, run_dir: Path, quiet: bool) -
 
 def _diverged(history) -> bool:
     """Whether training stopped on a non-finite loss (not by early stopping)."""
-    return history.stop_reason is not None and not history.stop_reason.startswith("early stop")
+    return history.stop_reason is not None and not history.stopped_early
 
 
 def _fit(config, plan: _Plan, data: _Data, scaling, run_dir: Path, resume: bool, progress: bool):
     """Trains the plan's model on the standardised training data; returns ``(GenerativeModel, history)``."""
     import jax.random as jr
-    import optax
 
     from ._generative import GenerativeModel
     from ._train import fit
     from ._train_settings import TrainSettings
 
     cfg = config["train"]
-    # The config's own schedule: fit's default one has no final_lr_fraction argument.
-    optimizer = optax.adam(optax.cosine_decay_schedule(cfg["learning_rate"], cfg["steps"], cfg["final_lr_fraction"]))
     settings = {
-        field.name: cfg[field.name]
-        for field in dataclasses.fields(TrainSettings)
-        if field.name not in ("learning_rate", "final_lr_fraction", "validation_fraction")
+        field.name: cfg[field.name] for field in dataclasses.fields(TrainSettings) if field.name != "validation_fraction"
     }
     initial = _initial(config, plan.dtype, plan.dim)
     model, history = fit(
         plan.model, scaling.standardize(data.train), initial, t1=cfg["t1"], num_steps=cfg["num_steps"],
-        key=jr.key(cfg["seed"]), steps=cfg["steps"], optimizer=optimizer, **settings,
+        key=jr.key(cfg["seed"]), steps=cfg["steps"], **settings,
         validation=float(cfg["validation_fraction"]) or None, patience=cfg["patience"] or None,
         bandwidth=_auto(cfg["bandwidth"]), min_bandwidth=_auto(cfg["min_bandwidth"]),
         path_chunk=None if cfg["path_chunk"] == "all" else cfg["path_chunk"],
