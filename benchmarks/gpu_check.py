@@ -222,20 +222,16 @@ def _diffrax_vbt(sde, t1, steps):
     import jax
     import jax.numpy as jnp
 
+    from benchmarks.run import diffrax_euler_paths
+
     def run(x0, key):
         # diffrax wants ts[-1] == t1 exactly, which (t1 / steps) * steps misses in float32.
         ts = (jnp.arange(steps + 1, dtype=x0.dtype) * (t1 / steps)).at[-1].set(t1)
         shape = jax.ShapeDtypeStruct(x0.shape[1:], x0.dtype)
-
-        def solve(x, path_id):
-            bm = diffrax.VirtualBrownianTree(0.0, t1, tol=t1 / steps / 2, shape=shape, key=jax.random.fold_in(key, path_id))
-            sol = diffrax.diffeqsolve(
-                sde.terms(bm), diffrax.Euler(), 0.0, t1, None, x, stepsize_controller=diffrax.StepTo(ts=ts),
-                saveat=diffrax.SaveAt(t1=True), max_steps=steps,
-            )  # fmt: skip
-            return sol.ys[-1]
-
-        return jax.vmap(solve)(x0, jnp.arange(x0.shape[0], dtype=jnp.int32))
+        brownian = lambda path_id: diffrax.VirtualBrownianTree(
+            0.0, t1, tol=t1 / steps / 2, shape=shape, key=jax.random.fold_in(key, path_id)
+        )
+        return diffrax_euler_paths(sde, brownian, ts, x0)
 
     return run
 

@@ -307,7 +307,7 @@ def applicable(config) -> dict[str, dict[str, Any]]:
     keys, a fixed kernel rate no re-measuring interval, a run without validation no
     validation keys.
     """
-    data, model, train = config["data"], config["model"], config["train"]
+    model, train = config["model"], config["train"]
     source = data_source(config)
     unused = {
         "file": {"name", "num_points", "heldout_points", "system", "parameters", "dim", "num_steps"},

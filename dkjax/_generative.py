@@ -14,6 +14,7 @@ from ._data import GaussianInitial, gaussian_initial
 from ._neural import NeuralSDE
 from ._sde import AbstractSDE
 from ._simulate import simulate
+from ._train import TrainHistory, fit
 from ._validation import check_key
 
 _FORMAT = "dkjax-generative-model"
@@ -254,7 +255,7 @@ def fit_generative(
     num_steps: int = 50,
     standardize: bool = True,
     **fit_options,
-) -> tuple[GenerativeModel, "TrainHistory"]:
+) -> tuple[GenerativeModel, TrainHistory]:
     """Fits a generative SDE to ``data`` in its own units: standardise, train, package.
 
     The data are standardised per column (stored in the model), a ``dkjax.NeuralSDE``
@@ -286,8 +287,6 @@ def fit_generative(
         >>> print(model.sample(5, key=jax.random.key(3)).shape)
         (5, 2)
     """
-    from ._train import fit
-
     data = jnp.asarray(data)
     if data.ndim != 2:
         raise ValueError(f"data must have shape (num_points, d); got shape {data.shape}.")
