@@ -65,7 +65,9 @@ def test_likelihood_ratio_fine_for_drift_but_degrades_for_diffusion_as_dt_shrink
         d_theta, d_sigma = jax.grad(second_moment, argnums=(0, 1))(THETA, SIGMA, steps)
         assert_close_in_se(lr.estimate.theta, lr.stderr.theta, d_theta, max_rel_se=0.1, label=f"LR theta {steps}")
         assert_close_in_se(dk.estimate.sigma, dk.stderr.sigma, d_sigma, max_rel_se=0.1, label=f"DK sigma {steps}")
-        assert abs(lr.estimate.sigma - d_sigma) <= 5 * lr.stderr.sigma
+        # Unbiased but noisy: its relative error (10% at 25 steps, 21% at 200 here) is bounded at twice that.
+        assert_close_in_se(lr.estimate.sigma, lr.stderr.sigma, d_sigma, max_rel_se=0.2 if steps == 25 else 0.4,
+                           label=f"LR sigma {steps}")
         stderr[steps] = (float(lr.stderr.sigma), float(dk.stderr.sigma))
     # 8 x the steps: the likelihood ratio's error for a diffusion parameter grows like sqrt(8); DK's does not.
     assert stderr[200][0] > 2.0 * stderr[25][0], stderr

@@ -69,6 +69,24 @@ def test_simulate_time_dependent_ou_matches_em_chain():
     assert abs(float(x.var()) - var) < 4 * se_var
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_sample_draws_the_model_law_at_t1(dtype):
+    """sample: initial states from the initial law, then Euler-Maruyama from t0 to t1. For the
+    time-dependent OU from N(1, 0.3^2), the EM chain's exact mean and variance."""
+    sde = TimeDependentOU(*jnp.array([2.0, -1.2, 1.2, -0.6], dtype))
+    t0, t1, num_steps, n = 0.5, 1.5, 20, 50_000
+    initial = dkjax.gaussian_initial(jnp.array([1.0], dtype), 0.3)
+    x = dkjax.sample(sde, initial, n, t0=t0, t1=t1, num_steps=num_steps, key=jax.random.key(6))
+    assert x.shape == (n, 1) and x.dtype == dtype
+    mean, var = em_time_ou_moments(sde, 1.0, 0.09, t0, (t1 - t0) / num_steps, num_steps)
+    x = np.asarray(x, np.float64)
+    assert abs(x.mean() - float(mean)) < 4 * np.sqrt(float(var) / n)
+    assert abs(x.var() - float(var)) < 4 * float(var) * np.sqrt(2 / n)
+    again = dkjax.sample(sde, initial, n, t0=t0, t1=t1, num_steps=num_steps, key=jax.random.key(6))
+    other = dkjax.sample(sde, initial, n, t0=t0, t1=t1, num_steps=num_steps, key=jax.random.key(7))
+    assert np.array_equal(np.asarray(again, np.float64), x) and not np.allclose(np.asarray(other, np.float64), x)
+
+
 def test_same_key_same_paths_and_chunks_reproduce_one_run():
     sde = dkjax.Lorenz96(forcing=8.0, noise=0.5)
     x0 = 8.0 + jax.random.normal(jax.random.key(0), (64, 8))
