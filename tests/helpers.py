@@ -1,5 +1,6 @@
 """Shared exact references and statistical judges for the tests (MATH.md section 7)."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -115,6 +116,18 @@ def ou_window_responses(theta, sigma, dt, windows):
     params = jnp.array([theta, sigma, 0.0])
     derivatives = jnp.stack([jax.jacfwd(windowed)(params, w) for w in windows])  # (nW, 2 phi, 3 params)
     return {name: derivatives[:, :, k] for k, name in enumerate(("theta", "sigma", "mean"))}
+
+
+def time_dependent_neural_sde(dim: int = 2) -> dkjax.NeuralSDE:
+    """A small ``NeuralSDE`` whose drift and noise both depend on t and x, every weight in use.
+
+    ``NeuralSDE`` starts with a zero noise slope and a zero last noise layer (so the noise
+    ignores t and x); both are set nonzero here.
+    """
+    sde = dkjax.NeuralSDE(dim, key=jax.random.key(5), width=8, depth=1, noise="diagonal", state_dependent=True)
+    last = sde.sigma_net.layers[-1].weight
+    sde = eqx.tree_at(lambda s: s.sigma_net.layers[-1].weight, sde, 0.3 * jax.random.normal(jax.random.key(6), last.shape))
+    return eqx.tree_at(lambda s: s.sigma_slope, sde, jnp.linspace(0.8, -0.5, dim))
 
 
 def gaussian_logpdf(x, mean, cov):

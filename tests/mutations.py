@@ -84,7 +84,8 @@ MUTATIONS = [
         "general_kernel_score_untransposed",
         "sigma^-1 instead of sigma^-T in the kernel score of square general noise",
         [(STEP, "return -inverse_and_logabsdet(sigma)[0].T @ z", "return -inverse_and_logabsdet(sigma)[0] @ z")],
-        [EST + "test_linear_sde_general_noise_parameters_in_drift_and_noise_matrix"],
+        [EST + "test_linear_sde_general_noise_parameters_in_drift_and_noise_matrix",
+         PROP + "test_first_step_from_a_point_mass_is_the_transition_kernel"],
     ),
     _mutation(
         "matrix_free_pushforward_first_order",
@@ -133,7 +134,7 @@ MUTATIONS = [
         "stderr_halved",
         "every i.i.d. standard error (observables, densities, baselines) halved",
         [(RESPONSE, "jnp.where(n > 1, jnp.sqrt(m2 /", "jnp.where(n > 1, 0.5 * jnp.sqrt(m2 /")],
-        [CAL + "test_observable_and_density_errors_are_calibrated"],
+        [CAL + "test_observable_and_density_errors_are_calibrated", RESP + "test_centred_response_is_the_unbiased_sample_covariance"],
         [CAL + "test_error_bars_are_calibrated_over_many_keys"],
     ),
     _mutation(
@@ -146,7 +147,8 @@ MUTATIONS = [
         "general_kernel_carrier_dt",
         "general-noise kernel carrier: s^T dSigma s / (2 dt) became / dt",
         [(STEP, "scaled @ covariance @ scaled / (2 * dt)", "scaled @ covariance @ scaled / dt")],
-        [EST + "test_kernel_response_general_noise_from_a_point_mass"],
+        [EST + "test_kernel_response_general_noise_from_a_point_mass",
+         PROP + "test_first_step_from_a_point_mass_is_the_transition_kernel"],
     ),
     _mutation(
         "rate_schedule_at_t0",
@@ -176,6 +178,12 @@ MUTATIONS = [
         [EST + "test_linear_sde_general_noise_parameters_in_drift_and_noise_matrix"],
     ),
     _mutation(
+        "exact_pushforward_untransposed",
+        "exact mode: J^-1 w instead of J^-T w",
+        [(STEP, "return inverse_t @ w", "return inverse_t.T @ w")],
+        [EST + "test_linear_sde_general_noise_parameters_in_drift_and_noise_matrix"],
+    ),
+    _mutation(
         "logdet_response_sign",
         "the log|det J| term enters the response with the wrong sign",
         [(STEP, "divergence = u @ increment(x, params) + _logdet_carrier(",
@@ -192,7 +200,8 @@ MUTATIONS = [
         "general_kernel_trace_halving_dropped",
         "general-noise kernel carrier: tr(P dSigma) / 2 became tr(P dSigma)",
         [(STEP, "- 0.5 * jnp.sum(precision * covariance)", "- jnp.sum(precision * covariance)")],
-        [EST + "test_kernel_response_general_noise_from_a_point_mass"],
+        [EST + "test_kernel_response_general_noise_from_a_point_mass",
+         PROP + "test_first_step_from_a_point_mass_is_the_transition_kernel"],
     ),
     _mutation(
         "point_mass_first_step_response_dropped",
@@ -237,12 +246,20 @@ MUTATIONS = [
         [(RESPONSE, "jnp.where(n > 1, jnp.sqrt(var / jnp.maximum(n, 1)), jnp.nan)",
           "jnp.where(n > 1, 0.5 * jnp.sqrt(var / jnp.maximum(n, 1)), jnp.nan)")],
         [CAL + "test_stationary_errors_are_calibrated"],
+        [CAL + "test_error_bars_are_calibrated_over_many_keys"],
     ),
     _mutation(
         "delta_method_uncentred",
         "conditional-mean (delta-method) variance not centred at the ratio",
         [(RESPONSE, "jnp.maximum(w2y2 - 2 * r * w2y + r**2 * s.w2, 0.0)", "jnp.maximum(w2y2, 0.0)")],
-        [CAL + "test_observable_and_density_errors_are_calibrated"],
+        [RESP + "test_density_conditional_means_are_the_bin_sample_means"],
+        [CAL + "test_error_bars_are_calibrated_over_many_keys"],
+    ),
+    _mutation(
+        "bin_density_not_per_volume",
+        "histogram densities not divided by the bin volume",
+        [(RESPONSE, "return onehot / jnp.asarray(volume, xs.dtype)", "return onehot * jnp.ones_like(xs[0])")],
+        [RESP + "test_density_response_bins_1d_exact_bin_averages"],
     ),
     _mutation(
         "density_kernel_normalisation",
@@ -270,6 +287,18 @@ MUTATIONS = [
         [OBJ + "test_smoothed_nll_of_gaussian_samples"],
     ),
     _mutation(
+        "two_pass_padding_weighted",
+        "two-pass replay in chunks: the padding paths get weight one instead of zero",
+        [(OBJECTIVE, "chunks.append(chunked(c, jnp.zeros(padding, c.dtype)))", "chunks.append(chunked(c, jnp.ones(padding, c.dtype)))")],
+        [OBJ + "test_gradient_routes_agree"],
+    ),
+    _mutation(
+        "sliced_wasserstein_directions_not_unit",
+        "sliced Wasserstein projects on directions that are not unit vectors",
+        [(METRICS, "directions = directions / jnp.linalg.norm(directions, axis=1, keepdims=True)", "directions = directions")],
+        [OBJ + "test_sliced_wasserstein_of_shifted_gaussians"],
+    ),
+    _mutation(
         "ess_bisection_reversed",
         "ESS bandwidth bisection moves the wrong bound",
         [(OBJECTIVE, "return jnp.where(enough, low, mid), jnp.where(enough, mid, high)",
@@ -289,6 +318,12 @@ MUTATIONS = [
         [(BASELINES, "return jnp.moveaxis(diff, 0, 1) / 2, final(vector)", "return jnp.moveaxis(diff, 0, 1), final(vector)")],
         [BASE + "test_finite_differences_and_backprop_match_exact_ou"],
     ),
+    _mutation(
+        "stationary_finite_difference_not_halved",
+        "stationary finite differences divided by h instead of 2h",
+        [(BASELINES, "2 * h.reshape((1, -1)", "h.reshape((1, -1)")],
+        [BASE + "test_finite_difference_stationary_ou"],
+    ),
 ]
 
 
@@ -302,16 +337,18 @@ def _test_file_and_name(node_id: str) -> tuple[str, str]:
 
 def stale_reasons(mutation: Mutation, root: Path = ROOT) -> list[str]:
     """Why ``mutation`` no longer applies to the tree at ``root`` (empty if it does)."""
-    reasons = []
-    for edit in mutation.edits:
+    reasons, texts = [], {}
+    for edit in mutation.edits:  # in order, as apply() makes them
         file = root / edit.path
         if not file.exists():
             reasons.append(f"{edit.path} does not exist")
             continue
-        count = file.read_text().count(edit.old)
+        text = texts.setdefault(file, file.read_text())
+        count = text.count(edit.old)
         if count != 1:
             where = "not found" if count == 0 else f"found {count} times (must be unique)"
             reasons.append(f"old text {edit.old!r} {where} in {edit.path}")
+        texts[file] = text.replace(edit.old, edit.new, 1)
     for node_id in mutation.tests + mutation.slow_tests:
         path, name = _test_file_and_name(node_id)
         file = root / path

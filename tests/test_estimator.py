@@ -281,10 +281,28 @@ def test_chaotic_lorenz96_response_matches_finite_differences_where_backprop_exp
         return observable(xT[0])
 
     backprop = jax.vmap(jax.grad(pathwise), in_axes=(None, 0, 0))(jnp.asarray(8.0), x0[:200], jnp.arange(200))
-    assert dk_se < 0.6, dk_se
-    assert abs(dk - fd) < 5 * np.hypot(dk_se, fd_se), (dk, dk_se, fd, fd_se)
+    # 16 000 paths give DK 13% of the response (measured 3.99 +- 0.49 against 3.86 +- 0.04):
+    # agreement within 4 SE is +-50%. The slow test below pins it to +-13%.
+    assert dk_se < 0.15 * abs(fd), (dk_se, fd)
+    assert abs(dk - fd) < 4 * np.hypot(dk_se, fd_se), (dk, dk_se, fd, fd_se)
     # Per path, backpropagation's derivative is hundreds of times wider than the DK weight.
     assert float(jnp.std(backprop)) > 100 * float(jnp.std(dk_samples)), (jnp.std(backprop), jnp.std(dk_samples))
+
+
+@pytest.mark.slow
+def test_chaotic_lorenz96_response_matches_finite_differences_precisely():
+    """The same response over T = 2 with 160 000 paths: DK's standard error is 3% of the response."""
+    num_paths, t1, num_steps = 160_000, 2.0, 400
+    sde = dkjax.Lorenz96(forcing=8.0, noise=0.5)
+    spin_up = 8.0 + jax.random.normal(jax.random.key(21), (num_paths, 8))
+    x0 = dkjax.simulate(sde, spin_up, t1=5.0, num_steps=1000, key=jax.random.key(22))
+    phi = lambda x: jnp.mean(x**2)
+    kwargs = dict(t1=t1, num_steps=num_steps, key=jax.random.key(23), chunk_size=40_000)
+    dk = dkjax.observable_response(sde, phi, x0, kernel_rate=12.0, **kwargs)
+    fd = dkjax.finite_difference_response(sde, phi, x0, relative_step=1 / 16, **kwargs)  # +-0.5 in the forcing
+    est, se, ref, ref_se = (float(a) for a in (dk.estimate.forcing, dk.stderr.forcing, fd.estimate.forcing, fd.stderr.forcing))
+    assert se < 0.04 * abs(ref), (se, ref)
+    assert abs(est - ref) < 4 * np.hypot(se, ref_se), (est, se, ref, ref_se)
 
 
 def test_auto_kernel_rate_doubles_the_covector_growth_rate():

@@ -1,27 +1,20 @@
 """Simulation: Euler-Maruyama paths, replayable noise, diffrax interop, no retracing."""
 
 import diffrax
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import dkjax
-from helpers import TimeDependentOU, em_ou_moments, em_time_ou_moments
-
-def _neural_sde():
-    # A nonzero noise slope makes the diffusion depend on t as well as the drift (which reads t).
-    sde = dkjax.NeuralSDE(2, key=jax.random.key(5), width=8, depth=1, noise="diagonal", state_dependent=True)
-    return eqx.tree_at(lambda s: s.sigma_slope, sde, jnp.array([0.8, -0.5]))
-
+from helpers import TimeDependentOU, em_ou_moments, em_time_ou_moments, time_dependent_neural_sde
 
 SYSTEMS = {
     "diagonal_additive": (dkjax.OrnsteinUhlenbeck(theta=1.2, sigma=0.5), 3),
     "diagonal_multiplicative": (dkjax.GeometricBrownianMotion(mu=0.1, sigma=0.4), 2),
     "general": (dkjax.LinearSDE(A=-jnp.eye(2), S=jnp.array([[0.5, 0.1, 0.2], [0.0, 0.3, -0.4]])), 2),
     "lorenz96_multiplicative": (dkjax.Lorenz96Multiplicative(forcing=8.0, noise_level=0.3), 8),
-    "neural_time_dependent": (_neural_sde(), 2),
+    "neural_time_dependent": (time_dependent_neural_sde(2), 2),
 }
 
 
