@@ -1,8 +1,11 @@
 """Shared exact references and statistical judges for the tests (MATH.md section 7)."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+import dkjax
 
 
 def z_score(samples) -> tuple[float, float]:
@@ -47,13 +50,84 @@ def assert_conditional_identity(weights, exact, x, *, max_rel_se, label="", powe
                 )
 
 
-def em_ou_moments(theta, sigma, mean0, var0, dt, num_steps):
-    """Mean and variance of the Euler-Maruyama chain of ``dX = -theta X dt + sigma dB`` (exact)."""
+def em_ou_moments(theta, sigma, mean0, var0, dt, num_steps, mu=0.0):
+    """Mean and variance of the Euler-Maruyama chain of ``dX = -theta (X - mu) dt + sigma dB`` (exact)."""
     m, v = mean0, var0
     for _ in range(num_steps):
-        m = (1 - theta * dt) * m
+        m = (1 - theta * dt) * m + theta * mu * dt
         v = (1 - theta * dt) ** 2 * v + sigma**2 * dt
     return m, v
+
+
+class TimeDependentOU(dkjax.AbstractSDE):
+    """``dX = -(theta0 + theta1 t) X dt + (sigma0 + sigma1 t) dB``: coefficients that move in time.
+
+    A time-dependent exact reference (``em_time_ou_moments``): a step that reads its
+    coefficients at the wrong time shifts the chain's moments.
+    """
+
+    theta0: jax.Array
+    theta1: jax.Array
+    sigma0: jax.Array
+    sigma1: jax.Array
+
+    def drift(self, t, x):
+        return -(self.theta0 + self.theta1 * t) * x
+
+    def diffusion(self, t, x):
+        return (self.sigma0 + self.sigma1 * t) * jnp.ones_like(x)
+
+
+def em_time_ou_moments(sde: TimeDependentOU, mean0, var0, t0, dt, num_steps):
+    """Mean and variance of the Euler-Maruyama chain of ``TimeDependentOU`` from ``t0`` (exact).
+
+    Step ``n`` uses the coefficients at ``t_n = t0 + n dt``; differentiable in the fields of ``sde``.
+    """
+    m, v = mean0, var0
+    for n in range(num_steps):
+        t = t0 + n * dt
+        decay = 1 - (sde.theta0 + sde.theta1 * t) * dt
+        m = decay * m
+        v = decay**2 * v + (sde.sigma0 + sde.sigma1 * t) ** 2 * dt
+    return m, v
+
+
+def ou_window_responses(theta, sigma, dt, windows):
+    """Exact windowed stationary responses of ``<x>`` and ``<x^2>`` for the OU chain (mean 0).
+
+    ``E[phi(X_n) (eta_n - eta_{n-W})]`` is the response of ``E[phi(X_n)]`` to moving the
+    parameters of the last ``W`` steps only: ``W`` steps of the moment recursion
+    ``m <- (1 - theta dt) m + theta mu dt``, ``v <- (1 - theta dt)^2 v + sigma^2 dt`` from the
+    stationary law, differentiated in those steps' ``theta``, ``sigma`` and ``mu``. Returns a
+    dict ``{"theta", "sigma", "mean"}`` of arrays of shape ``(len(windows), 2)`` (phi = x, x^2).
+    """
+    stationary_var = sigma**2 * dt / (1 - (1 - theta * dt) ** 2)
+
+    def windowed(params, window):
+        theta_w, sigma_w, mu_w = params
+
+        def step(_, moments):
+            m, v = moments
+            return (1 - theta_w * dt) * m + theta_w * mu_w * dt, (1 - theta_w * dt) ** 2 * v + sigma_w**2 * dt
+
+        m, v = jax.lax.fori_loop(0, window, step, (0.0, stationary_var))
+        return jnp.stack([m, v + m**2])
+
+    params = jnp.array([theta, sigma, 0.0])
+    derivatives = jnp.stack([jax.jacfwd(windowed)(params, w) for w in windows])  # (nW, 2 phi, 3 params)
+    return {name: derivatives[:, :, k] for k, name in enumerate(("theta", "sigma", "mean"))}
+
+
+def time_dependent_neural_sde(dim: int = 2) -> dkjax.NeuralSDE:
+    """A small ``NeuralSDE`` whose drift and noise both depend on t and x, every weight in use.
+
+    ``NeuralSDE`` starts with a zero noise slope and a zero last noise layer (so the noise
+    ignores t and x); both are set nonzero here.
+    """
+    sde = dkjax.NeuralSDE(dim, key=jax.random.key(5), width=8, depth=1, noise="diagonal", state_dependent=True)
+    last = sde.sigma_net.layers[-1].weight
+    sde = eqx.tree_at(lambda s: s.sigma_net.layers[-1].weight, sde, 0.3 * jax.random.normal(jax.random.key(6), last.shape))
+    return eqx.tree_at(lambda s: s.sigma_slope, sde, jnp.linspace(0.8, -0.5, dim))
 
 
 def gaussian_logpdf(x, mean, cov):

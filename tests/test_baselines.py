@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import dkjax
-from helpers import em_ou_moments
+from helpers import em_ou_moments, time_dependent_neural_sde
 from test_response import MEAN0, STD0, STEPS, T, ou_first_two_moments, ou_initial, observables, assert_close_in_se
 
 THETA, SIGMA = 1.0, 0.8
@@ -65,7 +65,9 @@ def test_likelihood_ratio_fine_for_drift_but_degrades_for_diffusion_as_dt_shrink
         d_theta, d_sigma = jax.grad(second_moment, argnums=(0, 1))(THETA, SIGMA, steps)
         assert_close_in_se(lr.estimate.theta, lr.stderr.theta, d_theta, max_rel_se=0.1, label=f"LR theta {steps}")
         assert_close_in_se(dk.estimate.sigma, dk.stderr.sigma, d_sigma, max_rel_se=0.1, label=f"DK sigma {steps}")
-        assert abs(lr.estimate.sigma - d_sigma) <= 5 * lr.stderr.sigma
+        # Unbiased but noisy: its relative error (10% at 25 steps, 21% at 200 here) is bounded at twice that.
+        assert_close_in_se(lr.estimate.sigma, lr.stderr.sigma, d_sigma, max_rel_se=0.2 if steps == 25 else 0.4,
+                           label=f"LR sigma {steps}")
         stderr[steps] = (float(lr.stderr.sigma), float(dk.stderr.sigma))
     # 8 x the steps: the likelihood ratio's error for a diffusion parameter grows like sqrt(8); DK's does not.
     assert stderr[200][0] > 2.0 * stderr[25][0], stderr
@@ -89,23 +91,68 @@ def test_finite_difference_stationary_ou():
     assert_close_in_se(res.value, res.value_stderr, stationary_second_moment(THETA, SIGMA), max_rel_se=0.05, label="<x^2>")
 
 
-def test_lorenz96_d8_dk_response_matches_finite_differences():
-    sde = dkjax.Lorenz96(forcing=8.0, noise=0.5)
-    start = 8.0 * jax.random.uniform(jax.random.key(25), (16_000, 8))
-    attractor = dkjax.simulate(sde, start, t1=2.0, num_steps=200, key=jax.random.key(26))
+def _lorenz96_responses(noise, num_paths, t1, kernel_rate, dt=0.01):
+    """DK and finite-difference responses of E[mean(x^2)] at t1 from spun-up Lorenz-96 (d = 8) states."""
+    sde = dkjax.Lorenz96(forcing=8.0, noise=noise)
+    start = 8.0 * jax.random.uniform(jax.random.key(25), (num_paths, 8))
+    attractor = dkjax.simulate(sde, start, t1=2.0, num_steps=round(2.0 / dt), key=jax.random.key(26))
     # Spin the DK score up too, so the estimate does not start from a pure-kernel first step.
-    spun = dkjax.divergence_kernel(sde, attractor, t1=1.0, num_steps=100, key=jax.random.key(27), kernel_rate=10.0)
+    spun = dkjax.divergence_kernel(sde, attractor, t1=1.0, num_steps=round(1.0 / dt), key=jax.random.key(27),
+                                   kernel_rate=10.0)
     phi = lambda x: jnp.mean(x**2)
-    kwargs = dict(t1=0.5, num_steps=50, key=jax.random.key(28))
-    dk = dkjax.observable_response(sde, phi, spun.x, score0=spun.score, kernel_rate=20.0, **kwargs)
+    kwargs = dict(t1=t1, num_steps=round(t1 / dt), key=jax.random.key(28))
+    dk = dkjax.observable_response(sde, phi, spun.x, score0=spun.score, kernel_rate=kernel_rate, **kwargs)
     fd = dkjax.finite_difference_response(sde, phi, spun.x, relative_step=1e-3, **kwargs)
-    scale = abs(float(fd.estimate.forcing))
-    for name in ("forcing", "noise"):
-        est, se = getattr(dk.estimate, name), getattr(dk.stderr, name)
-        ref, ref_se = getattr(fd.estimate, name), getattr(fd.stderr, name)
-        # FD with common random numbers is far more precise here; combine both errors anyway.
-        assert_close_in_se(est, np.hypot(se, ref_se), ref, scale=scale, max_rel_se=0.4 if name == "noise" else 0.08,
-                           label=f"L96 d/d{name}")
+    return dk, fd
+
+
+def _assert_agree(dk, fd, name, max_rel_se):
+    est, se = getattr(dk.estimate, name), getattr(dk.stderr, name)
+    ref, ref_se = getattr(fd.estimate, name), getattr(fd.stderr, name)
+    # FD with common random numbers is far more precise here; combine both errors anyway, and
+    # bound DK's error on the scale of the response itself.
+    assert_close_in_se(est, np.hypot(se, ref_se), ref, scale=abs(float(ref)), max_rel_se=max_rel_se, max_z=4.0,
+                       label=f"L96 d/d{name}")
+
+
+def test_lorenz96_d8_dk_response_matches_finite_differences():
+    """The forcing response (DK 5.6% of it with 16 000 paths). The noise response of mean(x^2) is too
+    small at noise 0.5 to check here (DK -0.19 +- 0.49 against FD 0.34 +- 0.016); the slow test
+    below checks it at noise 2, where it is larger and the DK weights quieter."""
+    dk, fd = _lorenz96_responses(noise=0.5, num_paths=16_000, t1=0.5, kernel_rate=20.0)
+    _assert_agree(dk, fd, "forcing", max_rel_se=0.08)
+
+
+@pytest.mark.slow
+def test_lorenz96_d8_noise_response_matches_finite_differences():
+    """Noise level 2, T = 1, 64 000 paths: there the noise response (about 2) is large enough for DK
+    (error about 7% of it, from a 16 000-path probe scaled) to resolve. At dt = 0.01 Euler-Maruyama
+    loses one of these paths to infinity: dt = 0.005."""
+    dk, fd = _lorenz96_responses(noise=2.0, num_paths=64_000, t1=1.0, kernel_rate=10.0, dt=0.005)
+    _assert_agree(dk, fd, "forcing", max_rel_se=0.03)
+    _assert_agree(dk, fd, "noise", max_rel_se=0.1)
+
+
+@pytest.mark.slow
+def test_neural_sde_dk_response_matches_finite_differences_for_every_weight():
+    """A neural SDE whose drift and noise read t and x: the DK response of E[(x_0, x_1^2)] at T = 1 to
+    each of its 104 weights (drift MLP, noise MLP, noise bias and slope) against finite differences.
+
+    The z-scores of one run share its paths, so only their size is judged. Each group of weights
+    (a layer's matrix, a bias) has its errors bounded on the scale of its own responses (measured:
+    at most 0.46 of it, for the first noise layer, whose responses are the weakest).
+    """
+    sde = time_dependent_neural_sde(2)
+    x0 = jax.random.normal(jax.random.key(29), (20_000, 2))
+    phi = lambda x: jnp.stack([x[0], x[1] ** 2])
+    kwargs = dict(t1=1.0, num_steps=40, key=jax.random.key(30))
+    dk = dkjax.observable_response(sde, phi, x0, score0=-x0, kernel_rate=2.0, **kwargs)
+    fd = dkjax.finite_difference_response(sde, phi, x0, relative_step=1e-4, **kwargs)
+    rms = lambda a: float(np.sqrt(np.mean(np.square(a))))
+    for leaf in zip(*(jax.tree.leaves(tree) for tree in (dk.estimate, dk.stderr, fd.estimate, fd.stderr))):
+        est, se, ref, ref_se = (np.ravel(a) for a in leaf)
+        assert rms(se) < 0.6 * rms(ref), (rms(se), rms(ref))
+        assert np.max(np.abs(est - ref) / np.hypot(se, ref_se)) < 4.5, (est, se, ref)
 
 
 class Frozen(dkjax.AbstractSDE):

@@ -8,9 +8,12 @@ import pytest
 
 import dkjax
 from helpers import (
+    TimeDependentOU,
     assert_conditional_identity,
+    assert_unbiased,
     em_linear_moments,
     em_ou_moments,
+    em_time_ou_moments,
     gaussian_logpdf,
     grid_density_1d,
 )
@@ -19,14 +22,14 @@ MODES = ["matrix_free", "exact"]
 
 
 def _ou_reference(theta, sigma, mean0, var0, dt, num_steps):
-    """Score and d/d(theta, sigma) of the exact EM-chain log-density at points ``x``."""
+    """d/d(theta, sigma, mean) and the score of the exact EM-chain log-density at points ``x`` (mean 0)."""
 
-    def logp(theta, sigma, x):
-        m, v = em_ou_moments(theta, sigma, mean0, var0, dt, num_steps)
+    def logp(theta, sigma, mu, x):
+        m, v = em_ou_moments(theta, sigma, mean0, var0, dt, num_steps, mu)
         return -0.5 * (x - m) ** 2 / v - 0.5 * jnp.log(v)
 
-    grads = jax.vmap(jax.grad(logp, argnums=(0, 1, 2)), in_axes=(None, None, 0))
-    return lambda x: grads(jnp.asarray(theta), jnp.asarray(sigma), x)
+    grads = jax.vmap(jax.grad(logp, argnums=(0, 1, 2, 3)), in_axes=(None, None, None, 0))
+    return lambda x: grads(jnp.asarray(theta), jnp.asarray(sigma), jnp.asarray(0.0), x)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -44,13 +47,37 @@ def test_ou_score_and_response_match_em_chain(mode, start):
     res = dkjax.divergence_kernel(
         sde, x0, score0=score0, t1=t1, num_steps=num_steps, key=jax.random.key(0), kernel_rate=3.0, mode=mode
     )
-    dtheta, dsigma, score = _ou_reference(theta, sigma, mean0, var0, t1 / num_steps, num_steps)(res.x[:, 0])
+    dtheta, dsigma, dmean, score = _ou_reference(theta, sigma, mean0, var0, t1 / num_steps, num_steps)(res.x[:, 0])
     assert int(res.num_nonfinite) == 0
     assert_conditional_identity(res.score[:, 0], score, res.x, max_rel_se=0.008, label="score")
     assert_conditional_identity(res.dlogp.theta, dtheta, res.x, max_rel_se=0.04, label="d/dtheta")
     assert_conditional_identity(res.dlogp.sigma, dsigma, res.x, max_rel_se=0.04, label="d/dsigma")
-    # The mean is a parameter too; it has no effect from a point mass at the mean.
-    assert res.dlogp.mean.shape == (num_paths,)
+    # The mean is a parameter too: moving it moves the chain's mean (1 - (1 - theta dt)^n) times as far.
+    assert_conditional_identity(res.dlogp.mean, dmean, res.x, max_rel_se=0.04, label="d/dmean")
+
+
+@pytest.mark.parametrize("mode, dtype", [("matrix_free", jnp.float64), ("exact", jnp.float64), ("matrix_free", jnp.float32)])
+def test_time_dependent_ou_score_and_responses_match_em_chain(mode, dtype):
+    """theta(t) and sigma(t) linear in t, from t0 > 0: every step must read its coefficients at t_n."""
+    sde = TimeDependentOU(*jnp.array([2.0, -1.2, 1.2, -0.6], dtype))
+    t0, t1, num_steps, num_paths = 0.5, 1.5, 20, 50_000
+    mean0, std0 = 1.0, 0.3
+    x0 = mean0 + std0 * jax.random.normal(jax.random.key(12), (num_paths, 1), dtype)
+    res = dkjax.divergence_kernel(
+        sde, x0, score0=-(x0 - mean0) / std0**2, t0=t0, t1=t1, num_steps=num_steps, key=jax.random.key(13),
+        kernel_rate=3.0, mode=mode,
+    )  # fmt: skip
+
+    def logp(sde, x):
+        m, v = em_time_ou_moments(sde, mean0, std0**2, t0, (t1 - t0) / num_steps, num_steps)
+        return -0.5 * (x - m) ** 2 / v - 0.5 * jnp.log(v)
+
+    exact_sde = jax.tree.map(lambda p: p.astype(jnp.float64), sde)  # the reference in float64
+    dlogp, score = jax.vmap(jax.grad(logp, argnums=(0, 1)), in_axes=(None, 0))(exact_sde, res.x[:, 0].astype(jnp.float64))
+    assert res.x.dtype == res.dlogp.theta0.dtype == dtype
+    assert_conditional_identity(res.score[:, 0], score, res.x, max_rel_se=0.01, label="score")
+    for name in ("theta0", "theta1", "sigma0", "sigma1"):
+        assert_conditional_identity(getattr(res.dlogp, name), getattr(dlogp, name), res.x, max_rel_se=0.05, label=name)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -170,22 +197,40 @@ class _Nonlinear10D(dkjax.AbstractSDE):
 
 
 def test_matrix_free_agrees_with_exact_in_10d():
+    """Paired on the same paths, the matrix-free weights agree with the dense ones.
+
+    They differ by the Hutchinson probes (mean zero) and by terms whose conditional mean is
+    O(dt^2) per step. At dt = 0.01 those add up to less than a tenth of the dense estimate's own
+    Monte-Carlo error at 4000 paths (measured with 20 000 paths: at most 0.07 of it, for the
+    noise response), so each paired mean difference must lie within 5 paired standard errors
+    plus a tenth of that error (measured: at most 0.28 of this bound). Dropping the second-order
+    part of J^-T w or of the log-det probe (an O(dt) error per step) exceeds it 4.5 times (in
+    E[score . x]) and 12 times (in E[dlogp_noise]).
+    """
     sde = _Nonlinear10D(coupling=jnp.array(0.8), noise=jnp.array(0.5))
-    num_paths, dim = 20_000, 10
+    num_paths, dim = 4000, 10
     x0 = 0.5 * jax.random.normal(jax.random.key(11), (num_paths, dim))
     kwargs = dict(score0=-x0 / 0.25, t1=0.5, num_steps=50, key=jax.random.key(4), kernel_rate=4.0)
     exact = dkjax.divergence_kernel(sde, x0, mode="exact", **kwargs)
     free = dkjax.divergence_kernel(sde, x0, mode="matrix_free", **kwargs)
     np.testing.assert_array_equal(exact.x, free.x)  # same key, same paths
-    # Paired on the same paths, the modes differ only by the Hutchinson probes and O(dt) terms.
+    x = np.asarray(exact.x)
+    centred = x - x.mean(0)
+
+    def check(free_samples, exact_samples, label):
+        paired = free_samples - exact_samples
+        paired_se = paired.std(ddof=1) / np.sqrt(num_paths)
+        exact_se = exact_samples.std(ddof=1) / np.sqrt(num_paths)
+        assert abs(paired.mean()) < 5 * paired_se + 0.1 * exact_se, (label, paired.mean(), paired_se, exact_se)
+
+    tests = {"1": np.ones(num_paths), "x0": centred[:, 0], "|x|^2": np.sum(centred**2, 1), "sum x": centred.sum(1)}
     for name in ("coupling", "noise"):
-        for phi in (jnp.ones(num_paths), exact.x[:, 0], jnp.sum(exact.x**2, axis=1)):
-            diff = (getattr(free.dlogp, name) - getattr(exact.dlogp, name)) * phi
-            scale = jnp.std(getattr(exact.dlogp, name) * phi)
-            se = jnp.std(diff) / np.sqrt(num_paths)
-            assert abs(float(jnp.mean(diff))) < 5 * float(se) + 0.01 * float(scale), name
-    score_diff = (free.score - exact.score).reshape(-1)
-    assert abs(float(jnp.mean(score_diff))) < 5 * float(jnp.std(score_diff)) / np.sqrt(score_diff.size)
+        for label, phi in tests.items():
+            check(np.asarray(getattr(free.dlogp, name)) * phi, np.asarray(getattr(exact.dlogp, name)) * phi, f"{name} {label}")
+    # The score, paired, against vector test functions f(X).
+    fields = {"x": x, "tanh x": np.tanh(x), "x1 e0": np.eye(dim)[0] * x[:, 1:2], "x0^2 e0": np.eye(dim)[0] * x[:, :1] ** 2}
+    for label, f in fields.items():
+        check(np.sum(np.asarray(free.score) * f, 1), np.sum(np.asarray(exact.score) * f, 1), f"score . {label}")
 
 
 def test_likelihood_ratio_degrades_for_diffusion_parameter_as_dt_shrinks():
@@ -238,10 +283,28 @@ def test_chaotic_lorenz96_response_matches_finite_differences_where_backprop_exp
         return observable(xT[0])
 
     backprop = jax.vmap(jax.grad(pathwise), in_axes=(None, 0, 0))(jnp.asarray(8.0), x0[:200], jnp.arange(200))
-    assert dk_se < 0.6, dk_se
-    assert abs(dk - fd) < 5 * np.hypot(dk_se, fd_se), (dk, dk_se, fd, fd_se)
+    # With 16 000 paths DK's standard error is 13% of the response (measured 3.99 +- 0.49 against
+    # 3.86 +- 0.04), so agreement within 4 SE is +-50%. The slow test below pins it to +-13%.
+    assert dk_se < 0.15 * abs(fd), (dk_se, fd)
+    assert abs(dk - fd) < 4 * np.hypot(dk_se, fd_se), (dk, dk_se, fd, fd_se)
     # Per path, backpropagation's derivative is hundreds of times wider than the DK weight.
     assert float(jnp.std(backprop)) > 100 * float(jnp.std(dk_samples)), (jnp.std(backprop), jnp.std(dk_samples))
+
+
+@pytest.mark.slow
+def test_chaotic_lorenz96_response_matches_finite_differences_precisely():
+    """The same response over T = 2 with 160 000 paths: DK's standard error is 3% of the response."""
+    num_paths, t1, num_steps = 160_000, 2.0, 400
+    sde = dkjax.Lorenz96(forcing=8.0, noise=0.5)
+    spin_up = 8.0 + jax.random.normal(jax.random.key(21), (num_paths, 8))
+    x0 = dkjax.simulate(sde, spin_up, t1=5.0, num_steps=1000, key=jax.random.key(22))
+    phi = lambda x: jnp.mean(x**2)
+    kwargs = dict(t1=t1, num_steps=num_steps, key=jax.random.key(23), chunk_size=40_000)
+    dk = dkjax.observable_response(sde, phi, x0, kernel_rate=12.0, **kwargs)
+    fd = dkjax.finite_difference_response(sde, phi, x0, relative_step=1 / 16, **kwargs)  # +-0.5 in the forcing
+    est, se, ref, ref_se = (float(a) for a in (dk.estimate.forcing, dk.stderr.forcing, fd.estimate.forcing, fd.stderr.forcing))
+    assert se < 0.04 * abs(ref), (se, ref)
+    assert abs(est - ref) < 4 * np.hypot(se, ref_se), (est, se, ref, ref_se)
 
 
 def test_auto_kernel_rate_doubles_the_covector_growth_rate():
@@ -261,11 +324,47 @@ def test_initial_response_and_rate_schedule_enter_the_recursion_as_documented():
     dlogp0 = jax.tree.map(lambda leaf: jnp.full_like(leaf, 0.25), plain.dlogp)
     shifted = dkjax.divergence_kernel(sde, x0, kernel_rate=2.0, dlogp0=dlogp0, **kwargs)
     np.testing.assert_allclose(shifted.dlogp.theta, plain.dlogp.theta + 0.25, rtol=1e-12)
-    # A schedule t -> alpha equal to the constant gives the same weights; another does not.
+    # A schedule t -> alpha equal to the constant gives the same weights.
     scheduled = dkjax.divergence_kernel(sde, x0, kernel_rate=lambda t: 2.0 + 0.0 * t, **kwargs)
     np.testing.assert_allclose(scheduled.score, plain.score, rtol=1e-12)
     assert scheduled.kernel_rate is None
-    ramp = dkjax.divergence_kernel(sde, x0, kernel_rate=lambda t: 4.0 * t, **kwargs)
-    assert not np.allclose(ramp.score, plain.score)
     with pytest.raises(ValueError, match="dlogp0 must be shaped like"):
         dkjax.divergence_kernel(sde, x0, dlogp0={"theta": jnp.zeros(64)}, **kwargs)
+
+
+def _ou_score_second_moment(theta, sigma, var0, dt, rates):
+    """``E[score_T^2]`` of the exact-mode DK score for OU from ``N(m0, var0)`` with ``score0`` exact.
+
+    For OU, ``J = 1 - theta dt`` and ``log|det J|`` does not depend on ``x``, so the exact-mode
+    recursion is ``nu' = (1 - a_n) nu / J - a_n Z / (sigma sqrt(dt))``, ``a_n = rates[n] dt``:
+    linear and Gaussian jointly with the state, whose covariance recursion is exact. The
+    variance of the score weights depends on the whole schedule, not only on its mean.
+    """
+    decay = 1 - theta * dt
+    cov = np.array([[var0, -1.0], [-1.0, 1 / var0]])  # Cov(x0, score0): E[x0 score0] = -1
+    for rate in rates:
+        a = rate * dt
+        step = np.diag([decay, (1 - a) / decay])
+        noise = np.array([[sigma**2 * dt, -a], [-a, a**2 / (sigma**2 * dt)]])
+        cov = step @ cov @ step.T + noise
+    return cov[1, 1]
+
+
+def test_rate_schedule_matches_exact_score_variance():
+    """A kernel-rate schedule alpha(t) = 0.5 + 12 t must be read at every step's time."""
+    theta, sigma, t1, num_steps, num_paths = 1.5, 0.8, 1.0, 40, 50_000
+    mean0, std0 = 1.0, 0.3
+    x0 = mean0 + std0 * jax.random.normal(jax.random.key(30), (num_paths, 1))
+    schedule = lambda t: 0.5 + 12.0 * t
+    res = dkjax.divergence_kernel(
+        dkjax.OrnsteinUhlenbeck(theta, sigma), x0, score0=-(x0 - mean0) / std0**2, t1=t1, num_steps=num_steps,
+        key=jax.random.key(31), kernel_rate=schedule, mode="exact",
+    )  # fmt: skip
+    dt = t1 / num_steps
+    times = dt * np.arange(num_steps)
+    exact = _ou_score_second_moment(theta, sigma, std0**2, dt, schedule(times))
+    # Read at t0 only, the same schedule gives a score 7x wider; read one step late, 4 SE off.
+    assert _ou_score_second_moment(theta, sigma, std0**2, dt, schedule(0.0 * times)) > 5 * exact
+    score, x = np.asarray(res.score[:, 0]), np.asarray(res.x[:, 0])
+    assert_unbiased(score**2, exact, scale=exact, max_rel_se=0.01, max_z=4.0, label="E[score^2]")
+    assert_unbiased(score * x, -1.0, scale=1.0, max_rel_se=0.02, max_z=4.0, label="E[score x] = -1")

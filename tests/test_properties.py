@@ -94,6 +94,8 @@ def test_divergence_kernel_shapes_dtypes_finite(problem):
     _assert_like_parameters(result.dlogp, sde, (n,))
     assert result.nonfinite_step.shape == (n,) and bool(jnp.all(result.finite))
     assert _finite((result.x, result.score, result.dlogp))
+    if not sde.general:  # the mixing matrix is unused: its response is exactly zero
+        assert not np.any(np.asarray(result.dlogp.params["mix"]))
     # The same paths as simulate with the same key (up to rounding: a different compiled program).
     simulated = dkjax.simulate(sde, x0, t1=0.1, num_steps=2, key=key)
     np.testing.assert_allclose(simulated, result.x, rtol=10 * jnp.finfo(dtype).eps, atol=10 * jnp.finfo(dtype).eps)
@@ -116,6 +118,33 @@ def test_observable_response_shapes_dtypes_finite(problem, phi_shape):
     assert result.value.shape == result.value_stderr.shape == phi_shape
     assert result.num_paths == x0.shape[0] and result.num_nonfinite == 0
     assert _finite((result.estimate, result.stderr, result.value, result.value_stderr))
+    if not sde.general:
+        assert not np.any(np.asarray(result.estimate.params["mix"]))
+
+
+def _log_kernel(sde, x, y, t, dt):
+    sigma = sde.diffusion(t, x)
+    covariance = (jnp.diag(sigma**2) if sigma.ndim == 1 else sigma @ sigma.T) * dt
+    return jax.scipy.stats.multivariate_normal.logpdf(y, x + sde.drift(t, x) * dt, covariance)
+
+
+_kernel_gradients = eqx.filter_jit(jax.vmap(jax.grad(_log_kernel, argnums=(0, 2)), in_axes=(None, 0, 0, None, None)))
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems())
+def test_first_step_from_a_point_mass_is_the_transition_kernel(problem):
+    """With no initial score the first step is the kernel alone: score = grad_y log k(x0, X_1) and
+    dlogp = d/dparam log k(x0, X_1), k the Gaussian Euler-Maruyama transition density (here by autodiff
+    of its log-density), for diagonal and general noise, parameters in dicts and nested modules."""
+    sde, x0, _, key, dtype = problem
+    dt = 0.1
+    result = dkjax.divergence_kernel(sde, x0, t0=0.2, t1=0.2 + dt, num_steps=1, key=key, kernel_rate=2.0)
+    dlogp, score = _kernel_gradients(sde, x0, result.x, jnp.asarray(0.2, dtype), jnp.asarray(dt, dtype))
+    tolerance = dict(rtol=2e-3, atol=2e-3) if dtype == jnp.float32 else dict(rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(result.score, score, **tolerance)
+    for estimate, exact in zip(jax.tree.leaves(result.dlogp), jax.tree.leaves(eqx.filter(dlogp, eqx.is_inexact_array))):
+        np.testing.assert_allclose(estimate, exact, **tolerance)
 
 
 @settings(max_examples=15, deadline=None)

@@ -8,15 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
-import jax.random as jr
 import numpy as np
-import optax
 import pytest
 
-import dkjax
 from dkjax._cli import main
 from helpers import tiny_train_config
 
@@ -24,70 +18,89 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 
-def _leaves(tree) -> list[np.ndarray]:
-    return [np.asarray(leaf) for leaf in jax.tree.leaves(eqx.filter(tree, eqx.is_array))]
+# Each reproducible computation runs in two fresh Python processes (cold compilation caches,
+# new allocations), which print a digest of every output array's dtype, shape and bytes; the
+# digests must agree. A run with another key must differ, so equality is not vacuous.
+_RERUN_SCRIPT = """
+import hashlib, json, sys
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+
+import dkjax
 
 
-def _assert_bit_identical(a, b) -> None:
-    left, right = _leaves(a), _leaves(b)
-    assert len(left) == len(right) > 0
-    for x, y in zip(left, right):
-        assert x.dtype == y.dtype and x.shape == y.shape
-        assert x.tobytes() == y.tobytes()
+def digest(tree):
+    sha = hashlib.sha256()
+    for leaf in jax.tree.leaves(eqx.filter(tree, eqx.is_array)):
+        array = np.asarray(leaf)
+        sha.update(f"{array.dtype}{array.shape}".encode())
+        sha.update(array.tobytes())
+    return sha.hexdigest()
 
 
-def _twice(run, recompile: bool = False):
-    """``run()`` twice; ``recompile`` clears the compilation caches in between, so a cached
-    executable cannot hide a difference (the SIGKILL test compares across processes too)."""
-    first = run()
-    if recompile:
-        jax.clear_caches()
-        eqx.clear_caches()
-    return first, run()
-
-
-def test_divergence_kernel_is_bit_identical():
+def divergence_kernel(key):
     sde = dkjax.LinearSDE(A=jnp.array([[-1.0, 0.5], [0.0, -2.0]]), S=jnp.array([[0.5, 0.1, 0.0], [0.2, 0.4, 0.3]]))
     x0 = jr.normal(jr.key(0), (32, 2))
-
-    def run():
-        return dkjax.divergence_kernel(sde, x0, t1=0.5, num_steps=20, key=jr.key(1), kernel_rate=2.0)
-
-    first, second = _twice(run, recompile=True)
-    _assert_bit_identical(first, second)
-    other = dkjax.divergence_kernel(sde, x0, t1=0.5, num_steps=20, key=jr.key(2), kernel_rate=2.0)
-    assert not np.array_equal(np.asarray(first.score), np.asarray(other.score))
+    return dkjax.divergence_kernel(sde, x0, t1=0.5, num_steps=20, key=key, kernel_rate=2.0)
 
 
-def test_observable_response_is_bit_identical():
+def observable_response(key):
     sde = dkjax.GeometricBrownianMotion(mu=jnp.array([0.1, -0.2]), sigma=0.3)
-    initial = dkjax.gaussian_initial(jnp.ones(2), 0.1)
-
-    def run():
-        return dkjax.observable_response(
-            sde, lambda x: jnp.stack([x[0], x @ x]), initial, num_paths=100, chunk_size=40,
-            t1=0.5, num_steps=10, key=jr.key(3), kernel_rate=1.0,
-        )  # fmt: skip
-
-    first, second = _twice(run)
-    _assert_bit_identical(first, second)
+    return dkjax.observable_response(
+        sde, lambda x: jnp.stack([x[0], x @ x]), dkjax.gaussian_initial(jnp.ones(2), 0.1), num_paths=100,
+        chunk_size=40, t1=0.5, num_steps=10, key=key, kernel_rate=1.0,
+    )
 
 
-def test_fit_is_bit_identical():
-    data = dkjax.toy_data("two_moons", jr.key(0), 64)
-    model = dkjax.NeuralSDE(2, key=jr.key(1), width=8, depth=1)
-    initial = dkjax.gaussian_initial(jnp.zeros(2), 1.0)
+def fit(key):
+    model, history = dkjax.fit(
+        dkjax.NeuralSDE(2, key=jr.key(1), width=8, depth=1), dkjax.toy_data("two_moons", jr.key(0), 64),
+        dkjax.gaussian_initial(jnp.zeros(2), 1.0), t1=1.0, num_steps=8, key=key, steps=3,
+        optimizer=optax.adam(1e-2), num_paths=32, batch_size=32, kernel_rate=5.0, progress=False,
+    )
+    return model, json.dumps(history.records, sort_keys=True)
 
-    def run():
-        return dkjax.fit(
-            model, data, initial, t1=1.0, num_steps=8, key=jr.key(2), steps=3, optimizer=optax.adam(1e-2),
-            num_paths=32, batch_size=32, kernel_rate=5.0, progress=False,
-        )  # fmt: skip
 
-    (first, history1), (second, history2) = _twice(run)
-    _assert_bit_identical(first, second)
-    assert history1.records == history2.records
-    assert not np.array_equal(np.asarray(jax.tree.leaves(first)[0]), np.asarray(jax.tree.leaves(model)[0]))
+out = {}
+for name in sys.argv[1:]:
+    runs = [globals()[name](jr.key(k)) for k in (2, 3)]
+    if name == "fit":
+        out[name] = [digest(model) + records for model, records in runs]
+    else:
+        out[name] = [digest(run) for run in runs]
+print(json.dumps(out))
+"""
+_RERUN_NAMES = ("divergence_kernel", "observable_response", "fit")
+
+
+@pytest.fixture(scope="module")
+def fresh_process_digests():
+    """Digests of each computation (with key 2 and key 3) from two fresh processes."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-c", _RERUN_SCRIPT, *_RERUN_NAMES]
+    # Side by side: compilation is mostly single-threaded, so two processes take little longer than one.
+    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = []
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+        outputs.append(json.loads(stdout.strip().splitlines()[-1]))
+    return outputs
+
+
+@pytest.mark.parametrize("name", _RERUN_NAMES)
+def test_reruns_in_fresh_processes_are_bit_identical(fresh_process_digests, name):
+    first, second = (digests[name] for digests in fresh_process_digests)
+    assert first[0] == second[0], f"{name}: two fresh processes gave different bits"
+    assert first[1] == second[1]
+    assert first[0] != first[1], f"{name}: another key gave the same result"
 
 
 def _wait_for_checkpoint(process, latest: Path, timeout: float) -> None:

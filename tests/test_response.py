@@ -7,7 +7,7 @@ import pytest
 from jax.scipy.stats import norm
 
 import dkjax
-from helpers import em_linear_moments, em_ou_moments
+from helpers import em_linear_moments, em_ou_moments, ou_window_responses
 
 THETA, SIGMA, MEAN0, STD0 = 1.0, 0.8, 0.5, 0.3
 T, STEPS = 1.0, 50
@@ -32,8 +32,8 @@ def ou_initial(num, seed=1):
     return x0, -(x0 - MEAN0) / STD0**2
 
 
-def ou_first_two_moments(theta, sigma):
-    m, v = em_ou_moments(theta, sigma, MEAN0, STD0**2, T / STEPS, STEPS)
+def ou_first_two_moments(theta, sigma, mu=0.0):
+    m, v = em_ou_moments(theta, sigma, MEAN0, STD0**2, T / STEPS, STEPS, mu)
     return jnp.stack([m, v + m**2])
 
 
@@ -46,16 +46,20 @@ def observables(x):
     return jnp.stack([x[0], x[0] ** 2])
 
 
-def test_observable_response_ou_matches_em_chain():
+@pytest.mark.parametrize("response_mix", [0.0, 0.5])
+def test_observable_response_ou_matches_em_chain(response_mix):
+    # response_mix = 0.5 weighs the divergence and the kernel (likelihood-ratio) parts of each step equally.
     x0, score0 = ou_initial(20_000)
     sde = dkjax.OrnsteinUhlenbeck(THETA, SIGMA)
     res = dkjax.observable_response(
-        sde, observables, x0, score0=score0, t1=T, num_steps=STEPS, key=jax.random.key(2), chunk_size=8192
-    )
-    d_theta, d_sigma = jax.jacfwd(ou_first_two_moments, argnums=(0, 1))(THETA, SIGMA)
+        sde, observables, x0, score0=score0, t1=T, num_steps=STEPS, key=jax.random.key(2), chunk_size=8192,
+        response_mix=response_mix,
+    )  # fmt: skip
+    exact = jax.jacfwd(ou_first_two_moments, argnums=(0, 1, 2))(THETA, SIGMA, 0.0)
     assert res.estimate.theta.shape == (2,) and res.estimate.mean.shape == (2,)
-    assert_close_in_se(res.estimate.theta, res.stderr.theta, d_theta, max_rel_se=0.08, label="d/dtheta")
-    assert_close_in_se(res.estimate.sigma, res.stderr.sigma, d_sigma, max_rel_se=0.08, label="d/dsigma")
+    for name, reference in zip(("theta", "sigma", "mean"), exact):
+        estimate, stderr = getattr(res.estimate, name), getattr(res.stderr, name)
+        assert_close_in_se(estimate, stderr, reference, max_rel_se=0.08, label=f"b={response_mix} d/d{name}")
     assert_close_in_se(res.value, res.value_stderr, ou_first_two_moments(THETA, SIGMA), max_rel_se=0.02, label="E[phi]")
     assert res.num_paths == 20_000 and res.num_nonfinite == 0
 
@@ -100,6 +104,21 @@ def test_chunks_and_samplers_reproduce_one_run():
     assert sampled.num_paths == 20_000
     d_theta = jax.jacfwd(ou_first_two_moments)(THETA, SIGMA)
     assert_close_in_se(sampled.estimate.theta, sampled.stderr.theta, d_theta, max_rel_se=0.08, label="sampler")
+
+
+def test_centred_response_is_the_unbiased_sample_covariance():
+    """One chunk, centred: the estimate is the sample covariance (ddof 1) of phi and dlogp, unbiased
+    because E[dlogp] = 0; uncentred it is their sample mean product. Same key, same paths."""
+    x0, score0 = ou_initial(500)
+    sde = dkjax.OrnsteinUhlenbeck(THETA, SIGMA)
+    kwargs = dict(score0=score0, t1=T, num_steps=10, key=jax.random.key(17))
+    dk = dkjax.divergence_kernel(sde, x0, kernel_rate=1.0, **kwargs)
+    phi, eta = np.asarray(dk.x[:, 0]) ** 2, np.asarray(dk.dlogp.sigma)
+    centred = dkjax.observable_response(sde, lambda x: x[0] ** 2, x0, **kwargs)
+    plain = dkjax.observable_response(sde, lambda x: x[0] ** 2, x0, center=False, **kwargs)
+    np.testing.assert_allclose(centred.estimate.sigma, np.cov(phi, eta, ddof=1)[0, 1], rtol=1e-10)
+    np.testing.assert_allclose(plain.estimate.sigma, np.mean(phi * eta), rtol=1e-10)
+    np.testing.assert_allclose(plain.stderr.sigma, np.std(phi * eta, ddof=1) / np.sqrt(500), rtol=1e-10)
 
 
 class Cubic(dkjax.AbstractSDE):
@@ -168,6 +187,29 @@ def test_density_response_bins_1d_exact_bin_averages():
     jump = jnp.diff(norm.pdf(edges, m, s))
     assert_close_in_se(res.score_mean[:, 0], res.score_mean_stderr[:, 0], jump / mass, max_rel_se=0.1, label="E[score|bin]")
     np.testing.assert_allclose(res.points[:, 0], 0.5 * (edges[1:] + edges[:-1]))
+
+
+def test_density_conditional_means_are_the_bin_sample_means():
+    """Per bin: E[dlogp | bin] is the mean of the paths that landed in it, its error their std / sqrt(count)
+    (the delta method for indicator weights); the density is count / (paths x width). Same key, same paths."""
+    x0, score0 = ou_initial(3000)
+    sde = dkjax.OrnsteinUhlenbeck(THETA, SIGMA)
+    kwargs = dict(score0=score0, t1=T, num_steps=10, key=jax.random.key(18))
+    edges = np.array([-1.0, 0.0, 0.4, 1.5])
+    res = dkjax.density_response(sde, x0, bins=jnp.asarray(edges), **kwargs)
+    dk = dkjax.divergence_kernel(sde, x0, kernel_rate=1.0, **kwargs)
+    x, eta, score = np.asarray(dk.x[:, 0]), np.asarray(dk.dlogp.theta), np.asarray(dk.score[:, 0])
+    for g in range(3):
+        inside = (x >= edges[g]) & (x < edges[g + 1])
+        count = int(inside.sum())
+        np.testing.assert_allclose(res.density[g], count / (3000 * (edges[g + 1] - edges[g])), rtol=1e-10)
+        np.testing.assert_allclose(res.effective_paths[g], count, rtol=1e-10)
+        for mean, stderr, samples in [
+            (res.dlogp_mean.theta[g], res.dlogp_mean_stderr.theta[g], eta[inside]),
+            (res.score_mean[g, 0], res.score_mean_stderr[g, 0], score[inside]),
+        ]:
+            np.testing.assert_allclose(mean, samples.mean(), rtol=1e-9)
+            np.testing.assert_allclose(stderr, samples.std() / np.sqrt(count), rtol=1e-9)
 
 
 def test_density_response_kernel_points_is_exact_for_the_smoothed_density():
@@ -240,24 +282,38 @@ def test_density_bad_inputs_and_empty_bins():
 # ----------------------------------------------------------------------------------- stationary
 
 
-def test_stationary_response_ou_plateau_matches_em_stationary_law():
+def test_stationary_response_ou_matches_exact_truncated_windows():
+    """Each window W gives exactly the response to moving the parameters of the last W steps.
+
+    For the stationary OU chain that is W steps of its moment recursion, differentiated
+    (``ou_window_responses``): short windows truncate the response by a known factor,
+    long ones reach the plateau, the full stationary response.
+    """
     dt, theta, sigma = 0.02, 1.0, 0.8
+    windows = [5, 10, 25, 200, 300]
 
     def stationary_second_moment(theta, sigma):
         return sigma**2 * dt / (1 - (1 - theta * dt) ** 2)
 
+    exact = {name: value[:, 1] for name, value in ou_window_responses(theta, sigma, dt, windows).items()}
     x0 = 0.5 * jax.random.normal(jax.random.key(12), (64, 1))
     res = dkjax.stationary_response(
         dkjax.OrnsteinUhlenbeck(theta, sigma), lambda x: x[0] ** 2, x0, dt=dt, spinup_steps=200, num_steps=6000,
-        windows=[25, 200, 300], key=jax.random.key(13), sample_every=5, num_blocks=2, kernel_rate=5.0,
+        windows=windows, key=jax.random.key(13), sample_every=5, num_blocks=2, kernel_rate=5.0,
     )
-    d_theta, d_sigma = jax.grad(stationary_second_moment, argnums=(0, 1))(theta, sigma)
-    assert res.estimate.theta.shape == (3,) and np.all(np.asarray(res.num_batches) == 128)
-    # W = 4 and 6 decorrelation times: the plateau, exact up to e^{-2 theta W}.
-    assert_close_in_se(res.estimate.theta[1:], res.stderr.theta[1:], d_theta * jnp.ones(2), max_rel_se=0.1, label="d/dtheta")
-    assert_close_in_se(res.estimate.sigma[1:], res.stderr.sigma[1:], d_sigma * jnp.ones(2), max_rel_se=0.1, label="d/dsigma")
-    # W = 0.5 time units truncates the response: far off in standard errors.
-    assert abs(res.estimate.theta[0] - d_theta) > 5 * res.stderr.theta[0]
+    assert res.estimate.theta.shape == (5,) and np.all(np.asarray(res.num_batches) == 128)
+    # W = 4 and 6 decorrelation times reach the plateau.
+    np.testing.assert_allclose(exact["theta"][3:], jax.grad(stationary_second_moment)(theta, sigma), rtol=1e-3)
+    for name in ("theta", "sigma"):
+        for i, window in enumerate(windows):
+            # Each window on its own scale: a window one segment short is 13 SE off at W = 10.
+            assert_close_in_se(
+                getattr(res.estimate, name)[i], getattr(res.stderr, name)[i], exact[name][i],
+                max_rel_se=0.06 if window <= 25 else 0.1, label=f"W={window} d/d{name}",
+            )  # fmt: skip
+    # The mean is a parameter too; at mean zero, <x^2> does not move with it.
+    assert_close_in_se(res.estimate.mean, res.stderr.mean, exact["mean"], scale=abs(float(exact["theta"][-1])),
+                       max_rel_se=0.15, label="d/dmean")
     assert_close_in_se(res.value, res.value_stderr, stationary_second_moment(theta, sigma), max_rel_se=0.03, label="<x^2>")
 
 

@@ -7,29 +7,35 @@ import numpy as np
 import pytest
 
 import dkjax
-from helpers import em_ou_moments
+from helpers import TimeDependentOU, em_ou_moments, em_time_ou_moments, time_dependent_neural_sde
 
 SYSTEMS = {
     "diagonal_additive": (dkjax.OrnsteinUhlenbeck(theta=1.2, sigma=0.5), 3),
     "diagonal_multiplicative": (dkjax.GeometricBrownianMotion(mu=0.1, sigma=0.4), 2),
     "general": (dkjax.LinearSDE(A=-jnp.eye(2), S=jnp.array([[0.5, 0.1, 0.2], [0.0, 0.3, -0.4]])), 2),
     "lorenz96_multiplicative": (dkjax.Lorenz96Multiplicative(forcing=8.0, noise_level=0.3), 8),
+    "neural_time_dependent": (time_dependent_neural_sde(2), 2),
 }
 
 
 @pytest.mark.parametrize("name", SYSTEMS)
 def test_simulate_matches_diffrax_euler_on_the_same_increments(name):
     sde, dim = SYSTEMS[name]
-    t0, t1, num_steps, key = 0.0, 0.5, 25, jax.random.key(3)
+    # t0 > 0: a step that reads its coefficients at t - t0, or one step late, shows on the time-dependent systems.
+    t0, t1, num_steps, key = 0.5, 1.0, 25, jax.random.key(3)
     x0 = 1.0 + 0.1 * jax.random.normal(jax.random.key(0), (4, dim))
     ours = dkjax.simulate(sde, x0, t0=t0, t1=t1, num_steps=num_steps, key=key)
     noise_dim = sde.diffusion(0.0, x0[0]).shape[-1]
-    for path in range(x0.shape[0]):
+
+    @jax.vmap
+    def solve(x, path):
         bm = dkjax.BrownianIncrements(key, t0, t1, num_steps, dim=noise_dim, path_id=path)
         sol = diffrax.diffeqsolve(
-            sde.terms(bm), diffrax.Euler(), t0, t1, (t1 - t0) / num_steps, x0[path], max_steps=num_steps + 1
+            sde.terms(bm), diffrax.Euler(), t0, t1, (t1 - t0) / num_steps, x, max_steps=num_steps + 1
         )
-        np.testing.assert_allclose(sol.ys[-1], ours[path], rtol=1e-10, atol=1e-12)
+        return sol.ys[-1]
+
+    np.testing.assert_allclose(solve(x0, jnp.arange(x0.shape[0])), ours, rtol=1e-10, atol=1e-12)
 
 
 def test_simulate_ou_moments_match_em_chain():
@@ -40,6 +46,38 @@ def test_simulate_ou_moments_match_em_chain():
     se_mean, se_var = np.sqrt(var / x.shape[0]), var * np.sqrt(2 / x.shape[0])
     assert abs(float(x.mean()) - mean) < 5 * se_mean
     assert abs(float(x.var()) - var) < 5 * se_var
+
+
+def test_simulate_time_dependent_ou_matches_em_chain():
+    """Coefficients that move in time, from t0 > 0: step n must use the coefficients at t0 + n dt."""
+    sde = TimeDependentOU(*jnp.array([2.0, -1.2, 1.2, -0.6]))
+    t0, t1, num_steps, num_paths = 0.5, 1.5, 20, 50_000
+    x = dkjax.simulate(sde, jnp.full((num_paths, 1), 2.0), t0=t0, t1=t1, num_steps=num_steps, key=jax.random.key(8))
+    mean, var = em_time_ou_moments(sde, 2.0, 0.0, t0, (t1 - t0) / num_steps, num_steps)
+    # Reading the coefficients one step late moves the mean by about 28 and the variance by about 6 standard errors.
+    late, _ = em_time_ou_moments(sde, 2.0, 0.0, t0 + (t1 - t0) / num_steps, (t1 - t0) / num_steps, num_steps)
+    se_mean, se_var = np.sqrt(var / num_paths), var * np.sqrt(2 / num_paths)
+    assert abs(float(late) - float(mean)) > 8 * se_mean
+    assert abs(float(x.mean()) - mean) < 4 * se_mean
+    assert abs(float(x.var()) - var) < 4 * se_var
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_sample_draws_the_model_law_at_t1(dtype):
+    """sample: initial states from the initial law, then Euler-Maruyama from t0 to t1. For the
+    time-dependent OU from N(1, 0.3^2), the EM chain's exact mean and variance."""
+    sde = TimeDependentOU(*jnp.array([2.0, -1.2, 1.2, -0.6], dtype))
+    t0, t1, num_steps, n = 0.5, 1.5, 20, 50_000
+    initial = dkjax.gaussian_initial(jnp.array([1.0], dtype), 0.3)
+    x = dkjax.sample(sde, initial, n, t0=t0, t1=t1, num_steps=num_steps, key=jax.random.key(6))
+    assert x.shape == (n, 1) and x.dtype == dtype
+    mean, var = em_time_ou_moments(sde, 1.0, 0.09, t0, (t1 - t0) / num_steps, num_steps)
+    x = np.asarray(x, np.float64)
+    assert abs(x.mean() - float(mean)) < 4 * np.sqrt(float(var) / n)
+    assert abs(x.var() - float(var)) < 4 * float(var) * np.sqrt(2 / n)
+    again = dkjax.sample(sde, initial, n, t0=t0, t1=t1, num_steps=num_steps, key=jax.random.key(6))
+    other = dkjax.sample(sde, initial, n, t0=t0, t1=t1, num_steps=num_steps, key=jax.random.key(7))
+    assert np.array_equal(np.asarray(again, np.float64), x) and not np.allclose(np.asarray(other, np.float64), x)
 
 
 def test_same_key_same_paths_and_chunks_reproduce_one_run():

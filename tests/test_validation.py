@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import pytest
 
 import dkjax
+from helpers import assert_conditional_identity, em_linear_moments, gaussian_logpdf
 
 OU = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)
 KEY = jax.random.key(0)
@@ -88,8 +89,22 @@ def test_singular_diffusion_explains_the_fix_and_the_fix_works():
         dkjax.divergence_kernel(sde, x0, score0=jnp.zeros((5, 2)), **GOOD)
     with pytest.raises(ValueError, match="give score0"):
         dkjax.divergence_kernel(sde, x0, kernel_rate=0.0, **GOOD)
-    res = dkjax.divergence_kernel(sde, x0, score0=jnp.zeros((5, 2)), t1=1.0, num_steps=10, key=KEY, kernel_rate=0.0)
-    assert bool(jnp.all(jnp.isfinite(res.score)))
+    # The fix: a Gaussian start with its score, kernel_rate=0 and the default response_mix=0.
+    # Rank-one noise keeps the EM chain Gaussian (covariance (1 - dt)^2 C + S S^T dt stays
+    # invertible), so its score and d/dscale log p are exact references.
+    num_paths, std0, dt, num_steps = 20_000, 0.5, 0.05, 10
+    x0 = std0 * jax.random.normal(jax.random.key(1), (num_paths, 2))
+    res = dkjax.divergence_kernel(sde, x0, score0=-x0 / std0**2, t1=dt * num_steps, num_steps=num_steps, key=KEY,
+                                  kernel_rate=0.0)
+
+    def logp(scale, x):
+        S = scale * jnp.ones((2, 1))
+        m, c = em_linear_moments(-jnp.eye(2), S, jnp.zeros(2), jnp.zeros(2), std0**2 * jnp.eye(2), dt, num_steps)
+        return gaussian_logpdf(x, m, c)
+
+    dscale, score = jax.vmap(jax.grad(logp, argnums=(0, 1)), in_axes=(None, 0))(jnp.asarray(0.5), res.x)
+    assert_conditional_identity(res.score, score, res.x, max_rel_se=0.01, label="score", powers=(0, 1))
+    assert_conditional_identity(res.dlogp.scale, dscale, res.x, max_rel_se=0.03, label="d/dscale", powers=(0, 1))
 
 
 def test_paths_that_blow_up_are_reported_not_averaged_silently():

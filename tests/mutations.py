@@ -1,0 +1,479 @@
+"""Mutation check: plant targeted bugs one at a time and confirm that the tests aimed at them fail.
+
+Each mutation replaces an exact piece of library text with a plausible mistake (a flipped sign,
+a factor dropped, a step read at the wrong time, an error bar halved) and names the tests that
+must catch it. For every mutation the repository is copied to a temporary directory, the edits
+are applied there (the working tree is never touched), the named tests run in a fresh pytest
+process with ``PYTHONPATH`` pointing at the copy, and the copy is restored.
+
+Run it from the repository root (it is not part of the CI suite: it runs tests many times)::
+
+    python -m tests.mutations                  # every mutation, then a table
+    python -m tests.mutations --list           # the mutations, their tests, and stale ones
+    python -m tests.mutations --only NAME ...  # some of them
+    python -m tests.mutations --include-slow   # also the slow tests named by a mutation
+
+The exit status is nonzero if any mutation was not caught, if its tests errored instead of
+failing, or if a mutation went stale: its old text no longer occurs exactly once in its file,
+or a named test no longer exists. Keep the list working as the code moves: when a refactor
+moves a line, update the mutation's old text (the message says which mutation and which file).
+"""
+
+import argparse
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_COPY_IGNORE = shutil.ignore_patterns(
+    ".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", "*.egg-info", "runs", "build", "dist"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Edit:
+    """Replace ``old`` (which must occur exactly once) by ``new`` in the file ``path``."""
+
+    path: str
+    old: str
+    new: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutation:
+    """A planted bug: its edits and the tests (pytest node ids) that must fail on it."""
+
+    name: str
+    description: str
+    edits: tuple[Edit, ...]
+    tests: tuple[str, ...]
+    slow_tests: tuple[str, ...] = ()
+
+
+def _mutation(name, description, edits, tests, slow_tests=()) -> Mutation:
+    return Mutation(name, description, tuple(Edit(*e) for e in edits), tuple(tests), tuple(slow_tests))
+
+
+EST = "tests/test_estimator.py::"
+RESP = "tests/test_response.py::"
+OBJ = "tests/test_objective.py::"
+SIM = "tests/test_simulate.py::"
+BASE = "tests/test_baselines.py::"
+CAL = "tests/test_calibration.py::"
+PROP = "tests/test_properties.py::"
+
+STEP, NOISE, SIMULATE = "dkjax/_dk_step.py", "dkjax/_noise.py", "dkjax/_simulate.py"
+RESPONSE, OBJECTIVE, METRICS = "dkjax/_response.py", "dkjax/_objective.py", "dkjax/_metrics.py"
+ESTIMATOR, RATE, BASELINES = "dkjax/_estimator.py", "dkjax/_kernel_rate.py", "dkjax/_baselines.py"
+
+MUTATIONS = [
+    # ---- the thirteen bugs planted by the review (issue 14), in its order
+    _mutation(
+        "kernel_score_sign",
+        "sign of the diagonal kernel score flipped",
+        [(STEP, "return -z / (sigma * jnp.sqrt(dt))", "return z / (sigma * jnp.sqrt(dt))")],
+        [EST + "test_ou_score_and_response_match_em_chain"],
+    ),
+    _mutation(
+        "general_kernel_score_untransposed",
+        "sigma^-1 instead of sigma^-T in the kernel score of square general noise",
+        [(STEP, "return -inverse_and_logabsdet(sigma)[0].T @ z", "return -inverse_and_logabsdet(sigma)[0] @ z")],
+        [EST + "test_linear_sde_general_noise_parameters_in_drift_and_noise_matrix",
+         PROP + "test_first_step_from_a_point_mass_is_the_transition_kernel"],
+    ),
+    _mutation(
+        "matrix_free_pushforward_first_order",
+        "second-order term A^T A^T w dropped from the matrix-free J^-T w",
+        [(STEP, "return w - at_w + vjp_increment(at_w)[0]", "return w - at_w")],
+        [EST + "test_matrix_free_agrees_with_exact_in_10d"],
+    ),
+    _mutation(
+        "energy_self_term_halved",
+        "energy_weights: the path-to-path term's factor 2 dropped",
+        [(OBJECTIVE, "- 2 * to_paths / (m - 1)", "- to_paths / (m - 1)")],
+        [OBJ + "test_energy_gradient_matches_exact_ou"],
+    ),
+    _mutation(
+        "two_pass_last_parameter_zero",
+        "two-pass gradient: the last parameter leaf gets zero",
+        [(
+            OBJECTIVE,
+            "return jax.tree.map(jnp.add, acc, jax.grad(weighted)(params))",
+            "g = jax.tree.leaves(jax.grad(weighted)(params)); g[-1] = 0 * g[-1]\n"
+            "            return jax.tree.map(jnp.add, acc, jax.tree.unflatten(jax.tree.structure(params), g))",
+        )],
+        [OBJ + "test_gradient_routes_agree"],
+    ),
+    _mutation(
+        "dk_scan_time_one_step_late",
+        "the DK scan reads the coefficients at t_{n+1} (simulate does not)",
+        [(STEP, "t = t0 + n * dt", "t = t0 + (n + 1) * dt")],
+        [EST + "test_time_dependent_ou_score_and_responses_match_em_chain"],
+    ),
+    _mutation(
+        "time_one_step_late_everywhere",
+        "simulate and the DK scan both read the coefficients at t_{n+1}",
+        [(STEP, "t = t0 + n * dt", "t = t0 + (n + 1) * dt"), (SIMULATE, "t = t0 + n * dt", "t = t0 + (n + 1) * dt")],
+        [SIM + "test_simulate_time_dependent_ou_matches_em_chain",
+         EST + "test_time_dependent_ou_score_and_responses_match_em_chain"],
+    ),
+    _mutation(
+        "kl_weights_scaled",
+        "KL path weights times 1.3 (a 30% gradient error)",
+        [(OBJECTIVE, 'c = -sums["weights"] / num_data + 1.0 / x.shape[0]',
+          'c = 1.3 * (-sums["weights"] / num_data + 1.0 / x.shape[0])')],
+        [OBJ + "test_kl_gradient_matches_exact_smoothed_likelihood"],
+    ),
+    _mutation(
+        "stderr_halved",
+        "every i.i.d. standard error (observables, densities, baselines) halved",
+        [(RESPONSE, "jnp.where(n > 1, jnp.sqrt(m2 /", "jnp.where(n > 1, 0.5 * jnp.sqrt(m2 /")],
+        [CAL + "test_observable_and_density_errors_are_calibrated", RESP + "test_centred_response_is_the_unbiased_sample_covariance"],
+        [CAL + "test_error_bars_are_calibrated_over_many_keys"],
+    ),
+    _mutation(
+        "stationary_window_one_segment_short",
+        "stationary response: the window reaches back one segment less",
+        [(RESPONSE, "r[(k - q) % ring_len]", "r[(k - q + 1) % ring_len]")],
+        [RESP + "test_stationary_response_ou_matches_exact_truncated_windows"],
+    ),
+    _mutation(
+        "general_kernel_carrier_dt",
+        "general-noise kernel carrier: s^T dSigma s / (2 dt) became / dt",
+        [(STEP, "scaled @ covariance @ scaled / (2 * dt)", "scaled @ covariance @ scaled / dt")],
+        [EST + "test_kernel_response_general_noise_from_a_point_mass",
+         PROP + "test_first_step_from_a_point_mass_is_the_transition_kernel"],
+    ),
+    _mutation(
+        "rate_schedule_at_t0",
+        "a kernel-rate schedule evaluated at t0 only",
+        [(STEP, "_rate_at(kernel_rate, t0 + n * dt) * dt", "_rate_at(kernel_rate, t0) * dt")],
+        [EST + "test_rate_schedule_matches_exact_score_variance"],
+    ),
+    _mutation(
+        "response_mix_divergence_unweighted",
+        "the (1 - b) factor on the divergence response dropped (0 < b < 1)",
+        [(STEP, "value = value - (1 - mix_response) * divergence", "value = value - divergence")],
+        [RESP + "test_observable_response_ou_matches_em_chain[0.5]"],
+    ),
+    # ---- the DK step and estimator
+    _mutation(
+        "matrix_free_logdet_first_order",
+        "matrix-free log|det J| probe without its second-order part (dual probe v instead of v - A^T v)",
+        [(STEP, "dual_probe = jax.lax.stop_gradient(_pushforward(plan, increment, x, params, probe, second_order=False))",
+          "dual_probe = probe")],
+        [EST + "test_matrix_free_agrees_with_exact_in_10d"],
+    ),
+    _mutation(
+        "exact_logdet_untransposed",
+        "exact mode: d log|det J| as sum(J^-1 * dJ) instead of tr(J^-1 dJ)",
+        [(STEP, "jnp.sum(jax.lax.stop_gradient(inverse_t) * _step_jacobian(",
+          "jnp.sum(jax.lax.stop_gradient(inverse_t).T * _step_jacobian(")],
+        [EST + "test_linear_sde_general_noise_parameters_in_drift_and_noise_matrix"],
+    ),
+    _mutation(
+        "exact_pushforward_untransposed",
+        "exact mode: J^-1 w instead of J^-T w",
+        [(STEP, "return inverse_t @ w", "return inverse_t.T @ w")],
+        [EST + "test_linear_sde_general_noise_parameters_in_drift_and_noise_matrix"],
+    ),
+    _mutation(
+        "logdet_response_sign",
+        "the log|det J| term enters the response with the wrong sign",
+        [(STEP, "divergence = u @ increment(x, params) + _logdet_carrier(",
+          "divergence = u @ increment(x, params) - _logdet_carrier(")],
+        [EST + "test_ou_score_and_response_match_em_chain"],
+    ),
+    _mutation(
+        "diagonal_kernel_log_sigma_dropped",
+        "diagonal kernel carrier without its -log|sigma| normalisation",
+        [(STEP, "-0.5 * residual**2 / (sigma**2 * dt) - jnp.log(jnp.abs(sigma))", "-0.5 * residual**2 / (sigma**2 * dt)")],
+        [EST + "test_ou_score_and_response_match_em_chain"],
+    ),
+    _mutation(
+        "general_kernel_trace_halving_dropped",
+        "general-noise kernel carrier: tr(P dSigma) / 2 became tr(P dSigma)",
+        [(STEP, "- 0.5 * jnp.sum(precision * covariance)", "- jnp.sum(precision * covariance)")],
+        [EST + "test_kernel_response_general_noise_from_a_point_mass",
+         PROP + "test_first_step_from_a_point_mass_is_the_transition_kernel"],
+    ),
+    _mutation(
+        "point_mass_first_step_response_dropped",
+        "from a point mass the first (kernel) step adds no response",
+        [(STEP, "step(kernel_plan, jnp.int32(0), 1.0, 1.0, x, nu, acc)", "step(kernel_plan, jnp.int32(0), 1.0, 0.0, x, nu, acc)")],
+        [EST + "test_kernel_response_general_noise_from_a_point_mass"],
+    ),
+    _mutation(
+        "hutchinson_probe_constant",
+        "Hutchinson probe all ones instead of random signs (a biased trace)",
+        [(NOISE, "probe = 1 - 2 * (words[:state_dim] & 1).astype(dtype)", "probe = jnp.ones(state_dim, dtype)")],
+        [EST + "test_linear_sde_general_noise_parameters_in_drift_and_noise_matrix"],
+    ),
+    _mutation(
+        "initial_response_ignored",
+        "dlogp0 (the initial response, also the chain link of stationary segments) ignored",
+        [(ESTIMATOR, "add_per_path_gradients, dlogp0", "add_per_path_gradients, jax.tree.map(jnp.zeros_like, dlogp0)")],
+        [RESP + "test_stationary_response_ou_matches_exact_truncated_windows"],
+    ),
+    _mutation(
+        "auto_rate_without_safety",
+        "kernel_rate='auto' returns the measured growth rate without the safety factor",
+        [(RATE, "max(min_rate, safety * float(jnp.mean(growth)))", "max(min_rate, float(jnp.mean(growth)))")],
+        [EST + "test_auto_kernel_rate_doubles_the_covector_growth_rate"],
+    ),
+    # ---- reductions behind the responses and their error bars
+    _mutation(
+        "moments_merge_cross_term_dropped",
+        "Chan's merge of running moments without the between-chunk term",
+        [(RESPONSE, "a + b + d**2 * self.count * frac", "a + b")],
+        [RESP + "test_chunks_and_samplers_reproduce_one_run"],
+    ),
+    _mutation(
+        "centring_not_rescaled",
+        "centred observable response without the n / (n - 1) rescaling (biased by 1/n)",
+        [(RESPONSE, "scale = jnp.where(center & (count > 1), count / jnp.maximum(count - 1, 1), 1.0)", "scale = 1.0")],
+        [RESP + "test_centred_response_is_the_unbiased_sample_covariance"],
+    ),
+    _mutation(
+        "batch_means_stderr_halved",
+        "stationary (batch-means) standard errors halved",
+        [(RESPONSE, "jnp.where(n > 1, jnp.sqrt(var / jnp.maximum(n, 1)), jnp.nan)",
+          "jnp.where(n > 1, 0.5 * jnp.sqrt(var / jnp.maximum(n, 1)), jnp.nan)")],
+        [CAL + "test_stationary_errors_are_calibrated"],
+        [CAL + "test_error_bars_are_calibrated_over_many_keys"],
+    ),
+    _mutation(
+        "delta_method_uncentred",
+        "conditional-mean (delta-method) variance not centred at the ratio",
+        [(RESPONSE, "jnp.maximum(w2y2 - 2 * r * w2y + r**2 * s.w2, 0.0)", "jnp.maximum(w2y2, 0.0)")],
+        [RESP + "test_density_conditional_means_are_the_bin_sample_means"],
+        [CAL + "test_error_bars_are_calibrated_over_many_keys"],
+    ),
+    _mutation(
+        "bin_density_not_per_volume",
+        "histogram densities not divided by the bin volume",
+        [(RESPONSE, "return onehot / jnp.asarray(volume, xs.dtype)", "return onehot * jnp.ones_like(xs[0])")],
+        [RESP + "test_density_response_bins_1d_exact_bin_averages"],
+    ),
+    _mutation(
+        "density_kernel_normalisation",
+        "Gaussian density kernel normalised with h instead of h^2",
+        [(RESPONSE, "norm = (2 * math.pi * h**2) ** (-k / 2)", "norm = (2 * math.pi * h) ** (-k / 2)")],
+        [RESP + "test_density_response_kernel_points_is_exact_for_the_smoothed_density"],
+    ),
+    # ---- objectives and metrics
+    _mutation(
+        "kl_jitter_dropped",
+        "KL objective: the data not jittered (smoothing on the model side only)",
+        [(OBJECTIVE, "jittered = data + bandwidth * jr.normal(key, data.shape, data.dtype)", "jittered = data")],
+        [OBJ + "test_kl_gradient_matches_exact_smoothed_likelihood"],
+    ),
+    _mutation(
+        "energy_distance_biased_self_term",
+        "energy distance: E|X - X'| averaged over m^2 pairs (self-pairs included) instead of m(m - 1)",
+        [(METRICS, "jnp.sum(to_x) / (m * (m - 1))", "jnp.sum(to_x) / (m * m)")],
+        [OBJ + "test_energy_distance_is_unbiased_for_small_samples"],
+    ),
+    _mutation(
+        "kde_normaliser_one_dimension",
+        "Gaussian KDE normalised as if one-dimensional",
+        [(METRICS, "- dim * jnp.log(bandwidth * math.sqrt(2 * math.pi))", "- jnp.log(bandwidth * math.sqrt(2 * math.pi))")],
+        [OBJ + "test_smoothed_nll_of_gaussian_samples"],
+    ),
+    _mutation(
+        "two_pass_padding_weighted",
+        "two-pass replay in chunks: the padding paths get weight one instead of zero",
+        [(OBJECTIVE, "chunks.append(chunked(c, jnp.zeros(padding, c.dtype)))", "chunks.append(chunked(c, jnp.ones(padding, c.dtype)))")],
+        [OBJ + "test_gradient_routes_agree"],
+    ),
+    _mutation(
+        "sliced_wasserstein_directions_not_unit",
+        "sliced Wasserstein projects on directions that are not unit vectors",
+        [(METRICS, "directions = directions / jnp.linalg.norm(directions, axis=1, keepdims=True)", "directions = directions")],
+        [OBJ + "test_sliced_wasserstein_of_shifted_gaussians"],
+    ),
+    _mutation(
+        "ess_bisection_reversed",
+        "ESS bandwidth bisection moves the wrong bound",
+        [(OBJECTIVE, "return jnp.where(enough, low, mid), jnp.where(enough, mid, high)",
+          "return jnp.where(enough, mid, low), jnp.where(enough, high, mid)")],
+        [OBJ + "test_ess_bandwidth_reaches_target"],
+    ),
+    _mutation(
+        "row_block_padding_counted",
+        "blocked pairwise sums count the zero rows that pad the last block",
+        [(METRICS, "masks = (jnp.arange(num_blocks * size) < num_rows)", "masks = (jnp.arange(num_blocks * size) >= 0)")],
+        [OBJ + "test_blocked_pairwise_reductions_equal_the_whole_matrix_formulas"],
+    ),
+    # ---- baselines
+    _mutation(
+        "finite_difference_not_halved",
+        "central finite differences divided by h instead of 2h",
+        [(BASELINES, "return jnp.moveaxis(diff, 0, 1) / 2, final(vector)", "return jnp.moveaxis(diff, 0, 1), final(vector)")],
+        [BASE + "test_finite_differences_and_backprop_match_exact_ou"],
+    ),
+    _mutation(
+        "stationary_finite_difference_not_halved",
+        "stationary finite differences divided by h instead of 2h",
+        [(BASELINES, "2 * h.reshape((1, -1)", "h.reshape((1, -1)")],
+        [BASE + "test_finite_difference_stationary_ou"],
+    ),
+]
+
+
+# --------------------------------------------------------------------------------------
+
+
+def _test_file_and_name(node_id: str) -> tuple[str, str]:
+    path, _, name = node_id.partition("::")
+    return path, name.split("[")[0]
+
+
+def stale_reasons(mutation: Mutation, root: Path = ROOT) -> list[str]:
+    """Why ``mutation`` no longer applies to the tree at ``root`` (empty if it does)."""
+    reasons, texts = [], {}
+    for edit in mutation.edits:  # in order, as apply() makes them
+        file = root / edit.path
+        if not file.exists():
+            reasons.append(f"{edit.path} does not exist")
+            continue
+        text = texts.setdefault(file, file.read_text())
+        count = text.count(edit.old)
+        if count != 1:
+            where = "not found" if count == 0 else f"found {count} times (must be unique)"
+            reasons.append(f"old text {edit.old!r} {where} in {edit.path}")
+        texts[file] = text.replace(edit.old, edit.new, 1)
+    for node_id in mutation.tests + mutation.slow_tests:
+        path, name = _test_file_and_name(node_id)
+        file = root / path
+        if not file.exists() or not re.search(rf"^def {re.escape(name)}\b", file.read_text(), re.MULTILINE):
+            reasons.append(f"test {node_id} does not exist")
+    return reasons
+
+
+def apply(mutation: Mutation, root: Path) -> dict[Path, str]:
+    """Applies the edits in the copy at ``root``; returns the original texts to restore."""
+    originals = {}
+    for edit in mutation.edits:
+        file = root / edit.path
+        text = file.read_text()
+        originals.setdefault(file, text)
+        file.write_text(text.replace(edit.old, edit.new, 1))
+    return originals
+
+
+def run_tests(node_ids, root: Path, timeout: float, cache_dir: Path) -> tuple[int, str, float]:
+    """Runs pytest on ``node_ids`` in a fresh process importing the copy at ``root``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    # A persistent compilation cache shared by the runs: code a mutation leaves alone compiles once.
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_dir))
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", *node_ids]
+    start = time.monotonic()
+    try:
+        done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+        return done.returncode, done.stdout + done.stderr, time.monotonic() - start
+    except subprocess.TimeoutExpired as expired:
+        output = (expired.stdout or b"").decode() if isinstance(expired.stdout, bytes) else (expired.stdout or "")
+        return -1, output + f"\n(timed out after {timeout:.0f} s)", time.monotonic() - start
+
+
+def _first_failure(output: str) -> str:
+    match = re.search(r"^FAILED (\S+)", output, re.MULTILINE)
+    return match.group(1).split("::", 1)[-1] if match else ""
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.mutations", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit (stale ones flagged)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these mutations")
+    parser.add_argument("--include-slow", action="store_true", help="also run the slow tests a mutation names")
+    parser.add_argument("--baseline", action="store_true", help="first check that the named tests pass unmutated")
+    parser.add_argument("--tests", nargs="+", metavar="NODE", help="run these tests instead of the named ones")
+    parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per mutation (default 1200)")
+    args = parser.parse_args(argv)
+
+    names = [m.name for m in MUTATIONS]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        print(f"duplicate mutation names: {sorted(duplicates)}", file=sys.stderr)
+        return 2
+    selected = MUTATIONS
+    if args.only:
+        unknown = [n for n in args.only if n not in names]
+        if unknown:
+            print(f"unknown mutation(s): {unknown}; see --list", file=sys.stderr)
+            return 2
+        selected = [m for m in MUTATIONS if m.name in args.only]
+
+    stale = {m.name: stale_reasons(m) for m in selected}
+    if args.list:
+        for m in selected:
+            print(f"{m.name}: {m.description}")
+            for node in m.tests + tuple(f"{t} (slow)" for t in m.slow_tests):
+                print(f"    {node}")
+            for reason in stale[m.name]:
+                print(f"    STALE: {reason}")
+        print(f"{len(selected)} mutations, {sum(bool(r) for r in stale.values())} stale")
+        return 1 if any(stale.values()) else 0
+
+    def tests_of(m: Mutation):
+        if args.tests:
+            return tuple(args.tests)
+        return m.tests + (m.slow_tests if args.include_slow else ())
+
+    rows, failures = [], 0
+    with tempfile.TemporaryDirectory(prefix="dkjax-mutations-") as tmp:
+        copy, cache = Path(tmp) / "repo", Path(tmp) / "jax-cache"
+        shutil.copytree(ROOT, copy, ignore=_COPY_IGNORE)
+        if args.baseline:
+            union = list(dict.fromkeys(t for m in selected if not stale[m.name] for t in tests_of(m)))
+            code, output, seconds = run_tests(union, copy, args.timeout * len(selected), cache)
+            if code != 0:
+                print(output[-6000:])
+                print(f"baseline: the named tests fail without any mutation (exit {code}, {seconds:.0f} s)")
+                return 2
+            print(f"baseline: {len(union)} tests pass unmutated ({seconds:.0f} s)", flush=True)
+        for m in selected:
+            if stale[m.name]:
+                rows.append((m.name, "STALE", 0.0, "; ".join(stale[m.name])))
+                failures += 1
+                print(f"{m.name}: STALE: {'; '.join(stale[m.name])}", flush=True)
+                continue
+            originals = apply(m, copy)
+            try:
+                code, output, seconds = run_tests(tests_of(m), copy, args.timeout, cache)
+            finally:
+                for file, text in originals.items():
+                    file.write_text(text)
+            if code == 1:
+                status, detail = "caught", _first_failure(output)
+            elif code == 0:
+                status, detail = "NOT CAUGHT", "all named tests passed"
+            else:
+                status, detail = "ERROR", f"pytest exit {code}: " + " | ".join(output.strip().splitlines()[-3:])
+            if status != "caught":
+                failures += 1
+                print(output[-4000:])
+            rows.append((m.name, status, seconds, detail))
+            print(f"{m.name}: {status} ({seconds:.0f} s) {detail}", flush=True)
+
+    width = max(len(r[0]) for r in rows)
+    print()
+    print(f"{'mutation':{width}}  {'result':10}  {'time':>6}  caught by / reason")
+    for name, status, seconds, detail in rows:
+        print(f"{name:{width}}  {status:10}  {seconds:5.0f}s  {detail}")
+    caught = sum(r[1] == "caught" for r in rows)
+    print(f"\n{caught} of {len(rows)} mutations caught" + ("" if args.include_slow else " (slow tests not run)"))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
