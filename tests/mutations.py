@@ -12,6 +12,12 @@ Run it from the repository root (it is not part of the CI suite: it runs tests m
     python -m tests.mutations --list           # the mutations, their tests, and stale ones
     python -m tests.mutations --only NAME ...  # some of them
     python -m tests.mutations --include-slow   # also the slow tests named by a mutation
+    python -m tests.mutations --baseline       # first check that the named tests pass unmutated
+    python -m tests.mutations --only NAME --tests NODE ...  # does this other test catch it?
+
+Runs share a persistent JAX compilation cache in the temporary directory, so the code a
+mutation leaves alone compiles once (about 10 s per mutation on 2 cores, 5 minutes for the
+baseline).
 
 The exit status is nonzero if any mutation was not caught, if its tests errored instead of
 failing, or if a mutation went stale: its old text no longer occurs exactly once in its file,
@@ -386,8 +392,11 @@ def run_tests(node_ids, root: Path, timeout: float, cache_dir: Path) -> tuple[in
 
 
 def _first_failure(output: str) -> str:
+    """The first failing test and how it failed (an assertion, or an exception the mutation caused)."""
     match = re.search(r"^FAILED (\S+)", output, re.MULTILINE)
-    return match.group(1).split("::", 1)[-1] if match else ""
+    test = match.group(1).split("::", 1)[-1] if match else ""
+    error = re.search(r"^E\s+(\w+(?:\.\w+)*(?:Error|Exception|Warning))\b", output, re.MULTILINE)
+    return f"{test} ({error.group(1)})" if error else test
 
 
 def main(argv=None) -> int:

@@ -218,9 +218,11 @@ def test_smoothed_nll_of_gaussian_samples(dim):
     assert float(dkjax.smoothed_nll(samples, data, h)) == pytest.approx(exact, abs=0.01)
 
 
-@pytest.mark.parametrize("block_entries", [2**20, 37])
+@pytest.mark.parametrize("block_entries", [2**20, 37, 260])
 def test_blocked_pairwise_reductions_equal_the_whole_matrix_formulas(monkeypatch, block_entries):
-    # 37 entries: blocks of one row against 50 or 37 columns, padding on the last block.
+    # 37 entries: blocks of one row (against 37 or 50 columns), no padding. 260 entries: blocks of
+    # 7 of the 37 or 50 rows against 37 columns (the last block padded with 5 or 6 zero rows) and of
+    # 5 of the 50 rows against 50 columns.
     monkeypatch.setattr(dkjax._metrics, "_BLOCK_ENTRIES", block_entries)
     x = jr.normal(jr.key(0), (37, 2))
     data = 0.5 + jr.normal(jr.key(1), (50, 2))
