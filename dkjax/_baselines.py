@@ -23,7 +23,6 @@ from ._response import (
     ResponseResult,
     Sampler,
     _batch_means,
-    _check_positive_int,
     _raise_bad_phi,
     apply_phi,
     initial_chunks,
@@ -32,7 +31,7 @@ from ._response import (
 )
 from ._sde import AbstractSDE, noise_dimension
 from ._simulate import check_common, simulate
-from ._validation import check_key, check_states
+from ._validation import check_key, check_positive, check_states
 
 
 def _flat_parameters(sde: AbstractSDE):
@@ -238,10 +237,10 @@ def finite_difference_stationary(
     check_key(key)
     if np.ndim(dt) != 0 or not float(dt) > 0 or not math.isfinite(float(dt)):
         raise ValueError(f"dt must be a positive finite number; got {dt!r}.")
-    spinup_steps = _check_positive_int("spinup_steps", spinup_steps)
-    num_steps = _check_positive_int("num_steps", num_steps)
-    sample_every = _check_positive_int("sample_every", sample_every)
-    num_blocks = _check_positive_int("num_blocks", num_blocks)
+    spinup_steps = check_positive("spinup_steps", spinup_steps, integer=True)
+    num_steps = check_positive("num_steps", num_steps, integer=True)
+    sample_every = check_positive("sample_every", sample_every, integer=True)
+    num_blocks = check_positive("num_blocks", num_blocks, integer=True)
     if num_steps % (sample_every * num_blocks):
         raise ValueError(
             f"num_steps ({num_steps}) must be a multiple of sample_every * num_blocks ({sample_every} * {num_blocks})."

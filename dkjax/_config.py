@@ -19,6 +19,7 @@ from ._config_systems import SYSTEMS
 from ._data import TOY_DATA
 from ._objective import GRADIENT_METHODS, OBJECTIVES
 from ._train_settings import TRAIN_DEFAULTS, TrainSettings
+from ._validation import is_positive
 
 
 class ConfigError(ValueError):
@@ -34,11 +35,11 @@ class _Key:
 
 
 def _positive_int(default):
-    return _Key(default, (int,), lambda v: v >= 1, "an integer >= 1")
+    return _Key(default, (int,), lambda v: is_positive(v, integer=True), "an integer >= 1")
 
 
 def _positive_float(default):
-    return _Key(default, (int, float), lambda v: v > 0 and math.isfinite(v), "a finite number > 0")
+    return _Key(default, (int, float), is_positive, "a finite number > 0")
 
 
 def _choice(default, choices):

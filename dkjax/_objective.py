@@ -78,16 +78,26 @@ def energy_weights(x: States, data: Float[Array, "j d"]) -> tuple[Scalar, Float[
     """Energy distance to the data batch and its unbiased DK path weights.
 
     ``d/dtheta [2 E|X - Y| - E|X - X'|] = E[(2 E_Y|X - Y| - 2 E_X'|X - X'|) eta_X]`` with
-    ``X'`` an independent path: no density estimate, no bandwidth, no ratio bias. The batch
-    mean of the weight is subtracted as a baseline.
+    ``X'`` an independent path: no density estimate, no bandwidth, no ratio bias. Path ``m``'s
+    baseline is the mean weight of the other paths as if ``m`` had not been drawn, so it does
+    not depend on path ``m`` and adds no bias (a batch mean that holds path ``m`` biases the
+    gradient by ``O(1/M)``).
 
     Returns:
         ``(loss, c, ess)`` with ``ess`` the number of paths (every path carries weight).
+
+    Raises:
+        ValueError: fewer than 3 paths.
     """
     m = x.shape[0]
+    if m < 3:
+        raise ValueError(f"x must hold at least 3 paths for the leave-one-out baseline; got {m}.")
     loss, to_data, to_paths = energy_terms(x, data)
-    weight = 2 * to_data / data.shape[0] - 2 * to_paths / (m - 1)
-    c = (weight - jnp.mean(weight)) / m
+    to_data = to_data / data.shape[0]
+    weight = 2 * to_data - 2 * to_paths / (m - 1)
+    others_to_data = (jnp.sum(to_data) - to_data) / (m - 1)
+    others_to_paths = (jnp.sum(to_paths) - 2 * to_paths) / ((m - 1) * (m - 2))
+    c = (weight - 2 * others_to_data + 2 * others_to_paths) / m
     return loss.astype(x.dtype), c.astype(x.dtype), jnp.asarray(m, x.dtype)
 
 

@@ -20,7 +20,7 @@ from ._custom_types import Array, Key, KernelRate, Observable, Params, RealScala
 from ._estimator import DKResult, divergence_kernel
 from ._sde import AbstractSDE
 from ._sharding import path_sharding
-from ._validation import check_key, check_states
+from ._validation import check_key, check_positive, check_states
 
 Sampler = Callable[[Key, int], tuple[Array, Array | None]]
 
@@ -158,12 +158,6 @@ class StationaryResponse(eqx.Module):
 # Streaming paths in chunks
 
 
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}.")
-    return int(value)
-
-
 def _spread_over_processes(a):
     """With several processes, a sampler's chunk (equal on all of them) split over every process's devices."""
     if a is None or jax.process_count() == 1 or not getattr(a, "is_fully_addressable", True):
@@ -180,13 +174,13 @@ def initial_chunks(x0, score0, num_paths, chunk_size, key) -> tuple[int, int, Ca
     ``key``, never a key the Brownian noise uses; with several processes each process
     draws the whole chunk and simulates its share of it.
     """
-    chunk_size = _check_positive_int("chunk_size", chunk_size)
+    chunk_size = check_positive("chunk_size", chunk_size, integer=True)
     if callable(x0):
         if num_paths is None:
             raise ValueError("num_paths is required when x0 is a sampler callable(key, n) -> (x0, score0 or None).")
         if score0 is not None:
             raise ValueError("score0 must be None when x0 is a sampler (the sampler returns the initial score).")
-        num_paths = _check_positive_int("num_paths", num_paths)
+        num_paths = check_positive("num_paths", num_paths, integer=True)
         chunk = min(chunk_size, num_paths)
         init_key = jr.split(key)[1]
 
@@ -760,10 +754,10 @@ def stationary_response(
     num, _ = check_states(x0)
     if np.ndim(dt) != 0 or not float(dt) > 0 or not math.isfinite(float(dt)):
         raise ValueError(f"dt must be a positive finite number; got {dt!r}.")
-    spinup_steps = _check_positive_int("spinup_steps", spinup_steps)
-    num_steps = _check_positive_int("num_steps", num_steps)
-    sample_every = _check_positive_int("sample_every", sample_every)
-    num_blocks = _check_positive_int("num_blocks", num_blocks)
+    spinup_steps = check_positive("spinup_steps", spinup_steps, integer=True)
+    num_steps = check_positive("num_steps", num_steps, integer=True)
+    sample_every = check_positive("sample_every", sample_every, integer=True)
+    num_blocks = check_positive("num_blocks", num_blocks, integer=True)
     if num_steps % (sample_every * num_blocks):
         raise ValueError(
             f"num_steps ({num_steps}) must be a multiple of sample_every * num_blocks ({sample_every} * {num_blocks})."

@@ -33,7 +33,7 @@ from ._objective import (
 from ._sde import AbstractSDE, noise_dimension
 from ._simulate import simulate
 from ._train_settings import TRAIN_DEFAULTS
-from ._validation import check_choice, check_key, check_time_grid
+from ._validation import check_choice, check_key, check_positive, check_time_grid
 
 Initial = Callable[[Key, int], tuple[States, States | None]]
 
@@ -112,15 +112,6 @@ def _check_initial(initial, key) -> tuple[int, object]:
     if score0 is not None and score0.shape != x0.shape:
         raise ValueError(f"initial(key, n) must return score0 of the shape of x0 or None; got {score0.shape}.")
     return x0.shape[1], x0.dtype
-
-
-def _positive(name: str, value, *, allow_none: bool = False, integer: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    kind = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not (value > 0 and math.isfinite(value)):
-        what = "a positive int" if integer else "a positive finite number"
-        raise ValueError(f"{name} must be {what}{' or None' if allow_none else ''}; got {value!r}.")
 
 
 @eqx.filter_jit
@@ -441,13 +432,13 @@ def fit(
     for name, value in (("steps", steps), ("num_paths", num_paths), ("batch_size", batch_size),
                         ("kernel_rate_every", kernel_rate_every), ("validate_every", validate_every),
                         ("validation_samples", validation_samples)):  # fmt: skip
-        _positive(name, value, integer=True)
+        check_positive(name, value, integer=True)
     for name, value in (("checkpoint_every", checkpoint_every), ("path_chunk", path_chunk), ("patience", patience)):
-        _positive(name, value, allow_none=True, integer=True)
+        check_positive(name, value, allow_none=True, integer=True)
     for name, value in (("bandwidth", bandwidth), ("min_bandwidth", min_bandwidth), ("clip_norm", clip_norm)):
-        _positive(name, value, allow_none=True)
-    _positive("ess_target", ess_target)
-    _positive("learning_rate", learning_rate)
+        check_positive(name, value, allow_none=True)
+    check_positive("ess_target", ess_target)
+    check_positive("learning_rate", learning_rate)
     if isinstance(final_lr_fraction, bool) or not isinstance(final_lr_fraction, (int, float)) or not 0 <= final_lr_fraction <= 1:
         raise ValueError(f"final_lr_fraction must be a number in [0, 1]; got {final_lr_fraction!r}.")
     if num_paths < 2:
@@ -630,7 +621,7 @@ def sample(
         >>> xs = dkjax.sample(sde, dkjax.gaussian_initial(jnp.zeros(2), 1.0), 1000, t1=1.0,
         ...                   num_steps=50, key=jax.random.key(0))
     """
-    _positive("n", n, integer=True)
+    check_positive("n", n, integer=True)
     check_key(key)
     init_key, path_key = jr.split(key)
     x0 = initial(init_key, n)[0]

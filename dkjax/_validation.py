@@ -66,6 +66,25 @@ def check_key(key) -> None:
         )
 
 
+def is_positive(value, *, integer: bool = False) -> bool:
+    """Whether ``value`` is a finite number ``> 0`` (an int when ``integer``; never a bool)."""
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    return not isinstance(value, bool) and isinstance(value, kinds) and value > 0 and math.isfinite(value)
+
+
+def check_positive(name: str, value, *, integer: bool = False, allow_none: bool = False):
+    """Raises unless ``is_positive(value, integer=integer)`` (or ``value is None`` when ``allow_none``).
+
+    Returns ``value``, as a Python int when ``integer``.
+    """
+    if value is None and allow_none:
+        return None
+    if not is_positive(value, integer=integer):
+        what = "a positive int" if integer else "a positive finite number"
+        raise ValueError(f"{name} must be {what}{' or None' if allow_none else ''}; got {value!r}.")
+    return int(value) if integer else value
+
+
 def check_choice(name: str, value, allowed) -> None:
     """``value`` must be one of ``allowed``."""
     if value not in allowed:

@@ -187,3 +187,6 @@ dtype = "float64"
 [eval]
 num_samples = 64
 """
+
+
+DTYPES = [jnp.float32, jnp.float64]
