@@ -299,7 +299,7 @@ def _evaluate(config, model, data: _Data, history, run_dir: Path, quiet: bool) -
 
     from ._config_systems import parameter_labels
     from ._metrics import energy_distance, sliced_wasserstein, smoothed_nll
-    from ._plots import plot_loss, plot_samples
+    from ._plots import can_plot, plot_loss, plot_samples
 
     eval_cfg = config["eval"]
     key = jr.key(eval_cfg["seed"])
@@ -334,14 +334,15 @@ def _evaluate(config, model, data: _Data, history, run_dir: Path, quiet: bool) -
         values = np.concatenate([np.ravel(leaf) for leaf in jax.tree.leaves(parameters(model.sde))])
         metrics["parameters"] = dict(zip(parameter_labels(model.sde), map(float, values)))
     (run_dir / "eval.json").write_text(json.dumps({**metrics, "notes": _NOTES}, indent=2) + "\n")
-    if model.dim >= 2:  # a scatter of the first two coordinates, in the data's units
+    plots = can_plot("the figures samples.png and loss.png")
+    if plots and model.dim >= 2:  # a scatter of the first two coordinates, in the data's units
         title = (
             f"energy distance to held-out data: model {metrics['energy_distance']:.4f}, best-fit Gaussian "
             f"{metrics['energy_distance_gaussian']:.4f},\nmore data of the same law "
             f"{metrics['energy_distance_data']:.4f} (the floor; lower is better, see eval.json)"
         )
         plot_samples(samples, data.heldout, run_dir / "samples.png", title)
-    if history.records:
+    if plots and history.records:
         plot_loss(history.records, run_dir / "loss.png", history.validation, history.best_step)
     if not quiet:
         for name, value in metrics.items():

@@ -1,5 +1,7 @@
 """PNG plots of a training run (matplotlib with the Agg backend, imported only when plotting)."""
 
+import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,8 +10,22 @@ _PANEL_INCHES = 4.0
 _MARGIN = 0.05  # of the data's range, on each side
 
 
+INSTALL_HINT = "pip install 'dkjax[plot]'"
+
+
+def can_plot(files: str) -> bool:
+    """Whether matplotlib is installed; if not, says on stderr that ``files`` are skipped and how to get them."""
+    if importlib.util.find_spec("matplotlib") is not None:
+        return True
+    print(f"dkjax: skipped {files}: matplotlib is not installed (for figures: {INSTALL_HINT}).", file=sys.stderr)
+    return False
+
+
 def _pyplot():
-    import matplotlib
+    try:
+        import matplotlib
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(f"figures need matplotlib, an optional extra: {INSTALL_HINT}") from error
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -259,8 +259,10 @@ def format_table(results: dict) -> str:
 
 
 def _plot(results: dict, path: Path) -> None:
-    from ._plots import _pyplot
+    from ._plots import _pyplot, can_plot
 
+    if not can_plot(f"the figure {path.name}"):
+        return
     plt = _pyplot()
     entries = results["observables"]
     fig, axes = plt.subplots(1, len(entries), figsize=(4 * len(entries), 3.2), squeeze=False)
