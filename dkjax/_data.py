@@ -81,6 +81,8 @@ def toy_data(name: str, key: Key, n: int) -> Points:
 
     Example:
         >>> data = dkjax.toy_data("two_moons", jax.random.key(0), 4096)
+        >>> print(data.shape)
+        (4096, 2)
     """
     if name not in TOY_DATA:
         raise ValueError(f"name must be one of {sorted(TOY_DATA)}; got {name!r}.")
@@ -96,14 +98,11 @@ class GaussianInitial(eqx.Module):
     """The initial law ``N(mean, diag(std^2))``: ``initial(key, n) -> (x0, score0)``.
 
     An Equinox module, so a trained generative model can carry (and save) its initial law.
-    Build it with ``dkjax.gaussian_initial``, which checks its arguments.
+    Build it with ``dkjax.gaussian_initial``, which checks its arguments (the constructor
+    does not).
 
     Arguments:
         mean: vector ``(d,)``; std: positive vector ``(d,)``.
-
-    Raises:
-        Nothing at construction; ``dkjax.gaussian_initial`` raises ``ValueError`` for a
-        non-vector mean or a non-positive std.
 
     Example:
         >>> initial = dkjax.GaussianInitial(jnp.zeros(2), jnp.ones(2))
@@ -176,7 +175,9 @@ def lorenz96_snapshots(
         ``(data, initial)``: ``data`` of shape ``(n, dim)`` and ``initial(key, n) -> (x0, score0)``.
 
     Example:
-        >>> data, initial = dkjax.lorenz96_snapshots(jax.random.key(0), 4096, t1=0.5)
+        >>> data, initial = dkjax.lorenz96_snapshots(jax.random.key(0), 512, dim=8, t1=0.5, num_steps=50)
+        >>> print(data.shape, initial(jax.random.key(1), 3)[0].shape)
+        (512, 8) (3, 8)
     """
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 4:
         raise ValueError(f"dim must be an int >= 4; got {dim!r}.")

@@ -35,6 +35,12 @@ class DKResult(eqx.Module):
             ``kernel_rate``).
         kernel_rate: the kernel rate used (the chosen value for ``kernel_rate="auto"``;
             ``None`` for a schedule given as a callable).
+
+    Example:
+        >>> res = dkjax.divergence_kernel(dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5), jnp.zeros((1000, 1)),
+        ...                               t1=1.0, num_steps=50, key=jax.random.key(0))
+        >>> print(res.x.shape, res.score.shape, res.dlogp.theta.shape, int(res.finite.sum()))
+        (1000, 1) (1000, 1) (1000,) 1000
     """
 
     x: States
@@ -180,6 +186,10 @@ def divergence_kernel(
         ...                               num_steps=100, key=jax.random.key(0))
         >>> res.dlogp.theta.shape
         (10000,)
+        >>> # For any law E[score(X) X] = -1 (integration by parts): a check on the score weights
+        >>> product = res.score[:, 0] * res.x[:, 0]
+        >>> print(f"{float(product.mean()):.2f} +- {float(product.std() / 100):.2f}")  # 100 = sqrt(10_000)
+        -1.12 +- 0.07
     """
     num_paths, dim = check_common(sde, x0, t0, t1, num_steps, key)
     check_choice("mode", mode, _MODES)

@@ -90,8 +90,13 @@ class GenerativeModel(eqx.Module):
         t0, t1, num_steps: the Euler-Maruyama grid the model was trained on.
 
     Example:
-        >>> model, history = dkjax.fit_generative(data, key=jax.random.key(0), steps=500)
+        >>> data = jnp.array([[0.0, 10.0], [2.0, 30.0], [1.0, 20.0]])
+        >>> model = dkjax.GenerativeModel(sde=dkjax.NeuralSDE(2, key=jax.random.key(0), width=8),
+        ...                               initial=dkjax.GaussianInitial(jnp.zeros(2), jnp.ones(2)),
+        ...                               scaling=dkjax.DataScaling.fit(data), t0=0.0, t1=1.0, num_steps=10)
         >>> samples = model.sample(1000, key=jax.random.key(1))   # in the data's units
+        >>> print(samples.shape, model.dim)
+        (1000, 2) 2
     """
 
     sde: AbstractSDE
@@ -165,7 +170,12 @@ def save_model(path: str | Path, model: GenerativeModel) -> Path:
         TypeError: ``model`` is not a ``GenerativeModel``.
 
     Example:
-        >>> dkjax.save_model("runs/moons/model.eqx", model)
+        >>> data = jnp.array([[0.0, 10.0], [2.0, 30.0], [1.0, 20.0]])
+        >>> model = dkjax.GenerativeModel(sde=dkjax.NeuralSDE(2, key=jax.random.key(0), width=8),
+        ...                               initial=dkjax.GaussianInitial(jnp.zeros(2), jnp.ones(2)),
+        ...                               scaling=dkjax.DataScaling.fit(data), t0=0.0, t1=1.0, num_steps=10)
+        >>> print(dkjax.save_model("moons/model.eqx", model))
+        moons/model.eqx
     """
     if not isinstance(model, GenerativeModel):
         raise TypeError(f"model must be a dkjax.GenerativeModel; got {type(model).__name__}.")
@@ -208,9 +218,15 @@ def load_model(path: str | Path, *, like: AbstractSDE | GenerativeModel | None =
         ValueError: not a dkjax model file, or the arrays do not match the structure.
 
     Example:
-        >>> model = dkjax.load_model("runs/moons/model.eqx")
-        >>> model.sample(10, key=jax.random.key(0)).shape
-        (10, 2)
+        >>> data = jnp.array([[0.0, 10.0], [2.0, 30.0], [1.0, 20.0]])
+        >>> model = dkjax.GenerativeModel(sde=dkjax.NeuralSDE(2, key=jax.random.key(0), width=8),
+        ...                               initial=dkjax.GaussianInitial(jnp.zeros(2), jnp.ones(2)),
+        ...                               scaling=dkjax.DataScaling.fit(data), t0=0.0, t1=1.0, num_steps=10)
+        >>> path = dkjax.save_model("moons/model.eqx", model)
+        >>> loaded = dkjax.load_model("moons/model.eqx")
+        >>> key = jax.random.key(2)
+        >>> print(loaded.sample(10, key=key).shape, bool(jnp.all(loaded.sample(10, key=key) == model.sample(10, key=key))))
+        (10, 2) True
     """
     path = Path(path)
     with open(path, "rb") as file:
@@ -280,8 +296,8 @@ def fit_generative(
         ValueError, TypeError: as ``dkjax.fit``; a constant data column when standardising.
 
     Example:
-        >>> data = dkjax.toy_data("two_moons", jax.random.key(0), 512) * 3.0 + 10.0
-        >>> model, history = dkjax.fit_generative(data, key=jax.random.key(1), steps=10, num_steps=10,
+        >>> data = dkjax.toy_data("two_moons", jax.random.key(0), 256) * 3.0 + 10.0
+        >>> model, history = dkjax.fit_generative(data, key=jax.random.key(1), steps=5, num_steps=10,
         ...                                       num_paths=64, sde=dkjax.NeuralSDE(2, key=jax.random.key(2), width=8),
         ...                                       progress=False)
         >>> print(model.sample(5, key=jax.random.key(3)).shape)

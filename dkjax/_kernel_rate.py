@@ -79,8 +79,11 @@ def estimate_kernel_rate(
             went non-finite.
 
     Example:
-        >>> alpha = dkjax.estimate_kernel_rate(dkjax.Lorenz96(8.0, 0.5), x0, t1=2.0,
-        ...                                    num_steps=400, key=jax.random.key(0))
+        >>> x0 = 8.0 + jax.random.normal(jax.random.key(1), (64, 8))
+        >>> alpha = dkjax.estimate_kernel_rate(dkjax.Lorenz96(8.0, 0.5), x0, t1=1.0,
+        ...                                    num_steps=100, key=jax.random.key(0))
+        >>> print(alpha > 1.0)  # chaotic: faster than the floor min_rate = 1
+        True
     """
     check_common(sde, x0, t0, t1, num_steps, key)
     if safety < 1.0 or min_rate < 0.0 or num_pilot_paths < 1:

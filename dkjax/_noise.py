@@ -85,7 +85,7 @@ class BrownianIncrements(diffrax.AbstractPath):
     ``dkjax.simulate`` and ``dkjax.divergence_kernel`` use for path ``path_id`` with
     the same key, so diffrax solves can be compared with dkjax path by path. Only
     evaluations at grid points are supported (use it with a constant step of the same
-    size).
+    size): evaluating off the time grid rounds to the nearest grid point.
 
     Arguments:
         key: the key passed to ``dkjax.simulate``.
@@ -94,13 +94,11 @@ class BrownianIncrements(diffrax.AbstractPath):
         path_id: which path (row of ``x0``).
         dtype: floating dtype of the increments.
 
-    Raises:
-        Nothing at construction; evaluating off the time grid rounds to the nearest grid
-        point, so use a constant step of ``(t1 - t0) / num_steps``.
-
     Example:
-        >>> bm = dkjax.BrownianIncrements(key, 0.0, 1.0, 100, dim=2, path_id=3)
-        >>> bm.evaluate(0.0, 0.01)  # the first increment of path 3
+        >>> bm = dkjax.BrownianIncrements(jax.random.key(0), 0.0, 1.0, 100, dim=2, path_id=3)
+        >>> dB = bm.evaluate(0.0, 0.01)  # the first increment of path 3: N(0, dt) per coordinate
+        >>> print(dB.shape, bool(jnp.all(dB == bm.evaluate(0.0, 0.01))))  # replayable
+        (2,) True
     """
 
     key: Key

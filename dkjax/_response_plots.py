@@ -49,8 +49,10 @@ def plot_response_vs_parameter(
         ValueError: if a series does not have one entry per value.
 
     Example:
-        >>> plot_response_vs_parameter([0.5, 2.0], {"DK": ([3.1, 3.6], [0.1, 0.1])}, "r.png",
-        ...                            xlabel="T", ylabel="dE/dF")
+        >>> dkjax.plot_response_vs_parameter([0.5, 2.0], {"DK": ([3.1, 3.6], [0.1, 0.1])}, "r.png",
+        ...                                  xlabel="T", ylabel="dE/dF")
+        >>> import os; print(os.path.exists("r.png"))
+        True
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -91,7 +93,11 @@ def plot_density_response(
         ValueError: for 2-D results or an unknown ``parameter``.
 
     Example:
-        >>> plot_density_response(res, "density.png", parameter="theta")
+        >>> res = dkjax.density_response(dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5), jnp.zeros((4096, 1)),
+        ...                              t1=1.0, num_steps=50, key=jax.random.key(0), bins=jnp.linspace(-1, 1, 21))
+        >>> dkjax.plot_density_response(res, "density.png", parameter="theta")
+        >>> import os; print(os.path.exists("density.png"))
+        True
     """
     if result.points.shape[1] != 1:
         raise ValueError("plot_density_response draws 1-D results; reshape 2-D ones with result.grid_shape.")
@@ -140,7 +146,11 @@ def plot_window_plateau(
         ValueError: for an unknown ``parameter``.
 
     Example:
-        >>> plot_window_plateau(res, "plateau.png", parameter="forcing", reference=(3.7, 0.05))
+        >>> res = dkjax.stationary_response(dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5), lambda x: x[0] ** 2,
+        ...     jnp.zeros((16, 1)), dt=0.05, spinup_steps=100, num_steps=2000, windows=[10, 20, 40], key=jax.random.key(0))
+        >>> dkjax.plot_window_plateau(res, "plateau.png", parameter="theta", reference=(-0.125, None))
+        >>> import os; print(os.path.exists("plateau.png"))
+        True
     """
     plt = _pyplot()
     est = _leaf(result.estimate, parameter, (slice(None),) + tuple(index))
@@ -192,7 +202,11 @@ def plot_slope_segments(
         ValueError: if ``centres`` and ``slopes`` differ in length.
 
     Example:
-        >>> plot_slope_segments(grid, logp, centres, scores, "tangents.png", xlabel="x", ylabel="log p")
+        >>> grid = jnp.linspace(-2, 2, 101)
+        >>> centres = jnp.array([-1.0, 0.0, 1.0])
+        >>> dkjax.plot_slope_segments(grid, -grid**2 / 2, centres, -centres, "tangents.png", xlabel="x", ylabel="log p")
+        >>> import os; print(os.path.exists("tangents.png"))
+        True
     """
     centres, slopes = np.asarray(centres, float), np.asarray(slopes, float)
     if centres.shape != slopes.shape:

@@ -35,12 +35,14 @@ class AbstractSDE(eqx.Module):
         subclass writes one). Parameters may be any pytree of arrays: a dict, a nested
         ``eqx.Module``, a neural network.
 
+    Keep the dtype of ``drift`` and ``diffusion`` that of ``x`` (e.g.
+    ``jnp.eye(d, dtype=x.dtype)``): mixing float64 into a float32 model fails inside
+    JAX's autodiff.
+
     Raises:
-        The entry points (``dkjax.simulate``, ``dkjax.divergence_kernel``, ...) raise
-        ``ValueError`` before any work if ``drift`` or ``diffusion`` return the wrong
-        shape for the states given. Keep the dtype of ``drift`` and ``diffusion`` that of
-        ``x`` (e.g. ``jnp.eye(d, dtype=x.dtype)``): mixing float64 into a float32 model
-        fails inside JAX's autodiff.
+        ValueError: from the entry points (``dkjax.simulate``, ``dkjax.divergence_kernel``,
+            ...), before any work, if ``drift`` or ``diffusion`` return the wrong shape for
+            the states given.
 
     Example:
         >>> class OU(dkjax.AbstractSDE):
@@ -50,6 +52,10 @@ class AbstractSDE(eqx.Module):
         ...         return -self.theta * x
         ...     def diffusion(self, t, x):
         ...         return self.sigma * jnp.ones_like(x)
+        >>> sde = OU(theta=jnp.asarray(1.0), sigma=jnp.asarray(0.5))
+        >>> x = dkjax.simulate(sde, jnp.ones((10_000, 1)), t1=1.0, num_steps=100, key=jax.random.key(0))
+        >>> print(f"mean {float(x.mean()):.2f} (exp(-1) = 0.37)")
+        mean 0.37 (exp(-1) = 0.37)
     """
 
     @abc.abstractmethod
@@ -101,11 +107,10 @@ def parameters(sde: AbstractSDE) -> Params:
     Returns:
         A module of the same structure as ``sde`` holding only its floating-point arrays.
 
-    Raises:
-        Nothing of its own.
-
     Example:
-        >>> dkjax.parameters(dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5))
+        >>> params = dkjax.parameters(dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5))
+        >>> print([name for name in ("theta", "sigma", "mean") if getattr(params, name) is not None])
+        ['theta', 'sigma', 'mean']
     """
     return eqx.filter(sde, eqx.is_inexact_array)
 

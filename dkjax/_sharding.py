@@ -44,8 +44,8 @@ def path_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 
     Example:
         >>> mesh = dkjax.path_mesh()          # every device (of every process)
-        >>> mesh.shape
-        {'paths': 4}
+        >>> print(mesh.axis_names, mesh.size == len(jax.devices()))
+        ('paths',) True
     """
     if devices is None:
         devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
@@ -101,9 +101,11 @@ def shard_paths(tree, mesh: Mesh | None = None):
             (per process, with several), or processes passing different numbers of paths.
 
     Example:
-        >>> x0 = dkjax.shard_paths(jnp.zeros((4096, 40)))
-        >>> res = dkjax.divergence_kernel(sde, x0, t1=1.0, num_steps=100, key=key)
-        >>> res.x.sharding      # NamedSharding(..., PartitionSpec('paths',))
+        >>> x0 = dkjax.shard_paths(jnp.zeros((4 * jax.device_count(), 2)))  # paths split over the devices
+        >>> res = dkjax.divergence_kernel(dkjax.OrnsteinUhlenbeck(1.0, 0.5), x0, t1=1.0, num_steps=10,
+        ...                               key=jax.random.key(0))
+        >>> print(x0.sharding.spec, res.x.shape == x0.shape)
+        P('paths',) True
     """
     sharding = path_sharding(mesh)
     leaves = jax.tree.leaves(tree)
@@ -149,7 +151,9 @@ def sharded_initial(
 
     Example:
         >>> initial = dkjax.sharded_initial(dkjax.gaussian_initial(jnp.zeros(2), 1.0))
-        >>> sde, history = dkjax.fit(sde, data, initial, ..., num_paths=4096)
+        >>> x0, score0 = initial(jax.random.key(0), 4 * jax.device_count())  # e.g. for dkjax.fit
+        >>> print(x0.sharding.spec)
+        P('paths',)
     """
     mesh = path_mesh() if mesh is None else mesh
 
@@ -183,9 +187,11 @@ def host_path_offset(paths_per_host: int, process_index: int | None = None) -> i
         ValueError: ``paths_per_host`` not a positive int, or path indices beyond int32.
 
     Example:
-        >>> offset = dkjax.host_path_offset(65536)   # 0 on host 0, 65536 on host 1, ...
-        >>> res = dkjax.divergence_kernel(sde, x0_local, t1=1.0, num_steps=100, key=key,
-        ...                               path_offset=offset)
+        >>> offset = dkjax.host_path_offset(65536)   # 0 on process 0, 65536 on process 1, ...
+        >>> res = dkjax.divergence_kernel(dkjax.OrnsteinUhlenbeck(1.0, 0.5), jnp.zeros((8, 1)), t1=1.0,
+        ...                               num_steps=10, key=jax.random.key(0), path_offset=offset)
+        >>> print(offset, res.x.shape)
+        0 (8, 1)
     """
     if isinstance(paths_per_host, bool) or not isinstance(paths_per_host, (int, np.integer)) or paths_per_host < 1:
         raise ValueError(f"paths_per_host must be a positive int; got {paths_per_host!r}.")

@@ -88,9 +88,11 @@ def simulate(
         TypeError: if ``sde`` is not an ``AbstractSDE`` or ``key`` is not a PRNG key.
 
     Example:
-        >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5, dim=2)
+        >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)  # scalar parameters: any dimension
         >>> xT = dkjax.simulate(sde, jnp.zeros((1000, 2)), t1=1.0, num_steps=100,
         ...                     key=jax.random.key(0))
+        >>> print(xT.shape)
+        (1000, 2)
     """
     check_common(sde, x0, t0, t1, num_steps, key)
     x0 = jnp.asarray(x0)

@@ -25,6 +25,8 @@ class OrnsteinUhlenbeck(AbstractSDE):
 
     Example:
         >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.5, sigma=0.8)
+        >>> print(sde.drift(0.0, jnp.array([1.0, -2.0])))  # -theta (x - mean), mean 0
+        [-1.5  3. ]
     """
 
     theta: Array
@@ -58,6 +60,8 @@ class LinearSDE(AbstractSDE):
 
     Example:
         >>> sde = dkjax.LinearSDE(A=-jnp.eye(2), S=0.5 * jnp.eye(2))
+        >>> print(sde.drift(0.0, jnp.ones(2)), sde.diffusion(0.0, jnp.ones(2)).shape)
+        [-1. -1.] (2, 2)
     """
 
     A: Array
@@ -93,6 +97,9 @@ class GeometricBrownianMotion(AbstractSDE):
 
     Example:
         >>> sde = dkjax.GeometricBrownianMotion(mu=0.1, sigma=0.3)
+        >>> x = dkjax.simulate(sde, jnp.ones((10_000, 1)), t1=1.0, num_steps=100, key=jax.random.key(0))
+        >>> print(f"mean {float(x.mean()):.2f} (exp(0.1) = 1.11)")
+        mean 1.11 (exp(0.1) = 1.11)
     """
 
     mu: Array
@@ -132,6 +139,8 @@ class Lorenz96(AbstractSDE):
 
     Example:
         >>> sde = dkjax.Lorenz96(forcing=8.0, noise=0.5)
+        >>> print(sde.drift(0.0, jnp.zeros(5)))  # at rest only the forcing acts
+        [8. 8. 8. 8. 8.]
     """
 
     forcing: Array
@@ -163,6 +172,8 @@ class Lorenz96Multiplicative(AbstractSDE):
 
     Example:
         >>> sde = dkjax.Lorenz96Multiplicative(forcing=8.0, noise_level=0.5)
+        >>> print(sde.drift(0.0, jnp.zeros(5)))
+        [8. 8. 8. 8. 8.]
     """
 
     forcing: Array

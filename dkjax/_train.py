@@ -386,7 +386,8 @@ def fit(
         num_paths: model paths per step; ``batch_size``: data points per step.
         bandwidth: fixed kernel width ``h`` for ``"kl"``, or ``None`` for the rule above.
         ess_target, min_bandwidth: the bandwidth rule's parameters.
-        kernel_rate: a number, or ``"auto"`` (see above).
+        kernel_rate, kernel_rate_every: a number, or ``"auto"``, re-measured every
+            ``kernel_rate_every`` steps (see above).
         objective: ``"kl"`` or ``"energy"``.
         gradient: ``"per_path"``, ``"two_pass"`` (memory-lean) or ``"auto"``: two-pass when
             the model has more than ``lean_threshold`` parameters.
@@ -415,12 +416,12 @@ def fit(
         TypeError: ``sde`` not an ``AbstractSDE``, ``initial`` not callable, bad ``key``.
 
     Example:
-        >>> data = dkjax.toy_data("two_moons", jax.random.key(0), 512)
-        >>> sde, history = dkjax.fit(dkjax.NeuralSDE(2, key=jax.random.key(1), width=16), data,
-        ...                          dkjax.gaussian_initial(jnp.zeros(2), 1.0), t1=1.0, num_steps=20,
-        ...                          key=jax.random.key(2), steps=20, num_paths=128, progress=False)
+        >>> data = dkjax.toy_data("two_moons", jax.random.key(0), 256)
+        >>> sde, history = dkjax.fit(dkjax.NeuralSDE(2, key=jax.random.key(1), width=8), data,
+        ...                          dkjax.gaussian_initial(jnp.zeros(2), 1.0), t1=1.0, num_steps=10,
+        ...                          key=jax.random.key(2), steps=5, num_paths=64, progress=False)
         >>> print(len(history.records), history.best_step is not None)
-        20 True
+        5 True
     """
     if not isinstance(sde, AbstractSDE):
         raise TypeError(f"sde must be a dkjax.AbstractSDE; got {type(sde).__name__}.")
@@ -618,8 +619,11 @@ def sample(
         TypeError: ``key`` not a PRNG key.
 
     Example:
+        >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)
         >>> xs = dkjax.sample(sde, dkjax.gaussian_initial(jnp.zeros(2), 1.0), 1000, t1=1.0,
         ...                   num_steps=50, key=jax.random.key(0))
+        >>> print(xs.shape)
+        (1000, 2)
     """
     check_positive("n", n, integer=True)
     check_key(key)

@@ -31,6 +31,11 @@ class TrainSettings:
             validation set is given.
         validate_every: optimisation steps between two held-out evaluations.
         validation_samples: model samples drawn for each held-out evaluation.
+
+    Example:
+        >>> settings = dkjax.TrainSettings(num_paths=256, objective="energy")
+        >>> print(settings.num_paths, settings.objective, settings.learning_rate == dkjax.TRAIN_DEFAULTS.learning_rate)
+        256 energy True
     """
 
     num_paths: int = 1024

@@ -1,25 +1,30 @@
 """Writes docs/api.md, the API reference, from the docstrings of everything dkjax exports.
 
     python docs/gen_api.py            # rewrite docs/api.md
-    python docs/gen_api.py --check    # list exports whose docstring lacks a section; exit 1 if any
+    python docs/gen_api.py --check    # list docstring gaps (sections, arguments, Raises); exit 1 if any
 
 Functions and classes are grouped by the private module that defines them; each entry shows
 the signature and the docstring as written (the docstrings are the single source).
 """
 
 import argparse
+import builtins
 import inspect
+import re
 import sys
+import textwrap
 from pathlib import Path
 
 import dkjax
 
 OUT = Path(__file__).resolve().parent / "api.md"
-SECTIONS = ("Arguments", "Returns", "Raises", "Example")
-# A class's constructor returns the instance, so classes need no Returns section; result and
-# history containers are documented by their attributes.
-CLASS_SECTIONS = ("Arguments", "Raises", "Example")
-CONTAINER_SECTIONS = ("Attributes",)
+# Raises is optional: a function that raises nothing of its own has no Raises section, and
+# every entry it has names exception classes. A class's constructor returns the instance, so
+# classes need no Returns section; result containers are documented by their attributes.
+SECTIONS = ("Arguments", "Returns", "Example")
+CLASS_SECTIONS = ("Arguments", "Example")
+CONTAINER_SECTIONS = ("Attributes", "Example")
+_EXCEPTIONS = {name for name, obj in vars(builtins).items() if isinstance(obj, type) and issubclass(obj, BaseException)}
 
 
 def exports() -> list[tuple[str, object]]:
@@ -31,10 +36,29 @@ def is_container(obj) -> bool:
     return inspect.isclass(obj) and "Attributes:" in (inspect.getdoc(obj) or "")
 
 
-def missing_sections(obj) -> list[str]:
+def section(doc: str, name: str) -> str | None:
+    """The dedented text of section ``name`` of ``doc`` (``None`` if it has none)."""
+    match = re.search(rf"^{name}:\n(.*?)(?=^\S|\Z)", doc, re.S | re.M)
+    return textwrap.dedent(match.group(1)) if match else None
+
+
+def docstring_gaps(obj) -> list[str]:
+    """What ``obj``'s docstring lacks: sections, undocumented arguments, Raises entries without a class."""
     doc = inspect.getdoc(obj) or ""
+    if not doc:
+        return ["docstring"]
     wanted = CONTAINER_SECTIONS if is_container(obj) else CLASS_SECTIONS if inspect.isclass(obj) else SECTIONS
-    return [s for s in wanted if f"{s}:" not in doc] + ([] if doc else ["docstring"])
+    gaps = [f"{s} section" for s in wanted if section(doc, s) is None]
+    arguments = section(doc, "Arguments")
+    if arguments is not None and not is_container(obj):
+        target = obj.__init__ if inspect.isclass(obj) else obj
+        names = [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
+        gaps += [f"argument {p} undocumented" for p in names if not re.search(rf"\b{p}\b", arguments)]
+    for entry in (line for line in (section(doc, "Raises") or "").splitlines() if line and line[0] != " "):
+        head, colon, _ = entry.partition(":")
+        if not colon or not all(c.strip() in _EXCEPTIONS or hasattr(dkjax, c.strip()) for c in head.split(",")):
+            gaps.append(f"Raises entry names no exception class: {entry!r}")
+    return gaps
 
 
 def signature(name: str, obj) -> str:
@@ -81,9 +105,9 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="report docstring gaps instead of writing")
     args = parser.parse_args()
     if args.check:
-        gaps = {name: missing for name, obj in exports() if (missing := missing_sections(obj))}
-        for name, missing in sorted(gaps.items()):
-            print(f"dkjax.{name}: missing {', '.join(missing)}")
+        gaps = {name: found for name, obj in exports() if (found := docstring_gaps(obj))}
+        for name, found in sorted(gaps.items()):
+            print(f"dkjax.{name}: {'; '.join(found)}")
         return 1 if gaps else 0
     OUT.write_text(render())
     print(f"wrote {OUT}")

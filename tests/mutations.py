@@ -106,6 +106,12 @@ MUTATIONS = [
         [OBJ + "test_energy_gradient_matches_exact_ou"],
     ),
     _mutation(
+        "energy_baseline_holds_the_path",
+        "energy_weights: the baseline is the batch mean of the weight, path m's own included",
+        [(OBJECTIVE, "c = (weight - 2 * others_to_data + 2 * others_to_paths) / m", "c = (weight - jnp.mean(weight)) / m")],
+        [OBJ + "test_energy_weights_are_unbiased_for_a_handful_of_paths"],
+    ),
+    _mutation(
         "two_pass_last_parameter_zero",
         "two-pass gradient: the last parameter leaf gets zero",
         [(

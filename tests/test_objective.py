@@ -243,9 +243,15 @@ def test_blocked_pairwise_reductions_equal_the_whole_matrix_formulas(monkeypatch
     exact_energy = 2 * jnp.mean(distance(x, data)) - off_diagonal(x) - off_diagonal(data)
     np.testing.assert_allclose(energy_distance(x, data), exact_energy, rtol=1e-12)
     loss, c, _ = energy_weights(x, data)
-    weight = 2 * jnp.mean(distance(x, data), axis=1) - 2 * jnp.sum(distance(x, x), axis=1) / (m - 1)
+    to_data, between = np.asarray(jnp.mean(distance(x, data), axis=1)), np.asarray(distance(x, x))
+    weight = 2 * to_data - 2 * between.sum(axis=1) / (m - 1)
+    # Path i's baseline: the mean weight of the other paths computed as if path i were not drawn.
+    baseline = [
+        np.mean([2 * to_data[k] - 2 * np.delete(between[k], [k, i]).sum() / (m - 2) for k in range(m) if k != i])
+        for i in range(m)
+    ]
     np.testing.assert_allclose(loss, exact_energy, rtol=1e-12)
-    np.testing.assert_allclose(c, (weight - jnp.mean(weight)) / m, rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(c, (weight - np.asarray(baseline)) / m, rtol=1e-10, atol=1e-15)
     np.testing.assert_allclose(dkjax.smoothed_nll(x, data, h), -jnp.mean(
         jax.nn.logsumexp(-jnp.sum((data[:, None] - x[None]) ** 2, -1) / (2 * h**2), axis=1)
         - jnp.log(m) - 2 * jnp.log(h * np.sqrt(2 * np.pi))), rtol=1e-12)  # fmt: skip
