@@ -1,4 +1,4 @@
-"""Shared exact references and statistical judges for the tests (MATH.md section 7)."""
+"""Shared exact references, statistical judges and dtype helpers for the tests."""
 
 import equinox as eqx
 import jax
@@ -6,6 +6,18 @@ import jax.numpy as jnp
 import numpy as np
 
 import dkjax
+
+
+DTYPES = (jnp.float32, jnp.float64)
+
+
+def cast(tree, dtype):
+    """``tree`` with every floating-point array leaf in ``dtype``.
+
+    conftest enables x64, so arrays made from Python floats are float64: tests pass their
+    dtype explicitly, parameters and states alike.
+    """
+    return jax.tree.map(lambda leaf: leaf.astype(dtype) if eqx.is_inexact_array(leaf) else leaf, tree)
 
 
 def z_score(samples) -> tuple[float, float]:
@@ -27,7 +39,7 @@ def assert_unbiased(estimates, reference, *, scale, max_rel_se, max_z=5.0, label
 
 
 def assert_conditional_identity(weights, exact, x, *, max_rel_se, label="", powers=(0, 1, 2)):
-    """``E[(weights - exact(x)) phi(x)] = 0`` for test functions ``phi = x^k`` (MATH.md section 7).
+    """``E[(weights - exact(x)) phi(x)] = 0`` for test functions ``phi = x^k``.
 
     ``weights`` and ``exact`` have shape ``(M,)`` or ``(M, k)``; ``x`` has shape ``(M, d)``;
     the test functions are powers of each state coordinate, scaled to unit spread.
@@ -187,6 +199,3 @@ dtype = "float64"
 [eval]
 num_samples = 64
 """
-
-
-DTYPES = [jnp.float32, jnp.float64]

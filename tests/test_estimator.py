@@ -1,4 +1,4 @@
-"""The divergence-kernel estimator against exact references (MATH.md section 7)."""
+"""The divergence-kernel estimator against exact references, in float32 and float64."""
 
 import equinox as eqx
 import jax
@@ -9,6 +9,7 @@ import pytest
 import dkjax
 from helpers import (
     TimeDependentOU,
+    cast,
     assert_conditional_identity,
     assert_unbiased,
     em_linear_moments,
@@ -19,6 +20,7 @@ from helpers import (
 )
 
 MODES = ["matrix_free", "exact"]
+F32, F64 = jnp.float32, jnp.float64
 
 
 def _ou_reference(theta, sigma, mean0, var0, dt, num_steps):
@@ -32,23 +34,28 @@ def _ou_reference(theta, sigma, mean0, var0, dt, num_steps):
     return lambda x: grads(jnp.asarray(theta), jnp.asarray(sigma), jnp.asarray(0.0), x)
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("start", ["point_mass", "gaussian"])
-def test_ou_score_and_response_match_em_chain(mode, start):
+# Each dtype meets each mode and each start once (four cases, not eight).
+@pytest.mark.parametrize(
+    "mode, start, dtype",
+    [("matrix_free", "point_mass", F32), ("exact", "point_mass", F64), ("matrix_free", "gaussian", F64),
+     ("exact", "gaussian", F32)],
+)  # fmt: skip
+def test_ou_score_and_response_match_em_chain(mode, start, dtype):
     theta, sigma, t1, num_steps, num_paths = 1.5, 0.8, 1.0, 40, 100_000
-    sde = dkjax.OrnsteinUhlenbeck(theta=theta, sigma=sigma)
+    sde = cast(dkjax.OrnsteinUhlenbeck(theta=theta, sigma=sigma), dtype)
     if start == "point_mass":
         mean0, var0 = 0.0, 0.0
-        x0, score0 = jnp.zeros((num_paths, 1)), None
+        x0, score0 = jnp.zeros((num_paths, 1), dtype), None
     else:  # a non-stationary Gaussian start with a known score
         mean0, var0 = 1.0, 0.3**2
-        x0 = mean0 + 0.3 * jax.random.normal(jax.random.key(7), (num_paths, 1))
+        x0 = mean0 + 0.3 * jax.random.normal(jax.random.key(7), (num_paths, 1), dtype)
         score0 = -(x0 - mean0) / var0
     res = dkjax.divergence_kernel(
         sde, x0, score0=score0, t1=t1, num_steps=num_steps, key=jax.random.key(0), kernel_rate=3.0, mode=mode
     )
-    dtheta, dsigma, dmean, score = _ou_reference(theta, sigma, mean0, var0, t1 / num_steps, num_steps)(res.x[:, 0])
-    assert int(res.num_nonfinite) == 0
+    reference = _ou_reference(theta, sigma, mean0, var0, t1 / num_steps, num_steps)
+    dtheta, dsigma, dmean, score = reference(res.x[:, 0].astype(F64))
+    assert int(res.num_nonfinite) == 0 and res.x.dtype == res.score.dtype == res.dlogp.theta.dtype == dtype
     assert_conditional_identity(res.score[:, 0], score, res.x, max_rel_se=0.008, label="score")
     assert_conditional_identity(res.dlogp.theta, dtheta, res.x, max_rel_se=0.04, label="d/dtheta")
     assert_conditional_identity(res.dlogp.sigma, dsigma, res.x, max_rel_se=0.04, label="d/dsigma")
@@ -56,7 +63,7 @@ def test_ou_score_and_response_match_em_chain(mode, start):
     assert_conditional_identity(res.dlogp.mean, dmean, res.x, max_rel_se=0.04, label="d/dmean")
 
 
-@pytest.mark.parametrize("mode, dtype", [("matrix_free", jnp.float64), ("exact", jnp.float64), ("matrix_free", jnp.float32)])
+@pytest.mark.parametrize("mode, dtype", [("matrix_free", F64), ("exact", F64), ("matrix_free", F32)])
 def test_time_dependent_ou_score_and_responses_match_em_chain(mode, dtype):
     """theta(t) and sigma(t) linear in t, from t0 > 0: every step must read its coefficients at t_n."""
     sde = TimeDependentOU(*jnp.array([2.0, -1.2, 1.2, -0.6], dtype))
@@ -80,17 +87,18 @@ def test_time_dependent_ou_score_and_responses_match_em_chain(mode, dtype):
         assert_conditional_identity(getattr(res.dlogp, name), getattr(dlogp, name), res.x, max_rel_se=0.05, label=name)
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("noise_dim", [2, 3])
-def test_linear_sde_general_noise_parameters_in_drift_and_noise_matrix(mode, noise_dim):
+@pytest.mark.parametrize(
+    "mode, noise_dim, dtype", [("matrix_free", 2, F32), ("exact", 2, F64), ("matrix_free", 3, F64), ("exact", 3, F32)]
+)
+def test_linear_sde_general_noise_parameters_in_drift_and_noise_matrix(mode, noise_dim, dtype):
     A = jnp.array([[-1.0, 0.6], [-0.4, -0.8]])
     S = jnp.array([[0.7, 0.2, 0.1], [-0.3, 0.5, 0.2]])[:, :noise_dim]
     b = jnp.array([0.3, -0.2])
     mean0, cov0 = jnp.array([0.5, -0.5]), jnp.array([[0.2, 0.05], [0.05, 0.1]])
     t1, num_steps, num_paths = 0.8, 20, 60_000
     x0 = jax.random.multivariate_normal(jax.random.key(3), mean0, cov0, (num_paths,))
-    score0 = -jnp.linalg.solve(cov0, (x0 - mean0).T).T
-    sde = dkjax.LinearSDE(A=A, S=S, b=b)
+    x0, score0 = cast((x0, -jnp.linalg.solve(cov0, (x0 - mean0).T).T), dtype)
+    sde = cast(dkjax.LinearSDE(A=A, S=S, b=b), dtype)
     res = dkjax.divergence_kernel(
         sde, x0, score0=score0, t1=t1, num_steps=num_steps, key=jax.random.key(1), kernel_rate=2.0, mode=mode
     )
@@ -99,8 +107,9 @@ def test_linear_sde_general_noise_parameters_in_drift_and_noise_matrix(mode, noi
         m, c = em_linear_moments(sde.A, sde.S, sde.b, mean0, cov0, t1 / num_steps, num_steps)
         return gaussian_logpdf(x, m, c)
 
-    exact = jax.vmap(jax.grad(logp, argnums=(0, 1)), in_axes=(None, 0))(sde, res.x)
+    exact = jax.vmap(jax.grad(logp, argnums=(0, 1)), in_axes=(None, 0))(cast(sde, F64), res.x.astype(F64))
     exact_dlogp, exact_score = exact
+    assert res.dlogp.S.dtype == dtype
     assert_conditional_identity(res.score, exact_score, res.x, max_rel_se=0.004, label="score", powers=(0, 1))
     for name in ("A", "S"):
         estimate = getattr(res.dlogp, name).reshape(num_paths, -1)
@@ -108,9 +117,10 @@ def test_linear_sde_general_noise_parameters_in_drift_and_noise_matrix(mode, noi
         assert_conditional_identity(estimate, reference, res.x, max_rel_se=0.02, label=name, powers=(0, 1))
 
 
-@pytest.mark.parametrize("response_mix", [0.0, 1.0])
-@pytest.mark.parametrize("noise_dim", [2, 3])
-def test_kernel_response_general_noise_from_a_point_mass(noise_dim, response_mix):
+@pytest.mark.parametrize(
+    "noise_dim, response_mix, dtype", [(2, 0.0, F64), (2, 1.0, F32), (3, 0.0, F32), (3, 1.0, F64)]
+)
+def test_kernel_response_general_noise_from_a_point_mass(noise_dim, response_mix, dtype):
     # score0=None: the first step's response is the kernel term d log k; with
     # response_mix=1 every step's is (the likelihood ratio), parameters inside S included.
     A = jnp.array([[-1.0, 0.6], [-0.4, -0.8]])
@@ -118,9 +128,9 @@ def test_kernel_response_general_noise_from_a_point_mass(noise_dim, response_mix
     b = jnp.array([0.3, -0.2])
     start = jnp.array([0.5, -0.5])
     t1, num_steps, num_paths = 0.5, 10, 60_000
-    sde = dkjax.LinearSDE(A=A, S=S, b=b)
+    sde = cast(dkjax.LinearSDE(A=A, S=S, b=b), dtype)
     res = dkjax.divergence_kernel(
-        sde, jnp.tile(start, (num_paths, 1)), t1=t1, num_steps=num_steps, key=jax.random.key(5),
+        sde, jnp.tile(start, (num_paths, 1)).astype(dtype), t1=t1, num_steps=num_steps, key=jax.random.key(5),
         kernel_rate=2.0, response_mix=response_mix,
     )  # fmt: skip
 
@@ -128,7 +138,8 @@ def test_kernel_response_general_noise_from_a_point_mass(noise_dim, response_mix
         m, c = em_linear_moments(sde.A, sde.S, sde.b, start, jnp.zeros((2, 2)), t1 / num_steps, num_steps)
         return gaussian_logpdf(x, m, c)
 
-    exact_dlogp = jax.vmap(jax.grad(logp), in_axes=(None, 0))(sde, res.x)
+    exact_dlogp = jax.vmap(jax.grad(logp), in_axes=(None, 0))(cast(sde, F64), res.x.astype(F64))
+    assert res.dlogp.S.dtype == dtype
     for name in ("A", "S", "b"):
         estimate = getattr(res.dlogp, name).reshape(num_paths, -1)
         reference = getattr(exact_dlogp, name).reshape(num_paths, -1)
@@ -149,14 +160,14 @@ class _Multiplicative1D(dkjax.AbstractSDE):
         return self.s + self.c * jnp.sin(x)
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_multiplicative_1d_matches_grid_density(mode):
+@pytest.mark.parametrize("mode, dtype", [("matrix_free", F32), ("exact", F64)])
+def test_multiplicative_1d_matches_grid_density(mode, dtype):
     t1, num_steps, num_paths = 0.3, 30, 100_000
     sde = _Multiplicative1D(a=jnp.array(0.5), s=jnp.array(0.6), c=jnp.array(0.3))
     mean0, std0 = 0.2, 0.5
-    x0 = mean0 + std0 * jax.random.normal(jax.random.key(5), (num_paths, 1))
+    x0 = mean0 + std0 * jax.random.normal(jax.random.key(5), (num_paths, 1), dtype)
     res = dkjax.divergence_kernel(
-        sde,
+        cast(sde, dtype),
         x0,
         score0=-(x0 - mean0) / std0**2,
         t1=t1,
@@ -175,7 +186,8 @@ def test_multiplicative_1d_matches_grid_density(mode):
 
     logp_grid = log_density(sde)
     dlogp_grid = jax.jacfwd(log_density)(sde)
-    x = res.x[:, 0]
+    x = res.x[:, 0].astype(F64)
+    assert res.dlogp.c.dtype == dtype
     exact_score = jnp.interp(x, grid, jnp.gradient(logp_grid, grid))
     assert_conditional_identity(res.score[:, 0], exact_score, res.x, max_rel_se=0.012, label="score")
     for name in ("a", "s", "c"):

@@ -7,10 +7,11 @@ import pytest
 from jax.scipy.stats import norm
 
 import dkjax
-from helpers import em_linear_moments, em_ou_moments, ou_window_responses
+from helpers import cast, em_linear_moments, em_ou_moments, ou_window_responses
 
 THETA, SIGMA, MEAN0, STD0 = 1.0, 0.8, 0.5, 0.3
 T, STEPS = 1.0, 50
+F32, F64 = jnp.float32, jnp.float64
 
 
 def assert_close_in_se(estimate, stderr, reference, *, max_rel_se, scale=None, max_z=5.0, label=""):
@@ -27,9 +28,13 @@ def assert_close_in_se(estimate, stderr, reference, *, max_rel_se, scale=None, m
     assert np.all(z <= max_z), f"{label}: z-scores {z} (estimate {estimate}, reference {reference}, se {stderr})"
 
 
-def ou_initial(num, seed=1):
-    x0 = MEAN0 + STD0 * jax.random.normal(jax.random.key(seed), (num, 1))
+def ou_initial(num, seed=1, dtype=F64):
+    x0 = MEAN0 + STD0 * jax.random.normal(jax.random.key(seed), (num, 1), dtype)
     return x0, -(x0 - MEAN0) / STD0**2
+
+
+def ou(dtype, theta=THETA, sigma=SIGMA):
+    return cast(dkjax.OrnsteinUhlenbeck(theta, sigma), dtype)
 
 
 def ou_first_two_moments(theta, sigma, mu=0.0):
@@ -46,17 +51,17 @@ def observables(x):
     return jnp.stack([x[0], x[0] ** 2])
 
 
-@pytest.mark.parametrize("response_mix", [0.0, 0.5])
-def test_observable_response_ou_matches_em_chain(response_mix):
+@pytest.mark.parametrize("response_mix, dtype", [(0.0, F32), (0.5, F64)])
+def test_observable_response_ou_matches_em_chain(response_mix, dtype):
     # response_mix = 0.5 weighs the divergence and the kernel (likelihood-ratio) parts of each step equally.
-    x0, score0 = ou_initial(20_000)
-    sde = dkjax.OrnsteinUhlenbeck(THETA, SIGMA)
+    x0, score0 = ou_initial(20_000, dtype=dtype)
+    sde = ou(dtype)
     res = dkjax.observable_response(
         sde, observables, x0, score0=score0, t1=T, num_steps=STEPS, key=jax.random.key(2), chunk_size=8192,
         response_mix=response_mix,
     )  # fmt: skip
     exact = jax.jacfwd(ou_first_two_moments, argnums=(0, 1, 2))(THETA, SIGMA, 0.0)
-    assert res.estimate.theta.shape == (2,) and res.estimate.mean.shape == (2,)
+    assert res.estimate.theta.shape == (2,) and res.estimate.mean.shape == (2,) and res.estimate.theta.dtype == dtype
     for name, reference in zip(("theta", "sigma", "mean"), exact):
         estimate, stderr = getattr(res.estimate, name), getattr(res.stderr, name)
         assert_close_in_se(estimate, stderr, reference, max_rel_se=0.08, label=f"b={response_mix} d/d{name}")
@@ -70,15 +75,17 @@ def test_observable_response_linear_sde_general_noise():
     mean0, cov0 = jnp.array([0.3, -0.2]), 0.04 * jnp.eye(2)
     steps, t1 = 40, 0.8
     x0 = mean0 + 0.2 * jax.random.normal(jax.random.key(3), (20_000, 2))
-    score0 = -(x0 - mean0) / 0.04
+    x0, score0 = cast((x0, -(x0 - mean0) / 0.04), F32)  # float64 in the tests around it
 
     def second_moment(A, S):
         m, c = em_linear_moments(A, S, jnp.zeros(2), mean0, cov0, t1 / steps, steps)
         return jnp.trace(c) + m @ m
 
     res = dkjax.observable_response(
-        dkjax.LinearSDE(A, S), lambda x: x @ x, x0, score0=score0, t1=t1, num_steps=steps, key=jax.random.key(4)
-    )
+        cast(dkjax.LinearSDE(A, S), F32), lambda x: x @ x, x0, score0=score0, t1=t1, num_steps=steps,
+        key=jax.random.key(4),
+    )  # fmt: skip
+    assert res.estimate.S.dtype == F32
     d_A, d_S = jax.grad(second_moment, argnums=(0, 1))(A, S)
     scale = float(jnp.sqrt(jnp.mean(jnp.concatenate([d_A.ravel(), d_S.ravel()]) ** 2)))
     assert_close_in_se(res.estimate.A, res.stderr.A, d_A, scale=scale, max_rel_se=0.1, label="d/dA")
@@ -165,10 +172,10 @@ def test_observable_bad_inputs():
 
 
 def test_density_response_bins_1d_exact_bin_averages():
-    x0, score0 = ou_initial(30_000)
-    edges = jnp.linspace(-1.0, 1.5, 6)
+    x0, score0 = ou_initial(30_000, dtype=F32)
+    edges = jnp.linspace(-1.0, 1.5, 6, dtype=F32)
     res = dkjax.density_response(
-        dkjax.OrnsteinUhlenbeck(THETA, SIGMA), x0, score0=score0, t1=T, num_steps=STEPS, key=jax.random.key(8),
+        ou(F32), x0, score0=score0, t1=T, num_steps=STEPS, key=jax.random.key(8),
         bins=edges, chunk_size=10_000,
     )
 
@@ -187,6 +194,7 @@ def test_density_response_bins_1d_exact_bin_averages():
     jump = jnp.diff(norm.pdf(edges, m, s))
     assert_close_in_se(res.score_mean[:, 0], res.score_mean_stderr[:, 0], jump / mass, max_rel_se=0.1, label="E[score|bin]")
     np.testing.assert_allclose(res.points[:, 0], 0.5 * (edges[1:] + edges[:-1]))
+    assert res.density.dtype == res.response.theta.dtype == F32
 
 
 def test_density_conditional_means_are_the_bin_sample_means():
@@ -233,7 +241,7 @@ def test_density_response_kernel_points_is_exact_for_the_smoothed_density():
 def test_density_response_bins_2d_product_law():
     # Diagonal linear SDE: independent coordinates, so 2-D bin masses are products of 1-D ones.
     steps, t1 = 30, 0.6
-    x0 = 0.1 * jax.random.normal(jax.random.key(10), (20_000, 2))
+    x0 = 0.1 * jax.random.normal(jax.random.key(10), (20_000, 2), F32)
     score0 = -x0 / 0.01
     edges = (jnp.array([-1.0, -0.2, 0.3, 1.0]), jnp.array([-0.8, -0.25, 0.25, 0.8]))
 
@@ -245,8 +253,11 @@ def test_density_response_bins_2d_product_law():
         return jnp.outer(pieces[0], pieces[1]).ravel()
 
     a = jnp.array([1.0, 2.0])
-    sde = dkjax.LinearSDE(-jnp.diag(a), 0.7 * jnp.eye(2))
-    res = dkjax.density_response(sde, x0, score0=score0, t1=t1, num_steps=steps, key=jax.random.key(11), bins=edges)
+    sde = cast(dkjax.LinearSDE(-jnp.diag(a), 0.7 * jnp.eye(2)), F32)
+    res = dkjax.density_response(
+        sde, x0, score0=score0, t1=t1, num_steps=steps, key=jax.random.key(11), bins=cast(edges, F32)
+    )
+    assert res.response.A.dtype == F32
     volume = jnp.outer(jnp.diff(edges[0]), jnp.diff(edges[1])).ravel()
     assert res.grid_shape == (3, 3) and res.points.shape == (9, 2)
     assert_close_in_se(res.density, res.density_stderr, masses(a) / volume, max_rel_se=0.03, label="2-D density")
@@ -296,12 +307,13 @@ def test_stationary_response_ou_matches_exact_truncated_windows():
         return sigma**2 * dt / (1 - (1 - theta * dt) ** 2)
 
     exact = {name: value[:, 1] for name, value in ou_window_responses(theta, sigma, dt, windows).items()}
-    x0 = 0.5 * jax.random.normal(jax.random.key(12), (64, 1))
+    x0 = 0.5 * jax.random.normal(jax.random.key(12), (64, 1), F32)  # float64: the tests around it
     res = dkjax.stationary_response(
-        dkjax.OrnsteinUhlenbeck(theta, sigma), lambda x: x[0] ** 2, x0, dt=dt, spinup_steps=200, num_steps=6000,
+        ou(F32, theta, sigma), lambda x: x[0] ** 2, x0, dt=dt, spinup_steps=200, num_steps=6000,
         windows=windows, key=jax.random.key(13), sample_every=5, num_blocks=2, kernel_rate=5.0,
     )
     assert res.estimate.theta.shape == (5,) and np.all(np.asarray(res.num_batches) == 128)
+    assert res.estimate.theta.dtype == F32
     # W = 4 and 6 decorrelation times reach the plateau.
     np.testing.assert_allclose(exact["theta"][3:], jax.grad(stationary_second_moment)(theta, sigma), rtol=1e-3)
     for name in ("theta", "sigma"):

@@ -11,6 +11,9 @@ import optax
 import pytest
 
 import dkjax
+from helpers import cast
+
+F32, F64 = jnp.float32, jnp.float64
 
 
 def _ou_data(theta, sigma, mean0, std0, t1, n, key):
@@ -28,39 +31,40 @@ def _frozen_mean_ou(theta, sigma):
 
 
 OU_CASES = [
-    # theta, sigma, mean0, std0, start theta, start sigma, objective
-    (1.5, 0.8, [1.0], [0.3], 0.5, 0.4, "kl"),
-    (0.7, 0.5, [-2.0], [0.5], 2.0, 1.0, "kl"),
-    ([1.0, 2.0], [0.4, 1.0], [1.5, -1.0], [0.2, 0.6], [0.5, 0.5], [0.8, 0.8], "kl"),
-    (1.5, 0.8, [1.0], [0.3], 0.5, 0.4, "energy"),
+    # theta, sigma, mean0, std0, start theta, start sigma, objective, dtype (float32 for both objectives)
+    (1.5, 0.8, [1.0], [0.3], 0.5, 0.4, "kl", F32),
+    (0.7, 0.5, [-2.0], [0.5], 2.0, 1.0, "kl", F64),
+    ([1.0, 2.0], [0.4, 1.0], [1.5, -1.0], [0.2, 0.6], [0.5, 0.5], [0.8, 0.8], "kl", F64),
+    (1.5, 0.8, [1.0], [0.3], 0.5, 0.4, "energy", F32),
 ]
 
 
 @pytest.mark.parametrize("case", OU_CASES)
 def test_fit_recovers_ou_drift_and_noise(case):
-    theta, sigma, mean0, std0, theta_start, sigma_start, objective = case
+    theta, sigma, mean0, std0, theta_start, sigma_start, objective, dtype = case
     t1, steps = 1.0, 300
-    data = _ou_data(theta, sigma, mean0, std0, t1, 4096, jr.key(0))
-    ones = jnp.ones(len(mean0))
-    model = _frozen_mean_ou(jnp.asarray(theta_start, float) * ones, jnp.asarray(sigma_start, float) * ones)
+    data = _ou_data(theta, sigma, mean0, std0, t1, 4096, jr.key(0)).astype(dtype)
+    ones = jnp.ones(len(mean0), dtype)
+    model = _frozen_mean_ou(jnp.asarray(theta_start, dtype) * ones, jnp.asarray(sigma_start, dtype) * ones)
+    initial = dkjax.gaussian_initial(jnp.asarray(mean0, dtype), jnp.asarray(std0, dtype))
     optimizer = optax.adam(optax.cosine_decay_schedule(0.05, steps, 0.05))
     fitted, history = dkjax.fit(
-        model, data, dkjax.gaussian_initial(mean0, std0), t1=t1, num_steps=40, key=jr.key(1), steps=steps,
+        model, data, initial, t1=t1, num_steps=40, key=jr.key(1), steps=steps,
         optimizer=optimizer, num_paths=1024, kernel_rate=2.0, objective=objective, progress=False,
     )  # fmt: skip
-    assert history.stop_reason is None and len(history.loss) == steps
+    assert history.stop_reason is None and len(history.loss) == steps and fitted.theta.dtype == dtype
     np.testing.assert_allclose(fitted.theta, np.broadcast_to(theta, fitted.theta.shape), rtol=0.1)
     np.testing.assert_allclose(fitted.sigma, np.broadcast_to(sigma, fitted.sigma.shape), rtol=0.1)
 
 
-def _tiny_problem():
-    sde = dkjax.NeuralSDE(2, key=jr.key(0), width=8, depth=1)
-    data = jr.normal(jr.key(1), (64, 2)) * 0.5 + 1.0
-    return sde, data, dkjax.gaussian_initial(jnp.zeros(2), 1.0)
+def _tiny_problem(dtype=F64):
+    sde = cast(dkjax.NeuralSDE(2, key=jr.key(0), width=8, depth=1), dtype)
+    data = jr.normal(jr.key(1), (64, 2), dtype) * 0.5 + 1.0
+    return sde, data, dkjax.gaussian_initial(jnp.zeros(2, dtype), 1.0)
 
 
-def _fit_tiny(steps, directory, resume=False, **kwargs):
-    sde, data, initial = _tiny_problem()
+def _fit_tiny(steps, directory, resume=False, dtype=F64, **kwargs):
+    sde, data, initial = _tiny_problem(dtype)
     return dkjax.fit(
         sde, data, initial, t1=1.0, num_steps=10, key=jr.key(2), steps=steps, num_paths=64, batch_size=32,
         kernel_rate="auto", kernel_rate_every=2, checkpoint_dir=directory, checkpoint_every=3, resume=resume,
@@ -69,9 +73,13 @@ def _fit_tiny(steps, directory, resume=False, **kwargs):
 
 
 def test_resume_is_bit_identical(tmp_path):
-    full, full_history = _fit_tiny(7, tmp_path / "full")
-    _fit_tiny(3, tmp_path / "split")
-    resumed, resumed_history = _fit_tiny(7, tmp_path / "split", resume=True, metrics_file=tmp_path / "m.jsonl")
+    """In float32, where rounding differences between two programs would show first."""
+    full, full_history = _fit_tiny(7, tmp_path / "full", dtype=F32)
+    _fit_tiny(3, tmp_path / "split", dtype=F32)
+    resumed, resumed_history = _fit_tiny(
+        7, tmp_path / "split", resume=True, dtype=F32, metrics_file=tmp_path / "m.jsonl"
+    )
+    assert {leaf.dtype for leaf in jax.tree.leaves(dkjax.parameters(resumed))} == {jnp.dtype(F32)}
     for a, b in zip(jax.tree.leaves(dkjax.parameters(full)), jax.tree.leaves(dkjax.parameters(resumed))):
         assert np.array_equal(np.asarray(a), np.asarray(b))
     untimed = lambda records: [{k: v for k, v in r.items() if k != "time"} for r in records]
@@ -82,7 +90,7 @@ def test_resume_is_bit_identical(tmp_path):
     assert resumed_history.best_step == full_history.best_step
     assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 7
     # And the run really moved away from its start (else equality is vacuous).
-    start = dkjax.parameters(_tiny_problem()[0])
+    start = dkjax.parameters(_tiny_problem(F32)[0])
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(start), jax.tree.leaves(full)))
 
 
@@ -129,11 +137,11 @@ def test_bad_inputs_raise_before_work(change, match):
         dkjax.fit(sde, data, initial, **{**kwargs, **change})
 
 
-def test_sample_shapes_and_reproducibility():
-    sde, _, initial = _tiny_problem()
+def test_sample_shapes_and_reproducibility(dtype):
+    sde, _, initial = _tiny_problem(dtype)
     a = dkjax.sample(sde, initial, 100, t1=1.0, num_steps=10, key=jr.key(3))
     b = dkjax.sample(sde, initial, 100, t1=1.0, num_steps=10, key=jr.key(3))
-    assert a.shape == (100, 2) and np.array_equal(a, b) and math.isfinite(float(jnp.sum(a)))
+    assert a.shape == (100, 2) and a.dtype == dtype and np.array_equal(a, b) and math.isfinite(float(jnp.sum(a)))
 
 
 @pytest.mark.slow
