@@ -2,9 +2,11 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import dkjax
+from dkjax._validation import check_positive, is_positive
 from helpers import assert_conditional_identity, em_linear_moments, gaussian_logpdf
 
 OU = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)
@@ -133,3 +135,23 @@ def test_weights_that_blow_up_while_states_stay_finite_point_to_the_kernel_rate(
     with pytest.warns(RuntimeWarning, match="states stayed finite but the weights did not.*kernel_rate=0 with score0"):
         res = dkjax.divergence_kernel(_VanishingNoise(jnp.array(0.5)), jnp.zeros((4, 1)), **GOOD)
     assert int(res.num_nonfinite) == 4 and bool(jnp.all(jnp.isfinite(res.x)))
+
+
+@pytest.mark.parametrize(
+    "value, integer, allow_none, ok",
+    [(3, True, False, True), (np.int64(3), True, False, True), (0, True, False, False), (True, True, False, False),
+     (1.5, True, False, False), (None, True, True, True), (None, True, False, False), (0.5, False, False, True),
+     (np.float32(0.5), False, False, True), (float("inf"), False, False, False), (-1.0, False, False, False),
+     ("1", False, False, False)],
+)  # fmt: skip
+def test_one_positivity_check_for_the_library_and_the_config(value, integer, allow_none, ok):
+    """``check_positive`` (entry points) and ``is_positive`` (config schema) are one rule."""
+    if ok:
+        result = check_positive("n", value, integer=integer, allow_none=allow_none)
+        assert result == value and (type(result) is int or not integer or value is None)
+    else:
+        kind = "a positive int" if integer else "a positive finite number"
+        with pytest.raises(ValueError, match=f"n must be {kind}"):
+            check_positive("n", value, integer=integer, allow_none=allow_none)
+    if value is not None:
+        assert is_positive(value, integer=integer) == ok
