@@ -1,5 +1,8 @@
 """Shared exact references, statistical judges and dtype helpers for the tests."""
 
+import importlib.util
+from pathlib import Path
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -9,6 +12,15 @@ import dkjax
 
 
 DTYPES = (jnp.float32, jnp.float64)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def gen_api():
+    """``docs/gen_api.py`` as a module: the exports and the docstring rules the docs are built from."""
+    spec = importlib.util.spec_from_file_location("gen_api", ROOT / "docs" / "gen_api.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def cast(tree, dtype):

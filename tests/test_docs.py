@@ -1,33 +1,24 @@
 """The documentation: every export's docstring has substance, docs/api.md is current, examples run."""
 
-import importlib.util
 import inspect
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from helpers import ROOT, gen_api
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _gen_api():
-    spec = importlib.util.spec_from_file_location("gen_api", ROOT / "docs" / "gen_api.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_every_export_documents_its_arguments_results_and_exceptions():
     """Sections with substance: every argument named, every Raises entry an exception class, an Example."""
-    gen_api = _gen_api()
-    gaps = {name: found for name, obj in gen_api.exports() if (found := gen_api.docstring_gaps(obj))}
-    assert len(gen_api.exports()) > 30
+    api = gen_api()
+    gaps = {name: found for name, obj in api.exports() if (found := api.docstring_gaps(obj))}
+    assert len(api.exports()) > 30
     assert gaps == {}
 
 
 def test_the_docstring_check_catches_filler_and_gaps():
-    gen_api = _gen_api()
+    api = gen_api()
 
     def filler(n):
         """Doubles ``n``.
@@ -59,18 +50,18 @@ def test_the_docstring_check_catches_filler_and_gaps():
             ValueError, TypeError: never, in fact.
         """
 
-    assert gen_api.docstring_gaps(filler) == ["Raises entry names no exception class: 'Nothing of its own.'"]
-    assert gen_api.docstring_gaps(undocumented) == ["Example section", "argument m undocumented"]
+    assert api.docstring_gaps(filler) == ["Raises entry names no exception class: 'Nothing of its own.'"]
+    assert api.docstring_gaps(undocumented) == ["Example section", "argument m undocumented"]
 
 
 def test_no_doc_cites_a_file_users_do_not_have():
     texts = {path: path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]}
-    texts.update({name: inspect.getdoc(obj) or "" for name, obj in _gen_api().exports()})
+    texts.update({name: inspect.getdoc(obj) or "" for name, obj in gen_api().exports()})
     assert [where for where, text in texts.items() if "MATH.md" in text] == []
 
 
 def test_api_reference_is_current():
-    assert (ROOT / "docs" / "api.md").read_text() == _gen_api().render(), "run: python docs/gen_api.py"
+    assert (ROOT / "docs" / "api.md").read_text() == gen_api().render(), "run: python docs/gen_api.py"
 
 
 @pytest.mark.slow

@@ -7,33 +7,25 @@ rules, whitespace normalised and ``...`` matching anything).
 """
 
 import doctest
-import importlib.util
 import inspect
 import json
 import os
-import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from helpers import ROOT, gen_api
 
-ROOT = Path(__file__).resolve().parent.parent
 _OPTIONS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 
 
-def _exports():
-    spec = importlib.util.spec_from_file_location("gen_api", ROOT / "docs" / "gen_api.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.exports()
+API = gen_api()
 
 
 def example_section(obj) -> str:
     """The text of the ``Example:`` section of ``obj``'s docstring ("" if none)."""
-    match = re.search(r"^Examples?:\n(.*?)(?=^\S|\Z)", inspect.getdoc(obj) or "", re.S | re.M)
-    return inspect.cleandoc(match.group(1)) if match else ""
+    return API.section(inspect.getdoc(obj) or "", "Example") or ""
 
 
 def run_examples(names=()) -> dict[str, str]:
@@ -44,7 +36,7 @@ def run_examples(names=()) -> dict[str, str]:
     import dkjax
 
     parser, reports = doctest.DocTestParser(), {}
-    for name, obj in _exports():
+    for name, obj in API.exports():
         if names and name not in names:
             continue
         test = parser.get_doctest(example_section(obj), {"dkjax": dkjax, "jax": jax, "jnp": jnp}, name, None, 0)
@@ -69,12 +61,12 @@ def reports(tmp_path_factory):
     return json.loads(done.stdout.splitlines()[-1])
 
 
-@pytest.mark.parametrize("name", [name for name, _ in _exports()])
+@pytest.mark.parametrize("name", [name for name, _ in API.exports()])
 def test_example_runs_and_prints_what_it_shows(name, reports):
     assert reports[name] == "", reports[name]
 
 
-@pytest.mark.parametrize("name, obj", _exports())
+@pytest.mark.parametrize("name, obj", API.exports())
 def test_example_exists_and_claims_an_output(name, obj):
     examples = doctest.DocTestParser().get_examples(example_section(obj))
     assert examples, f"{name}: no Example section with >>> lines"
