@@ -155,3 +155,23 @@ def test_one_positivity_check_for_the_library_and_the_config(value, integer, all
             check_positive("n", value, integer=integer, allow_none=allow_none)
     if value is not None:
         assert is_positive(value, integer=integer) == ok
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "engine defect (issue 11): float64 parameters with float32 states are not refused up front: simulate fails "
+    "in lax.scan's carry check, divergence_kernel(score0=...) in a VJP, and divergence_kernel(score0=None) "
+    "silently promotes the paths to float64"
+))  # fmt: skip
+@pytest.mark.parametrize("call", ["simulate", "divergence_kernel", "divergence_kernel_score0"])
+def test_a_dtype_mismatch_is_refused_naming_both_dtypes(call):
+    sde = jax.tree.map(lambda p: p.astype(jnp.float64), OU)
+    x0 = jnp.zeros((8, 1), jnp.float32)
+    run = {
+        "simulate": lambda: dkjax.simulate(sde, x0, **GOOD),
+        "divergence_kernel": lambda: dkjax.divergence_kernel(sde, x0, **GOOD),
+        "divergence_kernel_score0": lambda: dkjax.divergence_kernel(sde, x0, score0=x0, **GOOD),
+    }[call]
+    with pytest.raises(ValueError) as caught:
+        run()
+    message = str(caught.value)  # names the argument and both dtypes (JAX's own VJP error names no argument)
+    assert "x0" in message and "float32" in message and "float64" in message, message
