@@ -172,7 +172,7 @@ MUTATIONS = [
         "response_mix_divergence_unweighted",
         "the (1 - b) factor on the divergence response dropped (0 < b < 1)",
         [(STEP, "value = value - (1 - mix_response) * divergence", "value = value - divergence")],
-        [RESP + "test_observable_response_ou_matches_em_chain[0.5]"],
+        [RESP + "test_observable_response_ou_matches_em_chain[0.5-float64]"],
     ),
     # ---- the DK step and estimator
     _mutation(
