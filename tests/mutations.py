@@ -110,9 +110,9 @@ MUTATIONS = [
         "two-pass gradient: the last parameter leaf gets zero",
         [(
             OBJECTIVE,
-            "return jax.tree.map(jnp.add, acc, jax.grad(weighted)(params))",
+            "return jax.tree.map(jnp.add, total, jax.grad(weighted)(params)), n + 1",
             "g = jax.tree.leaves(jax.grad(weighted)(params)); g[-1] = 0 * g[-1]\n"
-            "            return jax.tree.map(jnp.add, acc, jax.tree.unflatten(jax.tree.structure(params), g))",
+            "            return jax.tree.map(jnp.add, total, jax.tree.unflatten(jax.tree.structure(params), g)), n + 1",
         )],
         [OBJ + "test_gradient_routes_agree"],
     ),
@@ -295,7 +295,8 @@ MUTATIONS = [
     _mutation(
         "two_pass_padding_weighted",
         "two-pass replay in chunks: the padding paths get weight one instead of zero",
-        [(OBJECTIVE, "chunks.append(chunked(c, jnp.zeros(padding, c.dtype)))", "chunks.append(chunked(c, jnp.ones(padding, c.dtype)))")],
+        [(OBJECTIVE, "chunks.append(chunked(c, jnp.zeros((padding,) + c.shape[1:], c.dtype)))",
+          "chunks.append(chunked(c, jnp.ones((padding,) + c.shape[1:], c.dtype)))")],
         [OBJ + "test_gradient_routes_agree"],
     ),
     _mutation(
