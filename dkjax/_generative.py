@@ -11,6 +11,7 @@ import numpy as np
 
 from ._custom_types import Array, Float, Key, States
 from ._data import GaussianInitial, gaussian_initial
+from ._gradient_flow import GradientFlowSDE, gradient_flow_template
 from ._neural import NeuralSDE
 from ._sde import AbstractSDE
 from ._simulate import simulate
@@ -147,7 +148,12 @@ def _sde_spec(sde: AbstractSDE) -> dict | None:
             "depth": net.depth,
             "noise": "scalar" if sde.sigma_bias.shape[0] == 1 else "diagonal",
             "state_dependent": sde.sigma_net is not None,
+            "sigma_min": sde.sigma_min,
         }
+    if isinstance(sde, GradientFlowSDE) and isinstance(sde.potential_net, eqx.nn.MLP):
+        net = sde.potential_net
+        return {"class": "GradientFlowSDE", "dim": sde.dim, "width": net.width_size, "depth": net.depth,
+                "sigma_min": sde.sigma_min, "confinement": sde.confinement}  # fmt: skip
     return None
 
 
@@ -227,6 +233,13 @@ def load_model(path: str | Path, *, like: AbstractSDE | GenerativeModel | None =
             raise ValueError(f"{path}: the saved arrays do not match the model's structure: {error}") from error
 
 
+def _neural_template(spec: dict) -> NeuralSDE:
+    options = {name: spec[name] for name in ("width", "depth", "noise", "state_dependent")}
+    # Files written before the floor existed have none; sigma_init only sets weights the file replaces.
+    floor = spec.get("sigma_min", 0.0)
+    return NeuralSDE(spec["dim"], key=jr.key(0), sigma_init=floor + 1.0, sigma_min=floor, **options)
+
+
 def _template(header: dict, like, path: Path) -> GenerativeModel:
     if isinstance(like, GenerativeModel):
         return like
@@ -235,8 +248,7 @@ def _template(header: dict, like, path: Path) -> GenerativeModel:
     if like is None:
         if spec is None:
             raise ValueError(f"{path} holds an SDE that dkjax cannot rebuild by itself; pass like=<an SDE of its kind>.")
-        options = {name: spec[name] for name in ("width", "depth", "noise", "state_dependent")}
-        like = NeuralSDE(spec["dim"], key=jr.key(0), **options)
+        like = gradient_flow_template(spec) if spec.get("class") == "GradientFlowSDE" else _neural_template(spec)
     cast = lambda leaf: leaf.astype(dtype) if eqx.is_inexact_array(leaf) else leaf
     sde = jax.tree.map(cast, like)
     initial = gaussian_initial(jnp.zeros(dim, dtype), 1.0)
