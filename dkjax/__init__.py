@@ -35,6 +35,7 @@ from ._response_plots import plot_window_plateau as plot_window_plateau
 # DK-SDE generative models
 from ._neural import NeuralSDE as NeuralSDE
 from ._gradient_flow import GradientFlowSDE as GradientFlowSDE
+from ._snapshots import EmpiricalInitial as EmpiricalInitial
 from ._snapshots import Snapshots as Snapshots
 from ._snapshots import simulate_snapshots as simulate_snapshots
 from ._snapshot_eval import SnapshotScore as SnapshotScore
@@ -57,6 +58,7 @@ from ._generative import fit_generative as fit_generative
 from ._generative import load_model as load_model
 from ._generative import save_model as save_model
 from ._metrics import energy_distance as energy_distance
+from ._plots import plot_snapshots as plot_snapshots
 from ._metrics import sliced_wasserstein as sliced_wasserstein
 from ._metrics import smoothed_nll as smoothed_nll
 

@@ -115,7 +115,9 @@ SCHEMA: dict[str, dict[str, _Key]] = {
             "", (str,), lambda v: v in ("",) + tuple(sorted(TOY_DATA)) + ("simulated",),
             f"one of {sorted(TOY_DATA) + ['simulated']}",
         ),  # fmt: skip
-        "path": _Key("", (str,), lambda v: True, "a .npy or .csv file"),
+        "path": _Key("", (str,), lambda v: True, "a .npy, .csv or .npz file"),
+        # Snapshots: a CSV column holding each row's time (a .npz file needs none: one array per time).
+        "time_column": _Key("", (str,), lambda v: True, "the name of a CSV column, or empty"),
         "heldout_fraction": _fraction(0.2, low_open=True),
         "standardize": _Key(
             "auto", (str, bool), lambda v: v == "auto" or isinstance(v, bool),

@@ -15,6 +15,7 @@ from ._gradient_flow import GradientFlowSDE, gradient_flow_template
 from ._neural import NeuralSDE
 from ._sde import AbstractSDE
 from ._simulate import simulate
+from ._snapshots import EmpiricalInitial
 from ._train import TrainHistory, fit
 from ._validation import check_key
 
@@ -175,13 +176,14 @@ def save_model(path: str | Path, model: GenerativeModel) -> Path:
     """
     if not isinstance(model, GenerativeModel):
         raise TypeError(f"model must be a dkjax.GenerativeModel; got {type(model).__name__}.")
-    gaussian = isinstance(model.initial, GaussianInitial)
+    gaussian = isinstance(model.initial, (GaussianInitial, EmpiricalInitial))
     header = {
         "format": _FORMAT,
         "version": _VERSION,
         "sde": _sde_spec(model.sde) if gaussian else None,
         "dim": model.dim,
         "dtype": str(model.scaling.loc.dtype),
+        "initial_points": model.initial.points.shape[0] if isinstance(model.initial, EmpiricalInitial) else None,
         "t0": model.t0,
         "t1": model.t1,
         "num_steps": model.num_steps,
@@ -251,7 +253,8 @@ def _template(header: dict, like, path: Path) -> GenerativeModel:
         like = gradient_flow_template(spec) if spec.get("class") == "GradientFlowSDE" else _neural_template(spec)
     cast = lambda leaf: leaf.astype(dtype) if eqx.is_inexact_array(leaf) else leaf
     sde = jax.tree.map(cast, like)
-    initial = gaussian_initial(jnp.zeros(dim, dtype), 1.0)
+    num_points = header.get("initial_points")
+    initial = gaussian_initial(jnp.zeros(dim, dtype), 1.0) if num_points is None else EmpiricalInitial(jnp.zeros((num_points, dim), dtype))
     return GenerativeModel(sde, initial, DataScaling.identity(dim, dtype), header["t0"], header["t1"], header["num_steps"])
 
 

@@ -116,6 +116,28 @@ def _time_weights(weights, times) -> tuple[float, ...]:
     return tuple(float(w) for w in weights)
 
 
+class EmpiricalInitial(eqx.Module):
+    """An initial law given by samples (e.g. the first snapshot): ``initial(key, n) -> (x0, None)``.
+
+    Draws the rows with replacement. Its score is unknown (``None``), so the DK recursion
+    starts with a pure kernel step, exact for an initial law free of the model's parameters.
+
+    Arguments:
+        points: the samples ``(n, d)``.
+
+    Example:
+        >>> initial = dkjax.EmpiricalInitial(jnp.arange(6.0).reshape(3, 2))
+        >>> x0, score0 = initial(jax.random.key(0), 5)
+        >>> print(x0.shape, score0)
+        (5, 2) None
+    """
+
+    points: Float[Array, "n d"]
+
+    def __call__(self, key: Key, n: int) -> tuple[Float[Array, "n d"], None]:
+        return self.points[jr.choice(key, self.points.shape[0], (n,))], None
+
+
 def as_snapshots(data) -> Snapshots:
     """``data`` as ``Snapshots`` (a mapping is wrapped with equal weights)."""
     return data if isinstance(data, Snapshots) else Snapshots(data)
