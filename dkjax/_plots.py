@@ -130,6 +130,9 @@ def plot_snapshots(model, snapshots, path: str | Path, *, key, num_samples: int 
         path: the PNG file to write.
         key: PRNG key; num_samples: model samples per time; num_paths: paths drawn.
 
+    Returns:
+        ``None``; the figure is written to ``path``.
+
     Raises:
         ValueError: a time off the model's grid.
 

@@ -184,7 +184,6 @@ def leave_one_time_out(
     Example:
         >>> sde, history, score = dkjax.leave_one_time_out(sde, data, initial, time=1.0, num_steps=60,
         ...                                                key=jax.random.key(0), steps=300)
-        >>> print(score.energy_distance < score.baseline_energy_distance)
     """
     snaps = as_snapshots(data)
     if float(time) not in snaps.times or len(snaps.times) < 2:

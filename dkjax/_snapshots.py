@@ -125,6 +125,9 @@ class EmpiricalInitial(eqx.Module):
     Arguments:
         points: the samples ``(n, d)``.
 
+    Raises:
+        Nothing at construction; a call with ``n < 1`` fails in ``jax.random.choice``.
+
     Example:
         >>> initial = dkjax.EmpiricalInitial(jnp.arange(6.0).reshape(3, 2))
         >>> x0, score0 = initial(jax.random.key(0), 5)

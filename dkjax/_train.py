@@ -198,7 +198,10 @@ def _snapshot_gradient(snaps: Snapshots, steps, *, objective, method, t0, t1, nu
     return gradient
 
 
-def _make_train_step(initial, optimizer, gradient, *, num_paths):
+def _make_train_step(initial, optimizer, *, num_paths, gradient=None, **array_options):
+    """The jitted step of ``fit``; ``gradient`` as made by ``_snapshot_gradient``, or ``_array_gradient(**array_options)``."""
+    gradient = _array_gradient(**array_options) if gradient is None else gradient
+
     @eqx.filter_jit
     def train_step(params, static, opt_state, data, key, kernel_rate, h_min, h_max):
         sde = eqx.combine(params, static)
@@ -413,6 +416,15 @@ def fit(
     Step ``s`` uses the key ``fold_in(key, s)``, so a resumed run repeats an uninterrupted
     one exactly.
 
+    Snapshots: ``data`` may be a mapping ``{time: array (n_k, d)}`` or ``dkjax.Snapshots``
+    (samples of the law at several times, sizes ``n_k`` free, a weight per time). The loss is
+    then the weighted sum of the per-time objectives, and its gradient comes from each path's
+    DK response at every observation time, read off one forward pass over the same paths
+    (the two-pass route records only the ``K x num_paths`` states at those times). ``t1``
+    defaults to the last time; every time must lie on the grid ``t0 + n (t1 - t0) / num_steps``
+    inside ``(t0, t1]``. ``batch_size`` applies per time, and so does a ``validation`` fraction;
+    the held-out score is the weighted sum of the per-time energy distances.
+
     Model selection: a share of the data (``validation``) is held out; every
     ``validate_every`` steps the energy distance between ``validation_samples`` model
     samples (the same noise each time, so evaluations compare) and the held-out points is
@@ -436,10 +448,12 @@ def fit(
 
     Arguments:
         sde: the model; every floating-point array in it (drift and diffusion) is trained.
-        data: samples of the target law at ``t1``, shape ``(num_points, d)``.
+        data: samples of the target law at ``t1``, shape ``(num_points, d)``; or snapshots,
+            ``{time: (n_k, d)}`` or ``dkjax.Snapshots`` (see above).
         initial: ``initial(key, n) -> (x0, score0)``: ``n`` samples of the known initial
             law and its score at them (``score0`` may be ``None``).
-        t1, t0: final and initial time; ``num_steps``: Euler-Maruyama steps.
+        t1, t0: final and initial time (``t1`` defaults to the last snapshot time; it must
+            be given for a single array); ``num_steps``: Euler-Maruyama steps.
         key: PRNG key; ``steps``: number of optimisation steps.
         optimizer: an optax transformation; default Adam with ``learning_rate`` decayed
             along a cosine to ``final_lr_fraction`` of it over ``steps``. Clipping by
@@ -454,8 +468,9 @@ def fit(
         path_chunk: replay the two-pass gradient's paths this many at a time, so that its
             working memory scales with ``path_chunk`` instead of ``num_paths``; implies
             ``gradient="two_pass"``. ``None``: all paths at once.
-        validation: held-out points ``(n, d)``, a fraction of ``data`` to split off at
-            random, or ``None`` (no selection: the last model is returned).
+        validation: held-out points ``(n, d)`` (held-out ``Snapshots`` at the same times for
+            snapshot data), a fraction of ``data`` to split off at random (of each time's
+            points for snapshots), or ``None`` (no selection: the last model is returned).
         validate_every, validation_samples, patience: model selection, see above.
         checkpoint_dir, checkpoint_every: where and how often to checkpoint (also at the end).
         resume: continue from the latest checkpoint in ``checkpoint_dir`` if there is one.
@@ -472,7 +487,8 @@ def fit(
 
     Raises:
         ValueError: bad data or validation data (wrong dimension, non-finite, fewer than 2
-            points), a non-positive ``bandwidth``, or any other impossible argument, named.
+            points), a snapshot time off the grid or outside ``(t0, t1]`` (the time named), a
+            non-positive ``bandwidth``, or any other impossible argument, named.
         TypeError: ``sde`` not an ``AbstractSDE``, ``initial`` not callable, bad ``key``.
 
     Example:
@@ -547,15 +563,16 @@ def fit(
         ranges = [_bandwidth_range(points, bandwidth, min_bandwidth) for points in data.points]
         h_range = tuple(tuple(r[i] for r in ranges) for i in (0, 1))
         gradient_fn = _snapshot_gradient(data, record_steps, batch_size=batch_size, **options)
+        train_step = _make_train_step(initial, optimizer, num_paths=num_paths, gradient=gradient_fn)
         validate = None if held_out is None else make_snapshot_validator(
             initial, held_out, record_steps, salt=_VALIDATION_SALT, **grid)  # fmt: skip
         data = data.points
     else:
         data, held_out = _split_validation(jnp.asarray(data, dtype), validation, dim, key)
         h_range = _bandwidth_range(data, bandwidth, min_bandwidth)
-        gradient_fn = _array_gradient(batch_size=min(batch_size, data.shape[0]), **options)
+        train_step = _make_train_step(initial, optimizer, num_paths=num_paths, batch_size=min(batch_size, data.shape[0]),
+                                      **options)  # fmt: skip
         validate = None if held_out is None else _make_validator(initial, held_out, **grid)
-    train_step = _make_train_step(initial, optimizer, gradient_fn, num_paths=num_paths)
     fixed_rate = None if kernel_rate == "auto" else float(kernel_rate)
     state = _State(params, optimizer.init(params), params, 0.0 if fixed_rate is None else fixed_rate)
     resumed = resume and state.restore(checkpoint_dir, fixed_rate, steps, schedule_spans_steps=default_optimizer)

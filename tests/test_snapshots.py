@@ -383,3 +383,15 @@ def test_snapshot_file_errors_name_the_problem(tmp_path):
         load_snapshot_file(tmp_path / "t.csv", "day")
     with pytest.raises(DataFileError, match="time 1.0 has 1 row"):
         load_snapshot_file(tmp_path / "t.csv", "time")
+
+
+@pytest.mark.parametrize("name", ["Snapshots", "EmpiricalInitial", "simulate_snapshots", "interpolate_snapshots",
+                                  "GradientFlowSDE"])  # fmt: skip
+def test_docstring_examples_run_and_print_what_they_claim(name):
+    import doctest
+
+    (test,) = doctest.DocTestFinder(recurse=False).find(getattr(dkjax, name), name,
+                                                        globs={"dkjax": dkjax, "jax": jax, "jnp": jnp, "np": np})  # fmt: skip
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    runner.run(test)
+    assert test.examples and runner.summarize(verbose=False).failed == 0
