@@ -29,7 +29,6 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import lineax as lx
-import numpy as np
 import optax
 
 import dkjax

@@ -199,7 +199,9 @@ def load_snapshot_file(path: str | Path, time_column: str = "", *, key: str = "d
     elif path.suffix.lower() == ".csv":
         snapshots = _read_timed_csv(path, where, time_column)
     else:
-        raise DataFileError(f"{where}: snapshots come in a .npz or a .csv file with data.time_column; got {path.suffix!r}.")
+        raise DataFileError(
+            f"{where}: snapshots come in a .npz or a .csv file with data.time_column; got {path.suffix!r}."
+        )
     for time, rows in snapshots.items():
         if rows.shape[0] < 2:
             raise DataFileError(f"{where}: time {time} has {rows.shape[0]} row(s); every time needs at least 2.")

@@ -64,7 +64,9 @@ class GradientFlowSDE(AbstractSDE):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1; got {value!r}.")
         if not 0 <= sigma_min < sigma_init:
-            raise ValueError(f"need 0 <= sigma_min < sigma_init; got sigma_min={sigma_min!r}, sigma_init={sigma_init!r}.")
+            raise ValueError(
+                f"need 0 <= sigma_min < sigma_init; got sigma_min={sigma_min!r}, sigma_init={sigma_init!r}."
+            )
         if not confinement >= 0:
             raise ValueError(f"confinement must be >= 0; got {confinement!r}.")
         if potential is None:

@@ -191,13 +191,19 @@ def leave_one_time_out(
     k = snaps.times.index(float(time))
     keep = [j for j in range(len(snaps.times)) if j != k]
     train = Snapshots({snaps.times[j]: snaps.points[j] for j in keep}, [snaps.weights[j] for j in keep])
+    held = Snapshots({snaps.times[k]: snaps.points[k]})
     t1 = snaps.times[-1] if t1 is None else t1
+    fitted, history, scores = _fit_and_score(sde, train, held, initial, t1, num_steps, key, steps, t0, num_samples,
+                                             fit_options)  # fmt: skip
+    return fitted, history, scores[0]
+
+
+def _fit_and_score(sde, train, held, initial, t1, num_steps, key, steps, t0, num_samples, fit_options):
     fit_key, score_key = jr.split(key)
     fitted, history = fit(sde, train, initial, t1=t1, num_steps=num_steps, key=fit_key, steps=steps, t0=t0, **fit_options)
-    held = Snapshots({snaps.times[k]: snaps.points[k]})
-    score = score_held_out(fitted, train, held, initial, t1=t1, num_steps=num_steps, key=score_key, t0=t0,
-                           num_samples=num_samples)[0]  # fmt: skip
-    return fitted, history, score
+    scores = score_held_out(fitted, train, held, initial, t1=t1, num_steps=num_steps, key=score_key, t0=t0,
+                            num_samples=num_samples)  # fmt: skip
+    return fitted, history, scores
 
 
 def forecast(
@@ -240,9 +246,5 @@ def forecast(
     train = Snapshots(dict(zip(snaps.times[:num_train], snaps.points[:num_train])), snaps.weights[:num_train])
     later = Snapshots(dict(zip(snaps.times[num_train:], snaps.points[num_train:])))
     t1 = snaps.times[-1] if t1 is None else t1
-    fit_key, score_key = jr.split(key)
-    fitted, history = fit(sde, train, initial, t1=t1, num_steps=num_steps, key=fit_key, steps=steps, t0=t0, **fit_options)
-    scores = score_held_out(fitted, train, later, initial, t1=t1, num_steps=num_steps, key=score_key, t0=t0,
-                            num_samples=num_samples)  # fmt: skip
-    return fitted, history, scores
+    return _fit_and_score(sde, train, later, initial, t1, num_steps, key, steps, t0, num_samples, fit_options)
 

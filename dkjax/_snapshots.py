@@ -89,6 +89,11 @@ def _check_points(points, name: str, first_shape) -> None:
         raise ValueError(f"{name} must have shape (n, d) with n >= 2; got shape {shape}.")
     if shape[1:] != first_shape:
         raise ValueError(f"{name} has dimension {shape[1]}, unlike the first time's {first_shape[0]}.")
+    check_floating_finite(name, points)
+
+
+def check_floating_finite(name: str, points) -> None:
+    """Raises unless ``points`` is a floating-point array of finite values (``name`` in the message)."""
     array = np.asarray(points)
     if not np.issubdtype(array.dtype, np.floating):
         raise TypeError(f"{name} must be a floating-point array; got dtype {array.dtype}.")
@@ -201,6 +206,11 @@ def _record_states(sde, x0, t0, t1, key, num_steps, steps):
     return recorded, x
 
 
+def _as_times(t0, t1, x0):
+    """``(t0, t1)`` as arrays of the states' dtype: a new ``t1`` does not retrace."""
+    return jnp.asarray(t0, x0.dtype), jnp.asarray(t1, x0.dtype)
+
+
 def simulate_snapshots(
     sde: AbstractSDE,
     x0: States,
@@ -246,7 +256,7 @@ def simulate_snapshots(
     check_common(sde, x0, t0, t1, num_steps, key)
     steps = grid_steps(times, t0, t1, num_steps)
     x0 = jnp.asarray(x0)
-    return _record_states(sde, x0, jnp.asarray(t0, x0.dtype), jnp.asarray(t1, x0.dtype), key, num_steps, steps)[0]
+    return _record_states(sde, x0, *_as_times(t0, t1, x0), key, num_steps, steps)[0]
 
 
 SnapshotWeights = Callable[[Float[Array, "K m d"]], tuple[Scalar, Float[Array, "K m"], object]]
@@ -284,12 +294,14 @@ def snapshot_gradient(
     """
     steps_arr = jnp.asarray(steps, jnp.int32)
     if method == "per_path":
-        states, eta_at, x_final = _per_path_responses(sde, x0, score0, steps_arr, t0, t1, num_steps, key, kernel_rate, mode)
+        states, eta_at, x_final = _per_path_responses(
+            sde, x0, score0, steps_arr, t0, t1, num_steps, key, kernel_rate, mode
+        )
         loss, c, aux = weights(states)
         c = jax.lax.stop_gradient(c)
         grad = jax.tree.map(lambda eta: jnp.einsum("km,km...->...", c, eta), eta_at)
         return loss, grad, aux, x_final
-    states, x_final = _record_states(sde, x0, jnp.asarray(t0, x0.dtype), jnp.asarray(t1, x0.dtype), key, num_steps, steps)
+    states, x_final = _record_states(sde, x0, *_as_times(t0, t1, x0), key, num_steps, steps)
     loss, c, aux = weights(states)
     # Step n's increment counts towards every observation after it.
     upcoming = lambda n, c_paths: c_paths @ (n < steps_arr).astype(c_paths.dtype)
@@ -388,7 +400,7 @@ def make_snapshot_validator(initial, held: Snapshots, steps, *, t0, t1, num_step
     def validate(params, static):
         sde = eqx.combine(params, static)
         x0 = initial(init_key, num_samples)[0]
-        states = _record_states(sde, x0, jnp.asarray(t0, x0.dtype), jnp.asarray(t1, x0.dtype), path_key, num_steps, steps)[0]
+        states = _record_states(sde, x0, *_as_times(t0, t1, x0), path_key, num_steps, steps)[0]
         finite = jnp.all(jnp.isfinite(states))
         states = jnp.where(jnp.isfinite(states), states, 0.0)
         score, terms = 0.0, []

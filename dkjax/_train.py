@@ -35,6 +35,7 @@ from ._simulate import simulate
 from ._snapshots import (
     Snapshots,
     as_snapshots,
+    check_floating_finite,
     grid_steps,
     make_snapshot_validator,
     per_time_weights,
@@ -100,12 +101,7 @@ def _check_data(data, dim: int, name: str = "data") -> None:
         raise ValueError(f"{name} must hold at least 2 points; got {shape[0]}.")
     if shape[1] != dim:
         raise ValueError(f"{name} has dimension {shape[1]} but the model's initial states have dimension {dim}.")
-    array = np.asarray(data)
-    if not np.issubdtype(array.dtype, np.floating):
-        raise TypeError(f"{name} must be a floating-point array; got dtype {array.dtype}.")
-    bad = array.size - np.count_nonzero(np.isfinite(array))
-    if bad:
-        raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or inf).")
+    check_floating_finite(name, data)
 
 
 def _check_initial(initial, key) -> tuple[int, object]:

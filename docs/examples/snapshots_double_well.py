@@ -69,7 +69,7 @@ def main():
     print(f"held-out t = {HELD_OUT}: energy distance {score.energy_distance:.4f} "
           f"(interpolation baseline {score.baseline_energy_distance:.4f})")  # fmt: skip
     model = dkjax.GenerativeModel(fitted, initial, dkjax.DataScaling.identity(2), 0.0, 1.5, 60)
-    dkjax.plot_snapshots(model, {**data, **held_out}, args.figure, key=jr.key(3))
+    dkjax.plot_snapshots(model, {**data, **held_out}, args.figure, key=jr.key(3), held_out=[HELD_OUT])
     print(f"figure written to {args.figure}")
 
 
