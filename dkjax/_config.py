@@ -313,8 +313,8 @@ def applicable(config) -> dict[str, dict[str, Any]]:
     source = data_source(config)
     unused = {
         "file": {"name", "num_points", "heldout_points", "system", "parameters", "dim", "num_steps"},
-        "toy": {"path", "heldout_fraction", "system", "parameters", "dim", "num_steps"},
-        "simulated": {"path", "heldout_fraction"},
+        "toy": {"path", "time_column", "heldout_fraction", "system", "parameters", "dim", "num_steps"},
+        "simulated": {"path", "time_column", "heldout_fraction"},
     }[source]
     drop = {("data", name) for name in unused}
     structured = {"width", "depth", "noise", "sigma_init", "state_dependent", "seed"}

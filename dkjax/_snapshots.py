@@ -375,7 +375,12 @@ def split_snapshots(snaps: Snapshots, validation, key: Key, split) -> tuple[Snap
     if validation is None:
         return snaps, None
     if isinstance(validation, float):
-        pairs = [split(p, validation, jr.fold_in(key, k)) for k, p in enumerate(snaps.points)]
+        pairs = []
+        for k, (time, points) in enumerate(zip(snaps.times, snaps.points)):
+            try:
+                pairs.append(split(points, validation, jr.fold_in(key, k)))
+            except ValueError as error:
+                raise ValueError(f"at time {time}: {error}") from error
         return snaps.replace_points([p[0] for p in pairs]), snaps.replace_points([p[1] for p in pairs])
     held = as_snapshots(validation)
     if held.times != snaps.times:

@@ -175,7 +175,9 @@ def _array_gradient(*, objective, method, t0, t1, num_steps, batch_size, ess_tar
     return gradient
 
 
-def _snapshot_gradient(snaps: Snapshots, steps, *, objective, method, t0, t1, num_steps, batch_size, ess_target, path_chunk=None):
+def _snapshot_gradient(
+    snaps: Snapshots, steps, *, objective, method, t0, t1, num_steps, batch_size, ess_target, path_chunk=None
+):
     """As ``_array_gradient`` for snapshots: a batch per time, the weighted sum of the per-time objectives."""
 
     def gradient(sde, x0, score0, data, keys, kernel_rate, h_min, h_max):
@@ -195,7 +197,7 @@ def _snapshot_gradient(snaps: Snapshots, steps, *, objective, method, t0, t1, nu
 
 
 def _make_train_step(initial, optimizer, *, num_paths, gradient=None, **array_options):
-    """The jitted step of ``fit``; ``gradient`` as made by ``_snapshot_gradient``, or ``_array_gradient(**array_options)``."""
+    """The jitted step of ``fit``: ``gradient`` (from ``_snapshot_gradient``) or ``_array_gradient(**array_options)``."""
     gradient = _array_gradient(**array_options) if gradient is None else gradient
 
     @eqx.filter_jit

@@ -115,6 +115,8 @@ def test_times_off_the_grid_or_outside_are_named():
         fit({0.5: np.zeros((4, 1)), 1.0: np.ones((4, 2))}, num_steps=10)
     with pytest.raises(ValueError, match=r"data\[0.5\] holds 1 non-finite"):
         fit({0.5: np.array([[0.0], [np.nan]]), 1.0: np.ones((4, 1))}, num_steps=10)
+    with pytest.raises(ValueError, match="at time 1.0: validation as a fraction"):
+        fit({0.5: np.zeros((40, 1)), 1.0: np.ones((4, 1))}, num_steps=10, validation=0.3)
     with pytest.raises(ValueError, match="t1 must be given when data is one array"):
         fit(np.zeros((4, 1)), num_steps=10)
     with pytest.raises(ValueError, match="weight of time 1.0"):
@@ -146,11 +148,13 @@ def test_simulate_snapshots_are_simulate_at_each_time():
 
 
 def test_validation_per_time_selects_a_model():
+    # Also the memory-lean route through fit, replayed in chunks.
     initial = dkjax.gaussian_initial(jnp.array([1.0]), 0.3)
     rng = np.random.default_rng(1)
     data = {t: rng.normal(1.0 - t, 0.5, (100, 1)) for t in (0.5, 1.0)}
     _, history = dkjax.fit(_ou(), data, initial, num_steps=20, key=jr.key(1), steps=4, num_paths=64,
-                           validate_every=2, validation_samples=128, progress=False)  # fmt: skip
+                           validate_every=2, validation_samples=128, gradient="two_pass", path_chunk=24,
+                           progress=False)  # fmt: skip
     assert [v["step"] for v in history.validation] == [0, 2, 4]
     assert all(np.isfinite(v["energy_distance"]) for v in history.validation)
     assert history.best_step is not None
