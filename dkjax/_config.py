@@ -317,6 +317,8 @@ def applicable(config) -> dict[str, dict[str, Any]]:
         "simulated": {"path", "time_column", "heldout_fraction"},
     }[source]
     drop = {("data", name) for name in unused}
+    if not config["data"]["time_column"]:  # a table without a time column: one law, not snapshots
+        drop.add(("data", "time_column"))
     structured = {"width", "depth", "noise", "sigma_init", "state_dependent", "seed"}
     drop |= {("model", name) for name in ({"parameters"} if model["name"] == "neural" else structured)}
     if train["objective"] == "energy":
