@@ -399,3 +399,19 @@ def test_docstring_examples_run_and_print_what_they_claim(name):
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
     runner.run(test)
     assert test.examples and runner.summarize(verbose=False).failed == 0
+
+
+def test_worked_example_runs(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, str(root / "docs" / "examples" / "snapshots_double_well.py"), "--steps", "3", "--paths", "64",
+         "--figure", str(tmp_path / "f.png")],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "noise level sigma" in done.stdout and "interpolation baseline" in done.stdout
+    assert (tmp_path / "f.png").is_file()
