@@ -34,6 +34,15 @@ from ._response_plots import plot_window_plateau as plot_window_plateau
 
 # DK-SDE generative models
 from ._neural import NeuralSDE as NeuralSDE
+from ._gradient_flow import GradientFlowSDE as GradientFlowSDE
+from ._snapshots import EmpiricalInitial as EmpiricalInitial
+from ._snapshots import Snapshots as Snapshots
+from ._snapshots import simulate_snapshots as simulate_snapshots
+from ._snapshot_eval import SnapshotScore as SnapshotScore
+from ._snapshot_eval import forecast as forecast
+from ._snapshot_eval import interpolate_snapshots as interpolate_snapshots
+from ._snapshot_eval import leave_one_time_out as leave_one_time_out
+from ._snapshot_eval import score_held_out as score_held_out
 from ._data import gaussian_initial as gaussian_initial
 from ._data import lorenz96_snapshots as lorenz96_snapshots
 from ._data import toy_data as toy_data
@@ -49,6 +58,7 @@ from ._generative import fit_generative as fit_generative
 from ._generative import load_model as load_model
 from ._generative import save_model as save_model
 from ._metrics import energy_distance as energy_distance
+from ._plots import plot_snapshots as plot_snapshots
 from ._metrics import sliced_wasserstein as sliced_wasserstein
 from ._metrics import smoothed_nll as smoothed_nll
 

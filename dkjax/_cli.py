@@ -77,7 +77,7 @@ class _Plan:
     dtype: object
     dim: int
     model: object  # the SDE to train, at its initial parameters
-    rows: object  # a data file's rows (float64), or None for generated data
+    rows: object  # a data file's rows (float64), {time: rows} for snapshots, or None for generated data
     data_system: object  # the SDE that simulates the data, or None
 
 
@@ -89,15 +89,19 @@ def _plan(config) -> _Plan:
     """
     from ._config import data_source
     from ._config_systems import build_system, check_dimension
-    from ._datafile import load_data_file
+    from ._datafile import is_snapshot_file, load_data_file, load_snapshot_file
 
     dtype = _dtype(config)
     data_cfg = config["data"]
     source = data_source(config)
     rows, data_system, what = None, None, None
     if source == "file":
-        rows = load_data_file(data_cfg["path"])
-        dim = rows.shape[1]
+        if is_snapshot_file(data_cfg["path"], data_cfg["time_column"]):
+            rows = load_snapshot_file(data_cfg["path"], data_cfg["time_column"])
+            dim = next(iter(rows.values())).shape[1]
+        else:
+            rows = load_data_file(data_cfg["path"])
+            dim = rows.shape[1]
         what = f"data.path: {data_cfg['path']} with {dim} column(s)"
     else:
         dim = data_cfg["dim"] if source == "simulated" else 2
@@ -150,6 +154,8 @@ def _data(config, plan: _Plan) -> _Data:
     from ._datafile import split_rows
 
     data_cfg, num_eval = config["data"], config["eval"]["num_samples"]
+    if isinstance(plan.rows, dict):
+        return _snapshot_data(plan, data_cfg, num_eval)
     if plan.rows is not None:
         train, heldout = split_rows(plan.rows, data_cfg["heldout_fraction"], data_cfg["seed"])
         as_array = lambda rows: jnp.asarray(rows, plan.dtype)  # noqa: E731
@@ -167,6 +173,29 @@ def _data(config, plan: _Plan) -> _Data:
     return data
 
 
+def _snapshot_data(plan: _Plan, data_cfg, num_eval: int) -> _Data:
+    """Each time's rows split by ``data.heldout_fraction``: ``_Data`` of ``{time: array}`` mappings."""
+    import jax.numpy as jnp
+
+    from ._datafile import split_rows
+
+    train, heldout, reference = {}, {}, {}
+    for k, (time, rows) in enumerate(plan.rows.items()):
+        key = f"data.heldout_fraction (time {time})"
+        train[time], heldout[time] = (
+            jnp.asarray(part, plan.dtype) for part in split_rows(rows, data_cfg["heldout_fraction"], data_cfg["seed"] + k, key=key)
+        )  # fmt: skip
+        reference[time] = train[time][:num_eval]
+    return _Data(train, heldout, reference)
+
+
+def _pooled(points):
+    """One array of all the points: a mapping's times stacked, or the array itself."""
+    import jax.numpy as jnp
+
+    return jnp.concatenate(list(points.values())) if isinstance(points, dict) else points
+
+
 def _scaling(config, plan: _Plan, train):
     """The run's ``DataScaling``: standardising per column, or the identity (``data.standardize``)."""
     from ._config import ConfigError, standardizes
@@ -175,7 +204,7 @@ def _scaling(config, plan: _Plan, train):
     if not standardizes(config):
         return DataScaling.identity(plan.dim, plan.dtype)
     try:
-        return DataScaling.fit(train)
+        return DataScaling.fit(_pooled(train))
     except ValueError as error:
         raise ConfigError(
             f"data.standardize: {str(error).rstrip('.')} (columns counted from 0). Drop the column, or set "
@@ -193,7 +222,8 @@ def _check_validation_split(config, train) -> None:
     fraction = config["train"]["validation_fraction"]
     if fraction:
         try:
-            _split_validation(train, float(fraction), train.shape[1], jr.key(0))
+            for points in train.values() if isinstance(train, dict) else [train]:
+                _split_validation(points, float(fraction), points.shape[1], jr.key(0))
         except ValueError as error:
             raise ConfigError(f"train.validation_fraction: {error}") from error
 
@@ -354,6 +384,41 @@ def _evaluate(config, model, data: _Data, history, run_dir: Path, quiet: bool) -
     return metrics
 
 
+def _evaluate_snapshots(config, model, data: _Data, history, run_dir: Path, quiet: bool) -> dict:
+    """Per held-out time: the model's energy distance and sliced Wasserstein to the held-out points,
+    and the data's own (more training points of that time); ``snapshots.png`` and ``loss.png``."""
+    import jax.random as jr
+
+    from ._metrics import energy_distance, sliced_wasserstein
+    from ._plots import plot_loss, plot_snapshots
+
+    key = jr.key(config["eval"]["seed"])
+    times = [t for t in data.heldout if t > model.t0]
+    per_time = {}
+    for k, time in enumerate(times):
+        fitted, heldout, reference = (model.scaling.standardize(x) for x in
+                                      (model.sample(config["eval"]["num_samples"], key=jr.fold_in(key, k), t=time),
+                                       data.heldout[time], data.reference[time]))  # fmt: skip
+        per_time[str(time)] = {
+            "energy_distance": float(energy_distance(fitted, heldout)),
+            "energy_distance_data": float(energy_distance(reference, heldout)),
+            "sliced_wasserstein": float(sliced_wasserstein(fitted, heldout, key=jr.fold_in(key, 1000 + k))),
+        }
+    mean = lambda name: sum(v[name] for v in per_time.values()) / len(per_time)
+    metrics = {"energy_distance": mean("energy_distance"), "energy_distance_data": mean("energy_distance_data"),
+               "selected_step": history.best_step if history.best_step is not None else len(history.records),
+               "times": per_time}  # fmt: skip
+    notes = {"units": _NOTES["units"], "energy_distance": "mean over the held-out times of the per-time values"}
+    (run_dir / "eval.json").write_text(json.dumps({**metrics, "notes": notes}, indent=2) + "\n")
+    plot_snapshots(model, data.heldout, run_dir / "snapshots.png", key=key)
+    if history.records:
+        plot_loss(history.records, run_dir / "loss.png", history.validation, history.best_step)
+    if not quiet:
+        for time, values in per_time.items():
+            print(f"  t = {time:10s} " + ", ".join(f"{name} {value:.5g}" for name, value in values.items()))
+    return metrics
+
+
 def _diverged(history) -> bool:
     """Whether training stopped on a non-finite loss (not by early stopping)."""
     return history.stop_reason is not None and not history.stopped_early
@@ -371,9 +436,13 @@ def _fit(config, plan: _Plan, data: _Data, scaling, run_dir: Path, resume: bool,
     settings = {
         field.name: cfg[field.name] for field in dataclasses.fields(TrainSettings) if field.name != "validation_fraction"
     }
-    initial = _initial(config, plan.dtype, plan.dim)
+    initial, t1 = _initial(config, plan.dtype, plan.dim), cfg["t1"]
+    if isinstance(data.train, dict):
+        initial, train, t1 = _snapshot_setup(initial, data.train, scaling, t1)
+    else:
+        train = scaling.standardize(data.train)
     model, history = fit(
-        plan.model, scaling.standardize(data.train), initial, t1=cfg["t1"], num_steps=cfg["num_steps"],
+        plan.model, train, initial, t1=t1, num_steps=cfg["num_steps"],
         key=jr.key(cfg["seed"]), steps=cfg["steps"], **settings,
         validation=float(cfg["validation_fraction"]) or None, patience=cfg["patience"] or None,
         bandwidth=_auto(cfg["bandwidth"]), min_bandwidth=_auto(cfg["min_bandwidth"]),
@@ -381,7 +450,21 @@ def _fit(config, plan: _Plan, data: _Data, scaling, run_dir: Path, resume: bool,
         checkpoint_dir=run_dir / "checkpoints", checkpoint_every=cfg["checkpoint_every"], resume=resume,
         metrics_file=run_dir / "metrics.jsonl", progress=progress,
     )  # fmt: skip
-    return GenerativeModel(model, initial, scaling, 0.0, float(cfg["t1"]), cfg["num_steps"]), history
+    return GenerativeModel(model, initial, scaling, 0.0, float(t1), cfg["num_steps"]), history
+
+
+def _snapshot_setup(initial, snapshots: dict, scaling, t1: float):
+    """``(initial, training snapshots, t1)`` in standardised units for a snapshot file.
+
+    A snapshot at time 0 is the initial law (its samples, drawn with replacement); otherwise
+    the config's Gaussian one. The grid runs to ``train.t1`` or the last time, whichever is later.
+    """
+    from ._snapshots import EmpiricalInitial
+
+    train = {time: scaling.standardize(points) for time, points in snapshots.items()}
+    if 0.0 in train:
+        initial = EmpiricalInitial(train.pop(0.0))
+    return initial, train, max(float(t1), max(snapshots))
 
 
 def _train(args, parser) -> int:
@@ -422,6 +505,14 @@ def _train(args, parser) -> int:
         print(f"dkjax train: {history.stop_reason}", file=sys.stderr)
         print(f"dkjax train: run folder {run_dir} ({_MODEL_FILE}: the model kept before the failure)", file=sys.stderr)
         return 1
+    if isinstance(data.train, dict):
+        metrics = _evaluate_snapshots(config, model, data, history, run_dir, args.quiet)
+        print(
+            f"dkjax train: {len(history.records)} steps, kept step {metrics['selected_step']}, mean energy distance "
+            f"to the held-out snapshots {metrics['energy_distance']:.4g} (the data's own "
+            f"{metrics['energy_distance_data']:.4g}); run folder {run_dir}"
+        )
+        return 0
     metrics = _evaluate(config, model, data, history, run_dir, args.quiet)
     done = len(history.records)
     stopped = f"stopped early after {done} of {cfg['steps']} steps" if done < cfg["steps"] else f"finished {done} steps"

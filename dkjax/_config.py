@@ -116,7 +116,9 @@ SCHEMA: dict[str, dict[str, _Key]] = {
             "", (str,), lambda v: v in ("",) + tuple(sorted(TOY_DATA)) + ("simulated",),
             f"one of {sorted(TOY_DATA) + ['simulated']}",
         ),  # fmt: skip
-        "path": _Key("", (str,), lambda v: True, "a .npy or .csv file"),
+        "path": _Key("", (str,), lambda v: True, "a .npy, .csv or .npz file"),
+        # Snapshots: a CSV column holding each row's time (a .npz file needs none: one array per time).
+        "time_column": _Key("", (str,), lambda v: True, "the name of a CSV column, or empty"),
         "heldout_fraction": _fraction(0.2, low_open=True),
         "standardize": _Key(
             "auto", (str, bool), lambda v: v == "auto" or isinstance(v, bool),
@@ -312,10 +314,12 @@ def applicable(config) -> dict[str, dict[str, Any]]:
     source = data_source(config)
     unused = {
         "file": {"name", "num_points", "heldout_points", "system", "parameters", "dim", "num_steps"},
-        "toy": {"path", "heldout_fraction", "system", "parameters", "dim", "num_steps"},
-        "simulated": {"path", "heldout_fraction"},
+        "toy": {"path", "time_column", "heldout_fraction", "system", "parameters", "dim", "num_steps"},
+        "simulated": {"path", "time_column", "heldout_fraction"},
     }[source]
     drop = {("data", name) for name in unused}
+    if not config["data"]["time_column"]:  # a table without a time column: one law, not snapshots
+        drop.add(("data", "time_column"))
     structured = {"width", "depth", "noise", "sigma_init", "state_dependent", "seed"}
     drop |= {("model", name) for name in ({"parameters"} if model["name"] == "neural" else structured)}
     if train["objective"] == "energy":

@@ -7,6 +7,7 @@ an array), so that ``dkjax train`` fails before it creates a run folder or train
 import csv
 import io
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,89 @@ def split_rows(rows: np.ndarray, fraction: float, seed: int, *, key: str = "data
         )
     order = np.random.default_rng(seed).permutation(rows.shape[0])
     return rows[order[num_held:]], rows[order[:num_held]]
+
+
+def is_snapshot_file(path: str | Path, time_column: str) -> bool:
+    """Whether ``data.path`` holds snapshots: an ``.npz`` file, or a table with a time column named."""
+    return Path(path).suffix.lower() == ".npz" or bool(time_column)
+
+
+def load_snapshot_file(path: str | Path, time_column: str = "", *, key: str = "data.path") -> dict[float, np.ndarray]:
+    """Reads snapshots: an ``.npz`` with one ``(n, d)`` array per time, or a CSV with a time column.
+
+    An ``.npz`` array's name is its time, optionally after a non-numeric prefix (``"0.5"``,
+    ``"t0.5"``, ``"day_2"``). A CSV needs a header line naming ``time_column``; the other
+    columns are the state, and the rows are grouped by their time.
+
+    Arguments:
+        path: the file; time_column: the CSV's time column (unused for ``.npz``).
+        key: the config key that named the file, used in error messages.
+
+    Returns:
+        ``{time: float64 array (n, d)}``.
+
+    Raises:
+        DataFileError: as ``load_data_file``, an array name without a time, arrays of
+            different widths, no header or no column ``time_column``, or a time with fewer
+            than 2 rows (the time named).
+
+    Example:
+        >>> snapshots = load_snapshot_file("cells.csv", "day")
+        >>> sorted(snapshots)
+        [0.0, 2.0, 4.0]
+    """
+    path = Path(path)
+    where = f"{key}: {path}"
+    if not path.is_file():
+        raise DataFileError(f"{where} does not exist.")
+    if path.suffix.lower() == ".npz":
+        snapshots = _read_npz(path, where)
+    elif path.suffix.lower() == ".csv":
+        snapshots = _read_timed_csv(path, where, time_column)
+    else:
+        raise DataFileError(
+            f"{where}: snapshots come in a .npz or a .csv file with data.time_column; got {path.suffix!r}."
+        )
+    for time, rows in snapshots.items():
+        if rows.shape[0] < 2:
+            raise DataFileError(f"{where}: time {time} has {rows.shape[0]} row(s); every time needs at least 2.")
+    return dict(sorted(snapshots.items()))
+
+
+def _time_of(name: str) -> float | None:
+    match = re.search(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$", name)
+    return None if match is None else float(match.group(0))
+
+
+def _read_npz(path: Path, where: str) -> dict[float, np.ndarray]:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DataFileError(f"{where} is not a readable .npz archive ({error}).") from error
+    snapshots = {}
+    for name in archive.files:
+        time = _time_of(name)
+        if time is None:
+            raise DataFileError(f"{where}: array {name!r} names no time; name each array by its time, e.g. 't0.5'.")
+        rows = np.asarray(archive[name], dtype=np.float64)
+        if rows.ndim != 2:
+            raise DataFileError(f"{where}: array {name!r} has shape {rows.shape}; each must be (rows, columns).")
+        if not np.all(np.isfinite(rows)):
+            raise DataFileError(f"{where}: array {name!r} holds NaN or inf; the data must be finite.")
+        snapshots[time] = rows
+    if not snapshots:
+        raise DataFileError(f"{where} holds no arrays.")
+    if len({rows.shape[1] for rows in snapshots.values()}) > 1:
+        raise DataFileError(f"{where}: the arrays differ in their number of columns; every time needs the same.")
+    return snapshots
+
+
+def _read_timed_csv(path: Path, where: str, time_column: str) -> dict[float, np.ndarray]:
+    first = next(csv.reader(io.StringIO(path.read_bytes().decode("utf-8-sig"))), [])
+    names = [field.strip() for field in first]
+    if time_column not in names:
+        raise DataFileError(f"{where}: data.time_column = {time_column!r} is not in the header line {names}.")
+    values = _read_csv(path, where)
+    column = names.index(time_column)
+    times, state = values[:, column], np.delete(values, column, axis=1)
+    return {float(t): state[times == t] for t in np.unique(times)}

@@ -11,9 +11,11 @@ import numpy as np
 
 from ._custom_types import Array, Float, Key, States
 from ._data import GaussianInitial, gaussian_initial
+from ._gradient_flow import GradientFlowSDE, gradient_flow_template
 from ._neural import NeuralSDE
 from ._sde import AbstractSDE
 from ._simulate import simulate
+from ._snapshots import EmpiricalInitial
 from ._train import TrainHistory, fit
 from ._validation import check_key
 
@@ -152,7 +154,12 @@ def _sde_spec(sde: AbstractSDE) -> dict | None:
             "depth": net.depth,
             "noise": "scalar" if sde.sigma_bias.shape[0] == 1 else "diagonal",
             "state_dependent": sde.sigma_net is not None,
+            "sigma_min": sde.sigma_min,
         }
+    if isinstance(sde, GradientFlowSDE) and isinstance(sde.potential_net, eqx.nn.MLP):
+        net = sde.potential_net
+        return {"class": "GradientFlowSDE", "dim": sde.dim, "width": net.width_size, "depth": net.depth,
+                "sigma_min": sde.sigma_min, "confinement": sde.confinement}  # fmt: skip
     return None
 
 
@@ -179,13 +186,14 @@ def save_model(path: str | Path, model: GenerativeModel) -> Path:
     """
     if not isinstance(model, GenerativeModel):
         raise TypeError(f"model must be a dkjax.GenerativeModel; got {type(model).__name__}.")
-    gaussian = isinstance(model.initial, GaussianInitial)
+    gaussian = isinstance(model.initial, (GaussianInitial, EmpiricalInitial))
     header = {
         "format": _FORMAT,
         "version": _VERSION,
         "sde": _sde_spec(model.sde) if gaussian else None,
         "dim": model.dim,
         "dtype": str(model.scaling.loc.dtype),
+        "initial_points": model.initial.points.shape[0] if isinstance(model.initial, EmpiricalInitial) else None,
         "t0": model.t0,
         "t1": model.t1,
         "num_steps": model.num_steps,
@@ -243,6 +251,13 @@ def load_model(path: str | Path, *, like: AbstractSDE | GenerativeModel | None =
             raise ValueError(f"{path}: the saved arrays do not match the model's structure: {error}") from error
 
 
+def _neural_template(spec: dict) -> NeuralSDE:
+    options = {name: spec[name] for name in ("width", "depth", "noise", "state_dependent")}
+    # Files written before the floor existed have none; sigma_init only sets weights the file replaces.
+    floor = spec.get("sigma_min", 0.0)
+    return NeuralSDE(spec["dim"], key=jr.key(0), sigma_init=floor + 1.0, sigma_min=floor, **options)
+
+
 def _template(header: dict, like, path: Path) -> GenerativeModel:
     if isinstance(like, GenerativeModel):
         return like
@@ -251,11 +266,11 @@ def _template(header: dict, like, path: Path) -> GenerativeModel:
     if like is None:
         if spec is None:
             raise ValueError(f"{path} holds an SDE that dkjax cannot rebuild by itself; pass like=<an SDE of its kind>.")
-        options = {name: spec[name] for name in ("width", "depth", "noise", "state_dependent")}
-        like = NeuralSDE(spec["dim"], key=jr.key(0), **options)
+        like = gradient_flow_template(spec) if spec.get("class") == "GradientFlowSDE" else _neural_template(spec)
     cast = lambda leaf: leaf.astype(dtype) if eqx.is_inexact_array(leaf) else leaf
     sde = jax.tree.map(cast, like)
-    initial = gaussian_initial(jnp.zeros(dim, dtype), 1.0)
+    num_points = header.get("initial_points")
+    initial = gaussian_initial(jnp.zeros(dim, dtype), 1.0) if num_points is None else EmpiricalInitial(jnp.zeros((num_points, dim), dtype))
     return GenerativeModel(sde, initial, DataScaling.identity(dim, dtype), header["t0"], header["t1"], header["num_steps"])
 
 

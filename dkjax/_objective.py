@@ -151,7 +151,35 @@ def dk_gradient(
         return loss, grad, aux, result.x
     x_final = simulate(sde, x0, t1=t1, num_steps=num_steps, key=key, t0=t0)
     loss, c, aux = weights(x_final)
-    c = jax.lax.stop_gradient(c)
+    grad = weighted_replay(
+        sde, x0, score0, jax.lax.stop_gradient(c), lambda n, c_paths: c_paths, t1=t1, num_steps=num_steps, key=key,
+        kernel_rate=kernel_rate, t0=t0, mode=mode, path_chunk=path_chunk,
+    )  # fmt: skip
+    return loss, grad, aux, x_final
+
+
+def weighted_replay(
+    sde: AbstractSDE,
+    x0: States,
+    score0: States | None,
+    c: Float[Array, "m ..."],
+    step_weights: Callable[[Any, Array], Float[Array, " m"]],
+    *,
+    t1: Scalar,
+    num_steps: int,
+    key: Key,
+    kernel_rate: Scalar,
+    t0: Scalar = 0.0,
+    mode: str = "matrix_free",
+    path_chunk: int | None = None,
+) -> Params:
+    """The second pass of the two-pass gradient: ``sum_n sum_m w_nm (eta_{n+1} - eta_n)_m``.
+
+    Replays the paths of ``x0`` under ``key`` and folds each step's response increments into
+    one parameter-shaped accumulator, path ``m`` at step ``n`` weighted by
+    ``step_weights(n, c)[m]``; ``c`` (leading path axis) is held constant. A single final
+    time has ``step_weights = lambda n, c: c``.
+    """
     params = parameters(sde)
     point_mass = score0 is None
     t0_arr, _ = time_grid(t0, t1, num_steps, x0.dtype)
@@ -159,30 +187,31 @@ def dk_gradient(
 
     def replay(x0_chunk, score0_chunk, ids_chunk, c_chunk):
         def add_weighted_gradient(acc, surrogate, inputs):
+            total, n = acc
+            w = step_weights(n, c_chunk)
             in_axes = (None,) + (0,) * len(inputs)
-            weighted = lambda p: jnp.sum(c_chunk * jax.vmap(surrogate, in_axes=in_axes)(p, *inputs))
-            return jax.tree.map(jnp.add, acc, jax.grad(weighted)(params))
+            weighted = lambda p: jnp.sum(w * jax.vmap(surrogate, in_axes=in_axes)(p, *inputs))
+            return jax.tree.map(jnp.add, total, jax.grad(weighted)(params)), n + 1
 
-        zeros = jax.tree.map(jnp.zeros_like, params)
+        zeros = (jax.tree.map(jnp.zeros_like, params), jnp.int32(0))
         rate = jnp.asarray(kernel_rate, x0.dtype)
         t1_arr = jnp.asarray(t1, x0.dtype)
         scan_args = (sde, x0_chunk, score0_chunk, ids_chunk, t0_arr, t1_arr, key, rate, 0.0, options)
-        return dk_scan(*scan_args, add_weighted_gradient, zeros)[2]
+        return dk_scan(*scan_args, add_weighted_gradient, zeros)[2][0]
 
     num_paths = x0.shape[0]
     inputs = (x0, jnp.zeros_like(x0) if point_mass else score0, path_ids_for(num_paths, 0), c)
     if path_chunk is None or path_chunk >= num_paths:
-        return loss, replay(*inputs), aux, x_final
+        return replay(*inputs)
     # Padded paths replay path 0 with weight zero; noise is addressed by path id, so every
     # chunk replays exactly the paths of the first pass.
     num_chunks = -(-num_paths // path_chunk)
     padding = num_chunks * path_chunk - num_paths
     chunked = lambda leaf, fill: jnp.concatenate([leaf, fill]).reshape((num_chunks, path_chunk) + leaf.shape[1:])
     chunks = [chunked(leaf, jnp.repeat(leaf[:1], padding, axis=0)) for leaf in inputs[:3]]
-    chunks.append(chunked(c, jnp.zeros(padding, c.dtype)))
+    chunks.append(chunked(c, jnp.zeros((padding,) + c.shape[1:], c.dtype)))
     add_chunk = lambda total, chunk: (jax.tree.map(jnp.add, total, replay(*chunk)), None)
-    grad, _ = jax.lax.scan(add_chunk, jax.tree.map(jnp.zeros_like, params), chunks)
-    return loss, grad, aux, x_final
+    return jax.lax.scan(add_chunk, jax.tree.map(jnp.zeros_like, params), chunks)[0]
 
 
 def parameter_count(sde: AbstractSDE) -> int:

@@ -130,3 +130,94 @@ def loss_figure(records: list[dict], validation: list[dict] = (), best_step: int
     # Above the panel, so that it covers neither the curves nor the tick labels.
     ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, frameon=False, fontsize="small")
     return fig
+
+
+def plot_snapshots(
+    model, snapshots, path: str | Path, *, key, num_samples: int = 2000, num_paths: int = 8, held_out=()
+) -> None:
+    """Snapshots beside the model's marginals at their times, and a few of its sample paths.
+
+    One panel per time: the snapshot (black) and as many model samples (orange), a scatter of
+    the first two coordinates on shared axes (a histogram for 1-D data); a last panel:
+    ``num_paths`` model paths of the first coordinate over time, with the snapshots drawn as
+    dots at their times.
+
+    Arguments:
+        model: a ``dkjax.GenerativeModel`` (units: the data's).
+        snapshots: ``{time: array (n, d)}`` or ``dkjax.Snapshots``, times on the model's grid
+            (a time equal to ``t0`` is drawn against the initial law).
+        path: the PNG file to write.
+        key: PRNG key; num_samples: model samples per time (at most the snapshot's size are
+            drawn, so the two clouds weigh the same); num_paths: paths drawn.
+        held_out: times never trained on, marked in their panel's title.
+
+    Returns:
+        ``None``; the figure is written to ``path``.
+
+    Raises:
+        ValueError: a time off the model's grid.
+
+    Example:
+        >>> dkjax.plot_snapshots(model, {0.5: a, 1.0: b}, "snapshots.png", key=jax.random.key(0))
+    """
+    _save(snapshots_figure(model, snapshots, key=key, num_samples=num_samples, num_paths=num_paths, held_out=held_out),
+          path)  # fmt: skip
+
+
+def snapshots_figure(model, snapshots, *, key, num_samples: int = 2000, num_paths: int = 8, held_out=()):
+    """The figure of ``plot_snapshots`` (a matplotlib ``Figure``, left open)."""
+    import jax.random as jr
+
+    from ._snapshots import Snapshots
+
+    if isinstance(snapshots, Snapshots):
+        snapshots = dict(zip(snapshots.times, snapshots.points))
+    times = sorted(snapshots)
+    plt = _pyplot()
+    two_d = np.shape(snapshots[times[0]])[1] > 1
+    fig, axes = plt.subplots(1, len(times) + 1, figsize=(3.2 * (len(times) + 1), 3.4), layout="constrained")
+    if two_d:  # the time panels share their axes, so motion between times shows
+        for ax in axes[1:-1]:
+            ax.sharex(axes[0])
+            ax.sharey(axes[0])
+    for k, (ax, time) in enumerate(zip(axes, times)):
+        data = np.asarray(snapshots[time])
+        n, sample_key = min(num_samples, data.shape[0]), jr.fold_in(key, k)
+        at_start = time <= model.t0
+        samples = model.scaling.unstandardize(model.initial(sample_key, n)[0]) if at_start else model.sample(
+            n, key=sample_key, t=time)  # fmt: skip
+        samples = np.asarray(samples)
+        if two_d:
+            ax.scatter(data[:, 0], data[:, 1], s=2, color="black", alpha=0.3, linewidths=0, label="snapshot")
+            ax.scatter(samples[:, 0], samples[:, 1], s=2, color="C1", alpha=0.3, linewidths=0, label="model")
+        else:
+            bins = np.histogram_bin_edges(np.concatenate([data[:, 0], samples[:, 0]]), 40)
+            ax.hist(data[:, 0], bins, density=True, color="0.7", label="snapshot")
+            ax.hist(samples[:, 0], bins, density=True, histtype="step", lw=1.5, color="C1", label="model")
+        note = " (initial law)" if at_start else " (held out)" if time in held_out else ""
+        ax.set_title(f"t = {time:g}{note}")
+    axes[0].legend(loc="best", fontsize="small", markerscale=3)
+    _draw_paths(axes[-1], model, snapshots, times, jr.fold_in(key, len(times)), num_paths)
+    return fig
+
+
+def _draw_paths(ax, model, snapshots, times, key, num_paths: int) -> None:
+    """``num_paths`` model paths of the first coordinate over the whole grid, snapshots as dots."""
+    import jax.random as jr
+
+    from ._snapshots import simulate_snapshots
+
+    init_key, path_key = jr.split(key)
+    grid = model.t0 + (model.t1 - model.t0) * np.arange(1, model.num_steps + 1) / model.num_steps
+    x0 = model.initial(init_key, num_paths)[0]
+    states = simulate_snapshots(model.sde, x0, grid, num_steps=model.num_steps, key=path_key, t1=model.t1, t0=model.t0)
+    paths = np.concatenate([np.asarray(model.scaling.unstandardize(x0))[None], np.asarray(
+        [model.scaling.unstandardize(s) for s in states])])[:, :, 0]  # fmt: skip
+    rng = np.random.default_rng(0)
+    for time in times:
+        column = np.asarray(snapshots[time])[:300, 0]
+        ax.scatter(time + rng.uniform(-0.01, 0.01, column.shape) * (model.t1 - model.t0), column, s=2, color="0.6",
+                   alpha=0.5, linewidths=0)  # fmt: skip
+    ax.plot(np.concatenate([[model.t0], grid]), paths, lw=0.8, color="C0")
+    ax.set_xlabel("t")
+    ax.set_title(f"{num_paths} model paths (coordinate 1)")

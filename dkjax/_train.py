@@ -6,7 +6,7 @@ import math
 import time
 import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,16 @@ from ._objective import (
 )
 from ._sde import AbstractSDE, noise_dimension
 from ._simulate import simulate
+from ._snapshots import (
+    Snapshots,
+    as_snapshots,
+    check_floating_finite,
+    grid_steps,
+    make_snapshot_validator,
+    per_time_weights,
+    snapshot_gradient,
+    split_snapshots,
+)
 from ._train_settings import TRAIN_DEFAULTS
 from ._validation import check_choice, check_key, check_positive, check_time_grid
 
@@ -91,12 +101,7 @@ def _check_data(data, dim: int, name: str = "data") -> None:
         raise ValueError(f"{name} must hold at least 2 points; got {shape[0]}.")
     if shape[1] != dim:
         raise ValueError(f"{name} has dimension {shape[1]} but the model's initial states have dimension {dim}.")
-    array = np.asarray(data)
-    if not np.issubdtype(array.dtype, np.floating):
-        raise TypeError(f"{name} must be a floating-point array; got dtype {array.dtype}.")
-    bad = array.size - np.count_nonzero(np.isfinite(array))
-    if bad:
-        raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or inf).")
+    check_floating_finite(name, data)
 
 
 def _check_initial(initial, key) -> tuple[int, object]:
@@ -137,14 +142,11 @@ def drift_stiffness(sde: AbstractSDE, t: Scalar, xs: States, key: Key) -> Scalar
     return jnp.max(jax.vmap(norm_at)(xs, probes))
 
 
-def _make_train_step(
-    initial, optimizer, *, objective, method, t0, t1, num_steps, num_paths, batch_size, ess_target, path_chunk=None
-):
-    @eqx.filter_jit
-    def train_step(params, static, opt_state, data, key, kernel_rate, h_min, h_max):
-        sde = eqx.combine(params, static)
-        init_key, path_key, batch_key, jitter_key = jr.split(key, 4)
-        x0, score0 = initial(init_key, num_paths)
+def _array_gradient(*, objective, method, t0, t1, num_steps, batch_size, ess_target, path_chunk=None):
+    """The loss and DK gradient of one data array at ``t1``: ``(sde, x0, score0, data, keys, rate, h range)``."""
+
+    def gradient(sde, x0, score0, data, keys, kernel_rate, h_min, h_max):
+        path_key, batch_key, jitter_key = keys
         if batch_size < data.shape[0]:
             data = data[jr.choice(batch_key, data.shape[0], (batch_size,), replace=False)]
 
@@ -156,10 +158,47 @@ def _make_train_step(
             loss, c, ess = kl_weights(x, data, h, jitter_key)
             return loss, c, (ess, h)
 
-        loss, grad, (ess, h), x_final = dk_gradient(
+        return dk_gradient(
             sde, x0, score0, weights, t1=t1, num_steps=num_steps, key=path_key, t0=t0,
             kernel_rate=kernel_rate, method=method, path_chunk=path_chunk,
         )  # fmt: skip
+
+    return gradient
+
+
+def _snapshot_gradient(
+    snaps: Snapshots, steps, *, objective, method, t0, t1, num_steps, batch_size, ess_target, path_chunk=None
+):
+    """As ``_array_gradient`` for snapshots: a batch per time, the weighted sum of the per-time objectives."""
+
+    def gradient(sde, x0, score0, data, keys, kernel_rate, h_min, h_max):
+        path_key, batch_key, jitter_key = keys
+        batches = tuple(
+            points[jr.choice(jr.fold_in(batch_key, k), points.shape[0], (batch_size,), replace=False)]
+            if batch_size < points.shape[0] else points
+            for k, points in enumerate(data)
+        )  # fmt: skip
+        weights = per_time_weights(objective, batches, snaps.weights, ess_target, jitter_key, h_min, h_max)
+        return snapshot_gradient(
+            sde, x0, score0, weights, steps, t1=t1, num_steps=num_steps, key=path_key, t0=t0,
+            kernel_rate=kernel_rate, method=method, path_chunk=path_chunk,
+        )  # fmt: skip
+
+    return gradient
+
+
+def _make_train_step(initial, optimizer, *, num_paths, gradient=None, **array_options):
+    """The jitted step of ``fit``: ``gradient`` (from ``_snapshot_gradient``) or ``_array_gradient(**array_options)``."""
+    gradient = _array_gradient(**array_options) if gradient is None else gradient
+
+    @eqx.filter_jit
+    def train_step(params, static, opt_state, data, key, kernel_rate, h_min, h_max):
+        sde = eqx.combine(params, static)
+        init_key, path_key, batch_key, jitter_key = jr.split(key, 4)
+        x0, score0 = initial(init_key, num_paths)
+        loss, grad, (ess, h), x_final = gradient(
+            sde, x0, score0, data, (path_key, batch_key, jitter_key), kernel_rate, h_min, h_max
+        )
         updates, opt_state = optimizer.update(grad, opt_state, params)
         params = eqx.apply_updates(params, updates)
         metrics = {
@@ -188,19 +227,24 @@ def _nonfinite_message(step: int, metrics: dict, checkpoint: int | None) -> str:
     )
 
 
+def _split_fraction(data, fraction: float, key: Key):
+    """``(train, held_out)`` with a random ``fraction`` of the rows of ``data`` held out."""
+    num_held = round(fraction * data.shape[0])
+    if not 0 < fraction < 1 or num_held < 2 or data.shape[0] - num_held < 2:
+        raise ValueError(
+            f"validation as a fraction must be in (0, 1) and leave >= 2 points on each side of the split; "
+            f"got {fraction} of {data.shape[0]} points."
+        )
+    order = jr.permutation(jr.fold_in(key, _VALIDATION_SALT), data.shape[0])
+    return data[order[num_held:]], data[order[:num_held]]
+
+
 def _split_validation(data, validation, dim: int, key: Key):
     """``(train, held_out)``: ``validation`` is held-out data, a fraction to split off, or ``None``."""
     if validation is None:
         return data, None
     if isinstance(validation, float):
-        num_held = round(validation * data.shape[0])
-        if not 0 < validation < 1 or num_held < 2 or data.shape[0] - num_held < 2:
-            raise ValueError(
-                f"validation as a fraction must be in (0, 1) and leave >= 2 points on each side of the split; "
-                f"got {validation} of {data.shape[0]} points."
-            )
-        order = jr.permutation(jr.fold_in(key, _VALIDATION_SALT), data.shape[0])
-        return data[order[num_held:]], data[order[:num_held]]
+        return _split_fraction(data, validation, key)
     _check_data(validation, dim, "validation")
     return data, jnp.asarray(validation, data.dtype)
 
@@ -264,6 +308,15 @@ class _Selection:
         return cls(record["lowest"], record["lowest_step"], np.asarray(record["lowest_terms"]))
 
 
+def _bandwidth_range(points, bandwidth: float | None, min_bandwidth: float | None) -> tuple[float, float]:
+    """``(h_min, h_max)`` of the bandwidth rule for data ``points``, or the fixed ``bandwidth`` twice."""
+    if bandwidth is not None:
+        return bandwidth, bandwidth
+    scale = float(jnp.mean(jnp.std(points, axis=0)))
+    h_min = min_bandwidth if min_bandwidth is not None else 0.05 * scale
+    return h_min, max(4.0 * scale, h_min)
+
+
 def _default_optimizer(learning_rate: float, steps: int, final_lr_fraction: float) -> optax.GradientTransformation:
     return optax.adam(optax.cosine_decay_schedule(learning_rate, steps, final_lr_fraction))
 
@@ -309,10 +362,10 @@ class _State:
 
 def fit(
     sde: AbstractSDE,
-    data: Float[Array, "num_points d"],
+    data: Float[Array, "num_points d"] | Mapping[float, Float[Array, "n d"]] | Snapshots,
     initial: Initial,
     *,
-    t1: RealScalarLike,
+    t1: RealScalarLike | None = None,
     num_steps: int,
     key: Key,
     steps: int,
@@ -352,6 +405,15 @@ def fit(
     Step ``s`` uses the key ``fold_in(key, s)``, so a resumed run repeats an uninterrupted
     one exactly.
 
+    Snapshots: ``data`` may be a mapping ``{time: array (n_k, d)}`` or ``dkjax.Snapshots``
+    (samples of the law at several times, sizes ``n_k`` free, a weight per time). The loss is
+    then the weighted sum of the per-time objectives, and its gradient comes from each path's
+    DK response at every observation time, read off one forward pass over the same paths
+    (the two-pass route records only the ``K x num_paths`` states at those times). ``t1``
+    defaults to the last time; every time must lie on the grid ``t0 + n (t1 - t0) / num_steps``
+    inside ``(t0, t1]``. ``batch_size`` applies per time, and so does a ``validation`` fraction;
+    the held-out score is the weighted sum of the per-time energy distances.
+
     Model selection: a share of the data (``validation``) is held out; every
     ``validate_every`` steps the energy distance between ``validation_samples`` model
     samples (the same noise each time, so evaluations compare) and the held-out points is
@@ -375,10 +437,12 @@ def fit(
 
     Arguments:
         sde: the model; every floating-point array in it (drift and diffusion) is trained.
-        data: samples of the target law at ``t1``, shape ``(num_points, d)``.
+        data: samples of the target law at ``t1``, shape ``(num_points, d)``; or snapshots,
+            ``{time: (n_k, d)}`` or ``dkjax.Snapshots`` (see above).
         initial: ``initial(key, n) -> (x0, score0)``: ``n`` samples of the known initial
             law and its score at them (``score0`` may be ``None``).
-        t1, t0: final and initial time; ``num_steps``: Euler-Maruyama steps.
+        t1, t0: final and initial time (``t1`` defaults to the last snapshot time; it must
+            be given for a single array); ``num_steps``: Euler-Maruyama steps.
         key: PRNG key; ``steps``: number of optimisation steps.
         optimizer: an optax transformation; default Adam with ``learning_rate`` decayed
             along a cosine to ``final_lr_fraction`` of it over ``steps``. Clipping by
@@ -394,8 +458,9 @@ def fit(
         path_chunk: replay the two-pass gradient's paths this many at a time, so that its
             working memory scales with ``path_chunk`` instead of ``num_paths``; implies
             ``gradient="two_pass"``. ``None``: all paths at once.
-        validation: held-out points ``(n, d)``, a fraction of ``data`` to split off at
-            random, or ``None`` (no selection: the last model is returned).
+        validation: held-out points ``(n, d)`` (held-out ``Snapshots`` at the same times for
+            snapshot data), a fraction of ``data`` to split off at random (of each time's
+            points for snapshots), or ``None`` (no selection: the last model is returned).
         validate_every, validation_samples, patience: model selection, see above.
         checkpoint_dir, checkpoint_every: where and how often to checkpoint (also at the end).
         resume: continue from the latest checkpoint in ``checkpoint_dir`` if there is one.
@@ -412,7 +477,8 @@ def fit(
 
     Raises:
         ValueError: bad data or validation data (wrong dimension, non-finite, fewer than 2
-            points), a non-positive ``bandwidth``, or any other impossible argument, named.
+            points), a snapshot time off the grid or outside ``(t0, t1]`` (the time named), a
+            non-positive ``bandwidth``, or any other impossible argument, named.
         TypeError: ``sde`` not an ``AbstractSDE``, ``initial`` not callable, bad ``key``.
 
     Example:
@@ -426,9 +492,20 @@ def fit(
     if not isinstance(sde, AbstractSDE):
         raise TypeError(f"sde must be a dkjax.AbstractSDE; got {type(sde).__name__}.")
     check_key(key)
+    snapshot_data = isinstance(data, (Mapping, Snapshots))
+    if snapshot_data:
+        data = as_snapshots(data)
+        t1 = data.times[-1] if t1 is None else t1
+    elif t1 is None:
+        raise ValueError("t1 must be given when data is one array (it defaults to the last time only for snapshots).")
     check_time_grid(t0, t1, num_steps)
     dim, dtype = _check_initial(initial, key)
-    _check_data(data, dim)
+    if snapshot_data:
+        record_steps = grid_steps(data.times, t0, t1, num_steps)
+        if data.dim != dim:
+            raise ValueError(f"data has dimension {data.dim} but the model's initial states have dimension {dim}.")
+    else:
+        _check_data(data, dim)
     noise_dimension(sde, jnp.asarray(t0, dtype), jax.ShapeDtypeStruct((dim,), dtype))
     for name, value in (("steps", steps), ("num_paths", num_paths), ("batch_size", batch_size),
                         ("kernel_rate_every", kernel_rate_every), ("validate_every", validate_every),
@@ -458,14 +535,6 @@ def fit(
         raise ValueError("path_chunk applies to the two-pass gradient; use gradient='two_pass' or 'auto'.")
     if isinstance(validation, int) and not isinstance(validation, bool):
         validation = float(validation)
-    data, held_out = _split_validation(jnp.asarray(data, dtype), validation, dim, key)
-
-    scale = float(jnp.mean(jnp.std(data, axis=0)))
-    if bandwidth is None:
-        h_min = min_bandwidth if min_bandwidth is not None else 0.05 * scale
-        h_max = max(4.0 * scale, h_min)
-    else:
-        h_min = h_max = bandwidth
     method = gradient
     if gradient == "auto":
         lean = path_chunk is not None or parameter_count(sde) > lean_threshold
@@ -475,21 +544,32 @@ def fit(
     if clip_norm is not None:
         optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)
     params, static = eqx.partition(sde, eqx.is_inexact_array)
-    train_step = _make_train_step(
-        initial, optimizer, objective=objective, method=method, t0=t0, t1=t1, num_steps=num_steps,
-        num_paths=num_paths, batch_size=min(batch_size, data.shape[0]), ess_target=ess_target, path_chunk=path_chunk,
-    )  # fmt: skip
-    validate = None
-    if held_out is not None:
-        validate = _make_validator(initial, held_out, t0=t0, t1=t1, num_steps=num_steps,
-                                   num_samples=validation_samples, key=key)  # fmt: skip
+    options = dict(objective=objective, method=method, t0=t0, t1=t1, num_steps=num_steps, ess_target=ess_target,
+                   path_chunk=path_chunk)  # fmt: skip
+    grid = dict(t0=t0, t1=t1, num_steps=num_steps, num_samples=validation_samples, key=key)
+    if snapshot_data:
+        data, held_out = split_snapshots(data.replace_points([jnp.asarray(p, dtype) for p in data.points]),
+                                         validation, key, _split_fraction)  # fmt: skip
+        ranges = [_bandwidth_range(points, bandwidth, min_bandwidth) for points in data.points]
+        h_range = tuple(tuple(r[i] for r in ranges) for i in (0, 1))
+        gradient_fn = _snapshot_gradient(data, record_steps, batch_size=batch_size, **options)
+        train_step = _make_train_step(initial, optimizer, num_paths=num_paths, gradient=gradient_fn)
+        validate = None if held_out is None else make_snapshot_validator(
+            initial, held_out, record_steps, salt=_VALIDATION_SALT, **grid)  # fmt: skip
+        data = data.points
+    else:
+        data, held_out = _split_validation(jnp.asarray(data, dtype), validation, dim, key)
+        h_range = _bandwidth_range(data, bandwidth, min_bandwidth)
+        train_step = _make_train_step(initial, optimizer, num_paths=num_paths, batch_size=min(batch_size, data.shape[0]),
+                                      **options)  # fmt: skip
+        validate = None if held_out is None else _make_validator(initial, held_out, **grid)
     fixed_rate = None if kernel_rate == "auto" else float(kernel_rate)
     state = _State(params, optimizer.init(params), params, 0.0 if fixed_rate is None else fixed_rate)
     resumed = resume and state.restore(checkpoint_dir, fixed_rate, steps, schedule_spans_steps=default_optimizer)
     if resumed and progress and jax.process_index() == 0:
         print(f"dkjax fit: resuming from step {state.step} of {checkpoint_dir}", flush=True)
 
-    loop = _Loop(state, static, train_step, validate, initial, data=data, dtype=dtype, h_range=(h_min, h_max),
+    loop = _Loop(state, static, train_step, validate, initial, data=data, dtype=dtype, h_range=h_range,
                  key=key, t0=t0, t1=t1, num_steps=num_steps, dt=dt, auto_rate=fixed_rate is None,
                  kernel_rate_every=kernel_rate_every, validate_every=validate_every, patience=patience,
                  checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)  # fmt: skip

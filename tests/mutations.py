@@ -73,6 +73,8 @@ SIM = "tests/test_simulate.py::"
 BASE = "tests/test_baselines.py::"
 CAL = "tests/test_calibration.py::"
 PROP = "tests/test_properties.py::"
+SNAP = "tests/test_snapshots.py::"
+SNAPSHOTS = "dkjax/_snapshots.py"
 
 STEP, NOISE, SIMULATE = "dkjax/_dk_step.py", "dkjax/_noise.py", "dkjax/_simulate.py"
 RESPONSE, OBJECTIVE, METRICS = "dkjax/_response.py", "dkjax/_objective.py", "dkjax/_metrics.py"
@@ -116,9 +118,9 @@ MUTATIONS = [
         "two-pass gradient: the last parameter leaf gets zero",
         [(
             OBJECTIVE,
-            "return jax.tree.map(jnp.add, acc, jax.grad(weighted)(params))",
+            "return jax.tree.map(jnp.add, total, jax.grad(weighted)(params)), n + 1",
             "g = jax.tree.leaves(jax.grad(weighted)(params)); g[-1] = 0 * g[-1]\n"
-            "            return jax.tree.map(jnp.add, acc, jax.tree.unflatten(jax.tree.structure(params), g))",
+            "            return jax.tree.map(jnp.add, total, jax.tree.unflatten(jax.tree.structure(params), g)), n + 1",
         )],
         [OBJ + "test_gradient_routes_agree"],
     ),
@@ -301,7 +303,8 @@ MUTATIONS = [
     _mutation(
         "two_pass_padding_weighted",
         "two-pass replay in chunks: the padding paths get weight one instead of zero",
-        [(OBJECTIVE, "chunks.append(chunked(c, jnp.zeros(padding, c.dtype)))", "chunks.append(chunked(c, jnp.ones(padding, c.dtype)))")],
+        [(OBJECTIVE, "chunks.append(chunked(c, jnp.zeros((padding,) + c.shape[1:], c.dtype)))",
+          "chunks.append(chunked(c, jnp.ones((padding,) + c.shape[1:], c.dtype)))")],
         [OBJ + "test_gradient_routes_agree"],
     ),
     _mutation(
@@ -335,6 +338,26 @@ MUTATIONS = [
         "stationary finite differences divided by h instead of 2h",
         [(BASELINES, "2 * h.reshape((1, -1)", "h.reshape((1, -1)")],
         [BASE + "test_finite_difference_stationary_ou"],
+    ),
+    # ---- population snapshots
+    _mutation(
+        "snapshot_replay_counts_one_step_late",
+        "two-pass snapshots: a step's increment also counts towards the observation at that step",
+        [(SNAPSHOTS, "c_paths @ (n < steps_arr)", "c_paths @ (n <= steps_arr)")],
+        [SNAP + "test_snapshot_gradient_is_the_weighted_sum_of_single_time_gradients"],
+    ),
+    _mutation(
+        "snapshot_response_read_one_step_early",
+        "per-path snapshots: the response recorded one step before the observation time",
+        [(SNAPSHOTS, "(eta, inputs[2]), n + 1, steps)", "(eta, inputs[2]), n + 2, steps)")],
+        [SNAP + "test_snapshot_gradient_is_the_weighted_sum_of_single_time_gradients",
+         SNAP + "test_snapshot_energy_gradient_matches_exact_ou"],
+    ),
+    _mutation(
+        "snapshot_time_weights_ignored",
+        "per-time weights left out of the path weights (the loss keeps them)",
+        [(SNAPSHOTS, "c = w[:, None] * jnp.stack", "c = jnp.stack")],
+        [SNAP + "test_snapshot_gradient_is_the_weighted_sum_of_single_time_gradients"],
     ),
 ]
 
