@@ -158,7 +158,13 @@ def plot_snapshots(
         ValueError: a time off the model's grid.
 
     Example:
-        >>> dkjax.plot_snapshots(model, {0.5: a, 1.0: b}, "snapshots.png", key=jax.random.key(0))
+        >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5, mean=jnp.array([1.0, -1.0]))
+        >>> model = dkjax.GenerativeModel(sde=sde, initial=dkjax.GaussianInitial(jnp.zeros(2), jnp.ones(2)),
+        ...                               scaling=dkjax.DataScaling.identity(2), t0=0.0, t1=1.0, num_steps=20)
+        >>> data = {0.5: model.sample(300, key=jax.random.key(1), t=0.5), 1.0: model.sample(300, key=jax.random.key(2))}
+        >>> dkjax.plot_snapshots(model, data, "snapshots.png", key=jax.random.key(0))
+        >>> import os; print(os.path.exists("snapshots.png"))
+        True
     """
     _save(snapshots_figure(model, snapshots, key=key, num_samples=num_samples, num_paths=num_paths, held_out=held_out),
           path)  # fmt: skip

@@ -49,7 +49,7 @@ class Snapshots(eqx.Module):
         TypeError: ``data`` not a mapping, or a non-floating-point array.
 
     Example:
-        >>> snaps = dkjax.Snapshots({0.5: np.zeros((3, 2)), 1.0: np.ones((4, 2))}, weights={0.5: 2.0, 1.0: 1.0})
+        >>> snaps = dkjax.Snapshots({0.5: jnp.zeros((3, 2)), 1.0: jnp.ones((4, 2))}, weights={0.5: 2.0, 1.0: 1.0})
         >>> print(snaps.times, snaps.weights, snaps.dim)
         (0.5, 1.0) (2.0, 1.0) 2
     """
@@ -129,9 +129,6 @@ class EmpiricalInitial(eqx.Module):
 
     Arguments:
         points: the samples ``(n, d)``.
-
-    Raises:
-        Nothing at construction; a call with ``n < 1`` fails in ``jax.random.choice``.
 
     Example:
         >>> initial = dkjax.EmpiricalInitial(jnp.arange(6.0).reshape(3, 2))
