@@ -19,7 +19,7 @@ from ._kernel_rate import AbstractKernelRate, as_kernel_rate
 from ._linalg import inverse_and_logabsdet
 from ._noise import noise_and_probe
 from ._sde import AbstractSDE, em_increment, noise_dimension
-from ._simulate import time_grid
+from ._simulate import em_update, time_grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,20 +90,20 @@ class DivergenceKernelStep(AbstractStep):
         z, probe = jax.vmap(noise)(path_ids)
         mix_score = 1.0 if self.kernel_rate is None else jnp.minimum(self.kernel_rate(t) * dt, 1.0)
         transition = lambda *args: self.transition(t, dt, mix_score, *args)
-        x_next, nu_next, u, prepared, step_ratio = jax.vmap(transition)(x, nu, z, probe)
+        nu_next, u, prepared, step_ratio = jax.vmap(transition)(x, nu, z, probe)
+        x_next = em_update(eqx.combine(self.params, self.static), t, dt, x, z)
         bad_step = jnp.where((bad_step < 0) & _nonfinite(x_next, nu_next), n, bad_step)
         surrogate = lambda params, *inputs: self.surrogate(params, t, dt, *inputs)
         inputs = (x, u, jax.lax.stop_gradient(x_next), z, probe, prepared)
         return (x_next, nu_next, bad_step, jnp.maximum(ratio, step_ratio)), (surrogate, inputs)
 
     def transition(self, t, dt, mix_score, x, nu, z, probe):
-        """State and score update of one path: ``(x_next, nu_next, u, prepared, ratio)``.
+        """Score update of one path: ``(nu_next, u, prepared, ratio)``.
 
         ``u = J^{-T}(nu - grad_x log|det J|)`` is the divergence part of the score and
         ``prepared`` the Jacobian module's fixed data, both held fixed by the response.
         """
         increment = _increment_fn(self.static, t, dt, z)
-        x_next = x + increment(x, self.params)
         u, nu_next, prepared, ratio = jnp.zeros_like(nu), jnp.zeros_like(nu), None, jnp.zeros((), x.dtype)
         if self.plan.divergence:
             prepared = self.jacobian.prepare(increment, x, self.params, probe)
@@ -113,7 +113,7 @@ class DivergenceKernelStep(AbstractStep):
         if self.plan.kernel_score:
             sigma = eqx.combine(self.params, self.static).diffusion(t, x)
             nu_next = nu_next + mix_score * kernel_score(sigma, z, dt)
-        return x_next, nu_next, u, prepared, ratio
+        return nu_next, u, prepared, ratio
 
     def surrogate(self, params, t, dt, x, u, x_next, z, probe, prepared) -> Scalar:
         """A scalar of the parameters whose gradient is the response increment of one path.

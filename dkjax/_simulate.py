@@ -14,7 +14,9 @@ from ._validation import check_finite, check_key, check_parameter_dtypes, check_
 def time_grid(t0, t1, num_steps: int, dtype):
     """``(t0, dt)`` as arrays of ``dtype``; arrays keep a new ``t1`` from retracing."""
     t0 = jnp.asarray(t0, dtype)
-    return t0, (jnp.asarray(t1, dtype) - t0) / num_steps
+    # A product, not a quotient: XLA turns division by a constant into this product inside a
+    # jit, so eager and compiled callers must both form it to get the same dt to the bit.
+    return t0, (jnp.asarray(t1, dtype) - t0) * jnp.asarray(1.0 / num_steps, dtype)
 
 
 def path_ids_for(num_paths: int, path_offset) -> PathIds:
@@ -35,6 +37,15 @@ def check_common(sde, x0, t0, t1, num_steps, key) -> tuple[int, int]:
     return num_paths, dim
 
 
+def em_update(sde: AbstractSDE, t, dt, x: States, z) -> States:
+    """``x + F dt + sigma z sqrt(dt)`` for every path: the one state update of every step kind.
+
+    Shared by the plain and the DK step so that their passes over the same noise round alike
+    (on a chaotic system one differing ulp grows to the attractor's size).
+    """
+    return x + jax.vmap(lambda xi, zi: em_increment(sde, t, xi, zi, dt))(x, z)
+
+
 class EulerMaruyama(AbstractStep):
     """The plain Euler-Maruyama step of every path; the carry is the states."""
 
@@ -43,7 +54,7 @@ class EulerMaruyama(AbstractStep):
 
     def __call__(self, n, t, dt, key_n, path_ids, x):
         z = jax.vmap(lambda i: brownian_normal(key_n, i, self.noise_dim, x.dtype))(path_ids)
-        return x + jax.vmap(lambda xi, zi: em_increment(self.sde, t, xi, zi, dt))(x, z), None
+        return em_update(self.sde, t, dt, x, z), None
 
 
 def simulate_paths(sde, x0, path_ids, t0, dt, key, num_steps: int) -> States:
