@@ -92,7 +92,7 @@ class DivergenceKernelStep(AbstractStep):
         transition = lambda *args: self.transition(t, dt, mix_score, *args)
         nu_next, u, prepared, step_ratio = jax.vmap(transition)(x, nu, z, probe)
         x_next = em_update(eqx.combine(self.params, self.static), t, dt, x, z)
-        bad_step = jnp.where((bad_step < 0) & _nonfinite(x_next, nu_next), n, bad_step)
+        bad_step = jnp.where((bad_step < 0) & nonfinite_paths(x_next, nu_next), n, bad_step)
         surrogate = lambda params, *inputs: self.surrogate(params, t, dt, *inputs)
         inputs = (x, u, jax.lax.stop_gradient(x_next), z, probe, prepared)
         return (x_next, nu_next, bad_step, jnp.maximum(ratio, step_ratio)), (surrogate, inputs)
@@ -132,7 +132,7 @@ class DivergenceKernelStep(AbstractStep):
         return value
 
 
-def _nonfinite(*trees) -> Array:
+def nonfinite_paths(*trees) -> Array:
     """Per path, whether any leaf of ``trees`` (leading path axis) is non-finite."""
     leaves = [leaf.reshape(leaf.shape[0], -1) for leaf in jax.tree.leaves(trees)]
     return ~jnp.all(jnp.concatenate([jnp.isfinite(leaf) for leaf in leaves], axis=1), axis=1)

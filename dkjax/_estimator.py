@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from ._custom_types import Array, Covectors, Float, Int, Key, KernelRate, Params, RealScalarLike, States
-from ._dk_step import _nonfinite, dk_run
+from ._dk_step import nonfinite_paths, dk_run
 from ._engine import AbstractFold
 from ._jacobian import AbstractJacobian, MatrixFree, as_jacobian
 from ._kernel_rate import ConstantRate, as_kernel_rate
@@ -82,7 +82,7 @@ def dk_weights(sde, x0, score0, dlogp0, path_ids, t0, dt, key, num_steps, *, jac
         use_kernel_score=use_kernel_score, response_mix=response_mix, point_mass=point_mass,
         fold=PerPathResponse(parameters(sde)), acc=dlogp0,
     )  # fmt: skip
-    bad_step = jnp.where((bad_step < 0) & _nonfinite(eta), jnp.int32(num_steps - 1), bad_step)
+    bad_step = jnp.where((bad_step < 0) & nonfinite_paths(eta), jnp.int32(num_steps - 1), bad_step)
     ratio = ratio if isinstance(jacobian, MatrixFree) else None
     return DKResult(x=x, score=nu, dlogp=eta, nonfinite_step=bad_step, expansion_ratio=ratio)
 

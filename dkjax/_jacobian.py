@@ -23,7 +23,17 @@ class AbstractJacobian(eqx.Module):
 
     Subclasses implement ``prepare`` (per path and step, the data that ``pushforward`` and
     ``logdet_carrier`` hold fixed, computed once and reused by the response), ``pushforward``
-    and ``logdet_carrier``.
+    and ``logdet_carrier``; pass an instance as ``mode`` to ``dkjax.divergence_kernel``.
+
+    Arguments:
+        None here; each subclass documents its own fields.
+
+    Raises:
+        TypeError: when instantiated itself (it is abstract).
+
+    Example:
+        >>> isinstance(dkjax.MatrixFree(), dkjax.AbstractJacobian)
+        True
     """
 
     @abc.abstractmethod
@@ -46,6 +56,15 @@ def _step_jacobian(increment, x, params) -> Array:
 
 class Dense(AbstractJacobian):
     """Dense Jacobians: exact ``J^{-T}`` and ``log|det J|`` at ``O(d^3)`` per path and step.
+
+    The string ``mode="exact"`` is its shorthand.
+
+    Arguments:
+        None.
+
+    Raises:
+        FloatingPointError: only through ``dkjax.divergence_kernel(on_nonfinite="raise")``,
+            when a singular ``J`` makes paths non-finite.
 
     Example:
         >>> res = dkjax.divergence_kernel(dkjax.OrnsteinUhlenbeck(1.0, 0.5), jnp.zeros((100, 1)),
@@ -72,7 +91,9 @@ class MatrixFree(AbstractJacobian):
     with ``r = |A^T w| / |w|`` (reported per path as ``DKResult.expansion_ratio``); it is
     small when the drift's and diffusion's derivatives times the step are small.
 
-    Args:
+    The string ``mode="matrix_free"`` is its shorthand (``order=2``).
+
+    Arguments:
         order: terms of the expansion of ``J^{-T}`` beyond the identity (``>= 1``; default 2).
 
     Raises:

@@ -34,7 +34,21 @@ def _rate_tolerance(dt) -> float:
 
 
 class AbstractKernelRate(eqx.Module):
-    """The kernel rate ``alpha(t)``: ``rate(t)`` inside the step, ``check`` before any work."""
+    """The kernel rate ``alpha(t)``: ``rate(t)`` inside the step, ``check`` before any work.
+
+    Pass an instance as ``kernel_rate`` to ``dkjax.divergence_kernel`` and the responses;
+    a number, a callable and ``"auto"`` are shorthands for the three subclasses.
+
+    Arguments:
+        None here; each subclass documents its own fields.
+
+    Raises:
+        TypeError: when instantiated itself (it is abstract).
+
+    Example:
+        >>> isinstance(dkjax.ConstantRate(1.0), dkjax.AbstractKernelRate)
+        True
+    """
 
     @abc.abstractmethod
     def __call__(self, t: Scalar) -> Scalar:
@@ -57,8 +71,12 @@ class AbstractKernelRate(eqx.Module):
 class ConstantRate(AbstractKernelRate):
     """One rate for every step.
 
-    Args:
+    Arguments:
         rate: ``alpha >= 0``; ``0`` turns the kernel part off (needs ``score0``).
+
+    Raises:
+        ValueError: from ``check`` (called by the estimator before any work), if the rate is
+            not a finite scalar ``>= 0`` or ``alpha dt > 1``.
 
     Example:
         >>> rate = dkjax.ConstantRate(2.0)
@@ -93,8 +111,12 @@ class ConstantRate(AbstractKernelRate):
 class RateSchedule(AbstractKernelRate):
     """A rate that depends on time, ``alpha(t) = schedule(t)``, read at every step's time.
 
-    Args:
+    Arguments:
         schedule: a traceable function ``t -> alpha``.
+
+    Raises:
+        ValueError: from ``check`` (called by the estimator before any work), naming the
+            first step where ``alpha(t_n) < 0``, not finite, or ``alpha(t_n) dt > 1``.
 
     Example:
         >>> rate = dkjax.RateSchedule(lambda t: 1.0 + 2.0 * t)
@@ -124,8 +146,12 @@ class RateSchedule(AbstractKernelRate):
 class AutoRate(AbstractKernelRate):
     """Chosen before the run by ``dkjax.estimate_kernel_rate`` from a pilot run with its own key.
 
-    Args:
+    Arguments:
         num_pilot_paths, safety, min_rate: as for ``dkjax.estimate_kernel_rate``.
+
+    Raises:
+        ValueError: from ``check``, for ``safety < 1``, ``min_rate < 0`` or no pilot paths;
+            from the pilot run, if it went non-finite.
 
     Example:
         >>> res = dkjax.divergence_kernel(dkjax.OrnsteinUhlenbeck(1.5, 0.8), jnp.zeros((512, 1)), t1=1.0,
