@@ -263,7 +263,7 @@ def _initial_score(score0, x0, num_steps, rate_is_zero) -> tuple[Covectors, bool
             warnings.warn(
                 "kernel_rate=0 with score0=None: after the first (kernel) step the score is carried by the "
                 "divergence part alone, which can grow along contracting directions.",
-                stacklevel=3,
+                stacklevel=4,
             )
         return jnp.zeros_like(x0), True
     if jnp.shape(score0) != x0.shape:

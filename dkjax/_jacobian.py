@@ -146,4 +146,4 @@ def as_jacobian(mode) -> AbstractJacobian:
         return mode
     if isinstance(mode, str) and mode in _SHORTHANDS:
         return _SHORTHANDS[mode]()
-    raise ValueError(f"mode must be 'matrix_free', 'exact' or a dkjax.AbstractJacobian; got {mode!r}.")
+    raise ValueError(f"mode must be one of {sorted(_SHORTHANDS)} or a dkjax.AbstractJacobian; got {mode!r}.")

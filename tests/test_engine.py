@@ -174,7 +174,7 @@ def test_strings_are_shorthands_for_the_strategy_modules():
         a, b = dkjax.divergence_kernel(sde, x0, **short, **kwargs), dkjax.divergence_kernel(sde, x0, **module, **kwargs)
         np.testing.assert_array_equal(np.asarray(a.score), np.asarray(b.score))
         assert a.kernel_rate == b.kernel_rate
-    with pytest.raises(ValueError, match="mode must be 'matrix_free', 'exact' or a dkjax.AbstractJacobian"):
+    with pytest.raises(ValueError, match="mode must be one of \\['exact', 'matrix_free'\\] or a dkjax.AbstractJacobian"):
         dkjax.divergence_kernel(sde, x0, mode="dense", **kwargs)
 
 
