@@ -120,7 +120,7 @@ MUTATIONS = [
     _mutation(
         "dk_scan_time_one_step_late",
         "the DK scan reads the coefficients at t_{n+1} (simulate does not)",
-        [(STEP, "increment = _increment_fn(self.static, t, dt, z)\n        x_next", "increment = _increment_fn(self.static, t + dt, dt, z)\n        x_next")],
+        [(STEP, "x_next = em_update(eqx.combine(self.params, self.static), t, dt, x, z)", "x_next = em_update(eqx.combine(self.params, self.static), t + dt, dt, x, z)")],
         [EST + "test_time_dependent_ou_score_and_responses_match_em_chain"],
     ),
     _mutation(
