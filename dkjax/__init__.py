@@ -16,6 +16,15 @@ from ._estimator import DKResult as DKResult
 from ._estimator import divergence_kernel as divergence_kernel
 from ._kernel_rate import estimate_kernel_rate as estimate_kernel_rate
 
+# Strategies: how Jacobians are treated, and the kernel rate
+from ._jacobian import AbstractJacobian as AbstractJacobian
+from ._jacobian import Dense as Dense
+from ._jacobian import MatrixFree as MatrixFree
+from ._kernel_rate import AbstractKernelRate as AbstractKernelRate
+from ._kernel_rate import AutoRate as AutoRate
+from ._kernel_rate import ConstantRate as ConstantRate
+from ._kernel_rate import RateSchedule as RateSchedule
+
 # Linear responses and baselines
 from ._response import DensityResponse as DensityResponse
 from ._response import ResponseResult as ResponseResult

@@ -18,19 +18,11 @@ import numpy as np
 
 from ._custom_types import Array, Key, Observable, RealScalarLike
 from ._noise import BrownianIncrements
-from ._response import (
-    Moments,
-    ResponseResult,
-    Sampler,
-    _batch_means,
-    _raise_bad_phi,
-    apply_phi,
-    initial_chunks,
-    observable_response,
-    warn_nonfinite,
-)
+from ._response import ResponseResult, observable_response
 from ._sde import AbstractSDE, noise_dimension
-from ._simulate import check_common, simulate
+from ._simulate import check_common, path_ids_for, simulate_paths, time_grid
+from ._statistics import Moments, batch_means
+from ._streaming import Sampler, apply_phi, initial_chunks, raise_bad_phi, warn_nonfinite
 from ._validation import check_key, check_positive, check_states
 
 
@@ -112,10 +104,11 @@ def _chunked_result(sde, x0, num_paths, chunk_size, key, t0, t1, num_steps, to_t
 def _fd_chunk(rebuild, phi, vector, h, x0, path_offset, t0, t1, key, num_steps):
     """Per path, ``(phi(X_T; p + h e_j) - phi(X_T; p - h e_j)) / (2 h_j)`` for every entry ``j``."""
     eye = jnp.eye(vector.shape[0], dtype=vector.dtype)
+    path_ids = path_ids_for(x0.shape[0], path_offset)
+    t0, dt = time_grid(t0, t1, num_steps, x0.dtype)
 
     def final(v):
-        x = simulate(rebuild(v), x0, t0=t0, t1=t1, num_steps=num_steps, key=key, path_offset=path_offset)
-        return apply_phi(phi, x)
+        return apply_phi(phi, simulate_paths(rebuild(v), x0, path_ids, t0, dt, key, num_steps))
 
     plus = jax.vmap(lambda e, hj: final(vector + hj * e))(eye, h)
     minus = jax.vmap(lambda e, hj: final(vector - hj * e))(eye, h)
@@ -174,6 +167,13 @@ def finite_difference_response(
 
 
 @eqx.filter_jit
+def _fd_spinup(rebuild, vectors, x0, t0, dt, key, num_steps):
+    """The spin-up of every perturbed copy (``(2 P + 1, M, d)`` states)."""
+    path_ids = path_ids_for(x0.shape[0], 0)
+    return jax.vmap(lambda v: simulate_paths(rebuild(v), x0, path_ids, t0, dt, key, num_steps))(vectors)
+
+
+@eqx.filter_jit
 def _fd_stationary_block(rebuild, phi, xs, vectors, block, t_start, dt, key, static):
     """Advances every perturbed copy by one block; returns the states and the block mean of ``phi``.
 
@@ -182,14 +182,13 @@ def _fd_stationary_block(rebuild, phi, xs, vectors, block, t_start, dt, key, sta
     """
     segs_per_block, sample_every = static
     seg_time = sample_every * dt
+    path_ids = path_ids_for(xs.shape[1], 0)
 
     def segment(carry, j):
         xs, total = carry
         k = block * segs_per_block + j + 1
         t_a = t_start + (k - 1) * seg_time
-        run = lambda v, x: simulate(
-            rebuild(v), x, t0=t_a, t1=t_a + seg_time, num_steps=sample_every, key=jr.fold_in(key, k)
-        )
+        run = lambda v, x: simulate_paths(rebuild(v), x, path_ids, t_a, dt, jr.fold_in(key, k), sample_every)
         xs = jax.vmap(run)(vectors, xs)
         return (xs, total + jax.vmap(lambda x: apply_phi(phi, x))(xs)), None
 
@@ -257,14 +256,15 @@ def finite_difference_stationary(
     vectors = jnp.concatenate([vector[None] + eye, vector[None] - eye, vector[None]])
     x0 = jnp.asarray(x0)
     t_start = float(t0) + spinup_steps * float(dt)
-    spin = jax.vmap(
-        lambda v: simulate(rebuild(v), x0, t0=t0, t1=t_start, num_steps=spinup_steps, key=jr.fold_in(key, 0))
-    )(vectors)
-    xs, means = spin, []
+    check_common(sde, x0, t0, t_start, spinup_steps, key)
+    # dt is passed on as given, as in stationary_response: the same grid, the same noise.
+    t0_arr, dt_arr = jnp.asarray(t0, x0.dtype), jnp.asarray(dt, x0.dtype)
+    xs = _fd_spinup(rebuild, vectors, x0, t0_arr, dt_arr, jr.fold_in(key, 0), spinup_steps)
+    means = []
     static = (num_steps // sample_every // num_blocks, sample_every)
     for b in range(num_blocks):
         xs, mean = _fd_stationary_block(
-            rebuild, phi, xs, vectors, jnp.asarray(b), jnp.asarray(t_start, x0.dtype), jnp.asarray(dt, x0.dtype), key, static
+            rebuild, phi, xs, vectors, jnp.asarray(b), jnp.asarray(t_start, x0.dtype), dt_arr, key, static
         )
         means.append(mean)
     means = jnp.stack(means)  # (B, 2P + 1, M, ...)
@@ -272,14 +272,14 @@ def finite_difference_stationary(
     flat = means.reshape(means.shape[:3] + (-1,))
     ok = jnp.all(jnp.isfinite(flat), axis=(0, 1, 3))
     phi_ok = jnp.all(jnp.isfinite(flat[:, -1]), axis=(0, 2)) | ~jnp.all(jnp.isfinite(xs[-1]), axis=1)
-    _raise_bad_phi(int(jnp.sum(~phi_ok)), num)
+    raise_bad_phi(int(jnp.sum(~phi_ok)), num)
     diffs = (means[:, :num_params] - means[:, num_params : 2 * num_params]) / (
         2 * h.reshape((1, -1) + (1,) * (means.ndim - 2))
     )
     diffs = jnp.moveaxis(diffs, 1, 2)  # (B, M, P, ...)
     mask = jnp.broadcast_to(ok, (num_blocks, num))
-    estimate, stderr, _ = _batch_means(diffs, mask)
-    value, value_se, _ = _batch_means(means[:, -1], mask)
+    estimate, stderr, _ = batch_means(diffs, mask)
+    value, value_se, _ = batch_means(means[:, -1], mask)
     num_bad = int(jnp.sum(~ok))
     warn_nonfinite(num_bad, num, "finite_difference_stationary")
     return ResponseResult(

@@ -1,11 +1,10 @@
-"""Small dense linear algebra written in plain JAX operations.
+"""Small dense inverses and log-determinants for the estimator's per-path, per-step matrices.
 
 jaxlib's CPU LAPACK kernels for batched (vmapped) factorisations were seen to deadlock
 intermittently on a 2-core machine (jaxlib 0.10.2: two batched ``getrf`` calls waiting on
-each other in the shared thread pool). The estimator's hot loop applies small factorisations
-to every path at every step, so it uses this Gauss-Jordan elimination instead: pure XLA
-operations, vmappable, differentiable, and fast enough for the dense reference mode
-(``d`` up to about 100) and for general noise matrices.
+each other in the shared thread pool). On the CPU the estimator therefore uses Gauss-Jordan
+elimination in plain XLA operations (vmappable, differentiable, fast enough for the dense
+reference mode, ``d`` up to about 100); other platforms use their own LU factorisation.
 """
 
 import jax
@@ -15,11 +14,18 @@ from ._custom_types import Array, Float, Scalar
 
 
 def inverse_and_logabsdet(matrix: Float[Array, "n n"]) -> tuple[Float[Array, "n n"], Scalar]:
-    """Inverse and ``log|det|`` of a square matrix by Gauss-Jordan with partial pivoting.
+    """Inverse and ``log|det|`` of a square matrix, differentiable in both outputs.
 
-    Differentiable in both outputs. A singular matrix gives non-finite values (which the
-    estimator reports as non-finite paths).
+    Gauss-Jordan with partial pivoting on the CPU (see the module docstring), LU elsewhere.
+    A singular matrix gives non-finite values (which the estimator reports as non-finite paths).
     """
+    if jax.default_backend() != "cpu":
+        return jnp.linalg.inv(matrix), jnp.linalg.slogdet(matrix)[1]
+    return _gauss_jordan(matrix)
+
+
+def _gauss_jordan(matrix: Float[Array, "n n"]) -> tuple[Float[Array, "n n"], Scalar]:
+    """Inverse and ``log|det|`` by Gauss-Jordan elimination with partial pivoting."""
     n = matrix.shape[0]
     rows = jnp.arange(n)
 

@@ -1,67 +1,27 @@
 """Linear responses built on the DK weights: observables, densities and stationary averages.
 
-Paths are streamed in fixed-size chunks (the noise of path ``i``
-depends on ``(key, step, i)`` only, so chunking does not change the estimate) and only
-running statistics stay on the device, so the number of paths is not bounded by memory.
+The estimators: observables and densities stream their paths in chunks (``_streaming``) and
+keep running statistics (``_statistics``); stationary averages run the step driver segment
+by segment along long paths.
 """
 
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jax.sharding import NamedSharding
 
 from ._custom_types import Array, Key, KernelRate, Observable, Params, RealScalarLike
-from ._estimator import DKResult, divergence_kernel
+from ._estimator import DKResult, dk_options, dk_weights, run_divergence_kernel
 from ._sde import AbstractSDE
-from ._sharding import path_sharding
-from ._validation import check_key, check_positive, check_states
-
-Sampler = Callable[[Key, int], tuple[Array, Array | None]]
-
-
-# --------------------------------------------------------------------------------------
-# Running moments (Chan's parallel update): no catastrophic cancellation of sum-of-squares
-# over 10^8 paths, and merged per chunk on the device.
-
-
-class Moments(eqx.Module):
-    """Count, mean and sum of squared deviations of i.i.d. samples, for any pytree of arrays."""
-
-    count: Array
-    mean: Params
-    m2: Params
-
-    @staticmethod
-    def of(samples: Params, mask: Array) -> "Moments":
-        """Moments of the rows of each leaf (leading sample axis) where ``mask`` is true."""
-        count = jnp.sum(mask)  # an integer: exact beyond the 2^24 paths a float32 count could hold
-        safe = jnp.maximum(count, 1)
-
-        def expand(leaf):
-            return mask.reshape(mask.shape + (1,) * (leaf.ndim - 1))
-
-        mean = jax.tree.map(lambda s: jnp.sum(jnp.where(expand(s), s, 0.0), axis=0) / safe, samples)
-        m2 = jax.tree.map(lambda s, m: jnp.sum(jnp.where(expand(s), (s - m) ** 2, 0.0), axis=0), samples, mean)
-        return Moments(count=count, mean=mean, m2=m2)
-
-    def merge(self, other: "Moments") -> "Moments":
-        count = self.count + other.count
-        frac = other.count / jnp.maximum(count, 1)
-        delta = jax.tree.map(jnp.subtract, other.mean, self.mean)
-        mean = jax.tree.map(lambda a, d: a + d * frac, self.mean, delta)
-        m2 = jax.tree.map(lambda a, b, d: a + b + d**2 * self.count * frac, self.m2, other.m2, delta)
-        return Moments(count=count, mean=mean, m2=m2)
-
-    def stderr(self) -> Params:
-        """Standard error of the mean, ``sqrt(m2 / (n - 1) / n)`` (NaN for fewer than 2 samples)."""
-        n = self.count
-        return jax.tree.map(lambda m2: jnp.where(n > 1, jnp.sqrt(m2 / jnp.maximum(n - 1, 1) / jnp.maximum(n, 1)), jnp.nan), self.m2)
+from ._simulate import check_common, path_ids_for
+from ._statistics import Moments, batch_means, conditional_mean, conditional_sums, outer_products
+from ._streaming import Sampler, apply_phi, raise_bad_phi, stream_dk, warn_nonfinite
+from ._validation import check_positive, check_states
 
 
 # --------------------------------------------------------------------------------------
@@ -172,120 +132,6 @@ class StationaryResponse(eqx.Module):
     kernel_rate: float | None = eqx.field(static=True, default=None)
 
 
-# --------------------------------------------------------------------------------------
-# Streaming paths in chunks
-
-
-def _spread_over_processes(a):
-    """With several processes, a sampler's chunk (equal on all of them) split over every process's devices."""
-    if a is None or jax.process_count() == 1 or not getattr(a, "is_fully_addressable", True):
-        return a
-    sharding = path_sharding()
-    return jax.device_put(a, sharding) if a.shape[0] % sharding.mesh.size == 0 else a
-
-
-def initial_chunks(x0, score0, num_paths, chunk_size, key) -> tuple[int, int, Callable[[int], tuple]]:
-    """Resolves ``x0`` (array or sampler) into ``(num_paths, chunk, get(c) -> (x0, score0, n_valid))``.
-
-    Every chunk has the same shape (the last one is padded and masked), so the chunk
-    kernels compile once. Samplers get ``fold_in(init_key, c)`` with ``init_key`` split from
-    ``key``, never a key the Brownian noise uses; with several processes each process
-    draws the whole chunk and simulates its share of it.
-    """
-    chunk_size = check_positive("chunk_size", chunk_size, integer=True)
-    if callable(x0):
-        if num_paths is None:
-            raise ValueError("num_paths is required when x0 is a sampler callable(key, n) -> (x0, score0 or None).")
-        if score0 is not None:
-            raise ValueError("score0 must be None when x0 is a sampler (the sampler returns the initial score).")
-        num_paths = check_positive("num_paths", num_paths, integer=True)
-        chunk = min(chunk_size, num_paths)
-        init_key = jr.split(key)[1]
-
-        def get(c):
-            n_valid = min(chunk, num_paths - c * chunk)
-            out = x0(jr.fold_in(init_key, c), chunk)
-            if not (isinstance(out, tuple) and len(out) == 2):
-                raise ValueError("the x0 sampler must return a tuple (x0, score0 or None).")
-            xs, ss = out
-            if jnp.shape(xs)[0] != chunk or jnp.ndim(xs) != 2:
-                raise ValueError(f"the x0 sampler must return x0 of shape ({chunk}, d); got {jnp.shape(xs)}.")
-            if ss is not None and jnp.shape(ss) != jnp.shape(xs):
-                raise ValueError(f"the x0 sampler's score0 must have the shape of x0; got {jnp.shape(ss)}.")
-            return _spread_over_processes(jnp.asarray(xs)), _spread_over_processes(ss), n_valid
-
-        return num_paths, chunk, get
-
-    total, _ = check_states(x0)
-    if num_paths is not None and num_paths != total:
-        raise ValueError(f"num_paths ({num_paths}) must equal x0.shape[0] ({total}) when x0 is an array.")
-    if score0 is not None and jnp.shape(score0) != jnp.shape(x0):
-        raise ValueError(f"score0 must have the shape of x0, {jnp.shape(x0)}; got {jnp.shape(score0)}.")
-    sharding = getattr(x0, "sharding", None)
-    x0 = jnp.asarray(x0)
-    chunk = min(chunk_size, total)
-    if chunk == total:  # one chunk: the array as it is, sharded or not
-        return total, chunk, lambda c: (x0, None if score0 is None else jnp.asarray(score0), total)
-    # Slices of a path-sharded x0 come out replicated; put each chunk back on the mesh so
-    # every device keeps working on its own share of the paths.
-    spread = isinstance(sharding, NamedSharding) and len(sharding.device_set) > 1
-    place = (lambda a: jax.device_put(a, sharding)) if spread and chunk % len(sharding.device_set) == 0 else (lambda a: a)
-    pad = -total % chunk
-    if pad:
-        x0 = jnp.concatenate([x0, jnp.repeat(x0[-1:], pad, axis=0)])
-        if score0 is not None:
-            score0 = jnp.concatenate([jnp.asarray(score0), jnp.repeat(jnp.asarray(score0)[-1:], pad, axis=0)])
-
-    def get(c):
-        rows = slice(c * chunk, (c + 1) * chunk)
-        return place(x0[rows]), None if score0 is None else place(score0[rows]), min(chunk, total - c * chunk)
-
-    return total, chunk, get
-
-
-def stream_dk(sde, x0, score0, num_paths, chunk_size, key, dk_kwargs) -> Iterator[tuple[int, DKResult, Array]]:
-    """Runs ``divergence_kernel`` chunk by chunk; yields ``(chunk_index, result, valid_mask)``.
-
-    ``dk_kwargs["kernel_rate"] = "auto"`` is resolved on the first chunk and the chosen
-    value reused, so all chunks use one rate.
-    """
-    check_key(key)
-    num_paths, chunk, get = initial_chunks(x0, score0, num_paths, chunk_size, key)
-    kwargs = dict(dk_kwargs)
-    for c in range(math.ceil(num_paths / chunk)):
-        xs, ss, n_valid = get(c)
-        result = divergence_kernel(sde, xs, score0=ss, key=key, path_offset=c * chunk, on_nonfinite="ignore", **kwargs)
-        if isinstance(kwargs.get("kernel_rate"), str):
-            kwargs["kernel_rate"] = result.kernel_rate
-        yield c, result, jnp.arange(chunk) < n_valid
-
-
-def warn_nonfinite(num_nonfinite: int, num_total: int, where: str) -> None:
-    if num_nonfinite:
-        warnings.warn(
-            f"{where}: {num_nonfinite} of {num_total} paths went non-finite and were excluded from the averages "
-            "(see num_nonfinite on the result). Use a smaller time step or a larger kernel_rate.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-
-
-def apply_phi(phi: Observable, x: Array) -> Array:
-    """``phi`` on every row of ``x``: shape ``(paths,) + phi_shape``."""
-    return jax.vmap(lambda xi: jnp.asarray(phi(xi), x.dtype))(x)
-
-
-def outer_products(eta: Params, values: Array) -> Params:
-    """Per path, ``eta`` (leaves ``(P,) + pshape``) times ``values`` ``(P,) + vshape``: ``(P,) + pshape + vshape``."""
-    num = values.shape[0]
-
-    def outer(e):
-        flat = e.reshape(num, -1)[:, :, None] * values.reshape(num, -1)[:, None, :]
-        return flat.reshape(e.shape + values.shape[1:])
-
-    return jax.tree.map(outer, eta)
-
-
 class _ObservableStats(eqx.Module):
     products: Moments
     values: Moments
@@ -334,14 +180,6 @@ def _fold_observable(phi, stats: _ObservableStats | None, result: DKResult, vali
         num_nonfinite=stats.num_nonfinite + new.num_nonfinite,
         num_bad_phi=stats.num_bad_phi + new.num_bad_phi,
     )
-
-
-def _raise_bad_phi(num_bad_phi: int, num_paths: int, name: str = "phi") -> None:
-    if num_bad_phi:
-        raise ValueError(
-            f"{name} returned non-finite values at {num_bad_phi} of {num_paths} finite paths; "
-            f"make {name} finite on the states the SDE reaches."
-        )
 
 
 def observable_response(
@@ -405,7 +243,7 @@ def observable_response(
     for _, result, valid in stream_dk(sde, x0, score0, num_paths, chunk_size, key, dk_kwargs):
         stats, last = _fold_observable(phi, stats, result, valid, bool(center)), result
     total = int(stats.products.count) + int(stats.num_nonfinite) + int(stats.num_bad_phi)
-    _raise_bad_phi(int(stats.num_bad_phi), total)
+    raise_bad_phi(int(stats.num_bad_phi), total)
     warn_nonfinite(int(stats.num_nonfinite), total, "observable_response")
     return ResponseResult(
         estimate=stats.products.mean,
@@ -474,45 +312,6 @@ def _density_weights(bins, points, bandwidth, k):
     return jpts, (pts.shape[0],), weights
 
 
-class _ConditionalStats(eqx.Module):
-    """Sums for the weighted (Nadaraya-Watson or binned) conditional mean and its delta-method error."""
-
-    w: Array
-    w2: Array
-    wy: Params
-    w2y: Params
-    w2y2: Params
-
-
-def _conditional_sums(weights: Array, targets: Params) -> _ConditionalStats:
-    """``weights (P, G)``, targets leaves ``(P,) + shape`` -> sums with leaves ``shape + (G,)``."""
-    w2 = weights**2
-
-    def contract(wts, y):
-        flat = y.reshape(y.shape[0], -1)
-        return (flat.T @ wts).reshape(y.shape[1:] + (wts.shape[1],))
-
-    return _ConditionalStats(
-        w=jnp.sum(weights, axis=0),
-        w2=jnp.sum(w2, axis=0),
-        wy=jax.tree.map(lambda y: contract(weights, y), targets),
-        w2y=jax.tree.map(lambda y: contract(w2, y), targets),
-        w2y2=jax.tree.map(lambda y: contract(w2, y**2), targets),
-    )
-
-
-def _conditional_mean(s: _ConditionalStats) -> tuple[Params, Params, Array]:
-    """Ratio ``sum w y / sum w`` and its delta-method standard error; NaN below 2 effective paths."""
-    ess = jnp.where(s.w2 > 0, s.w**2 / jnp.where(s.w2 > 0, s.w2, 1.0), 0.0)
-    ok = ess >= 2.0
-    safe_w = jnp.where(ok, s.w, 1.0)
-    mean = jax.tree.map(lambda wy: jnp.where(ok, wy / safe_w, jnp.nan), s.wy)
-    var = jax.tree.map(
-        lambda r, w2y, w2y2: jnp.maximum(w2y2 - 2 * r * w2y + r**2 * s.w2, 0.0) / safe_w**2, mean, s.w2y, s.w2y2
-    )
-    return mean, jax.tree.map(lambda v: jnp.where(ok, jnp.sqrt(v), jnp.nan), var), ess
-
-
 @eqx.filter_jit
 def _fold_conditional(weight_fn, coords, stats, result: DKResult, valid: Array):
     mask = valid & result.finite
@@ -522,7 +321,7 @@ def _fold_conditional(weight_fn, coords, stats, result: DKResult, valid: Array):
         jax.tree.map(lambda e: jnp.where(mask.reshape((-1,) + (1,) * (e.ndim - 1)), e, 0.0), result.dlogp),
         jnp.where(mask[:, None], result.score[:, coords], 0.0),
     )
-    new = _conditional_sums(weights, targets)
+    new = conditional_sums(weights, targets)
     return new if stats is None else jax.tree.map(jnp.add, stats, new)
 
 
@@ -601,7 +400,7 @@ def density_response(
         last = result
     total = int(obs.products.count) + int(obs.num_nonfinite)
     warn_nonfinite(int(obs.num_nonfinite), total, "density_response")
-    (dlogp_mean, score_mean), (dlogp_se, score_se), ess = _conditional_mean(cond)
+    (dlogp_mean, score_mean), (dlogp_se, score_se), ess = conditional_mean(cond)
     empty = int(jnp.sum(ess < 2.0))
     if empty == ess.shape[0]:
         raise ValueError(
@@ -638,28 +437,26 @@ def density_response(
 
 
 @eqx.filter_jit
-def _stationary_block(sde, phi, carry, block, t_start, dt, key, baseline, kernel_rate, static):
+def _stationary_block(sde, phi, carry, block, t_start, dt, key, baseline, options, static):
     """Advances all paths by one block of segments, accumulating the windowed products.
 
-    Each segment is one ``divergence_kernel`` call chained through ``score0``/``dlogp0``
-    with its own key, so noise never repeats; ``ring`` holds ``eta`` at the last ``L``
-    segment ends (slot ``k mod L`` holds ``eta_k``). Returns the new carry, the block's
-    per-path mean products ``(nW, M, ...)``, the products counted per window, and the
-    block's per-path mean of ``phi``.
+    Each segment drives the DK step over ``sample_every`` steps, chained through the score
+    and the response, with its own key ``fold_in(key, k)``, so noise never repeats; ``ring``
+    holds ``eta`` at the last ``L`` segment ends (slot ``k mod L`` holds ``eta_k``). Returns
+    the new carry, the block's per-path mean products ``(nW, M, ...)``, the products counted
+    per window, and the block's per-path mean of ``phi``.
     """
-    segs_per_block, sample_every, qs, ring_len, response_mix, mode = static
+    segs_per_block, sample_every, qs, ring_len = static
     x, nu, eta, ring, bad, bad_phi = carry
     num = x.shape[0]
     seg_time = sample_every * dt
+    path_ids = path_ids_for(num, 0)
 
     def segment(inner, j):
         x, nu, eta, ring, bad, bad_phi, sums, counts, phi_sum = inner
         k = block * segs_per_block + j + 1
         t_a = t_start + (k - 1) * seg_time
-        res = divergence_kernel(
-            sde, x, t0=t_a, t1=t_a + seg_time, num_steps=sample_every, key=jr.fold_in(key, k), score0=nu,
-            dlogp0=eta, kernel_rate=kernel_rate, response_mix=response_mix, mode=mode, on_nonfinite="ignore",
-        )
+        res = dk_weights(sde, x, nu, eta, path_ids, t_a, dt, jr.fold_in(key, k), sample_every, **options)
         values = apply_phi(phi, res.x)
         phi_ok = jnp.all(jnp.isfinite(values.reshape(num, -1)), axis=1)
         bad_phi = bad_phi | (res.finite & ~phi_ok)
@@ -687,16 +484,6 @@ def _stationary_block(sde, phi, carry, block, t_start, dt, key, baseline, kernel
     x, nu, eta, ring, bad, bad_phi, sums, counts, phi_sum = inner
     means = jax.tree.map(lambda s: s / jnp.maximum(counts, 1).reshape((-1,) + (1,) * (s.ndim - 1)), sums)
     return (x, nu, eta, ring, bad, bad_phi), means, counts, phi_sum / segs_per_block
-
-
-def _batch_means(samples: Array, mask: Array) -> tuple[Array, Array, Array]:
-    """Mean, standard error and count over the leading axes ``(B, ..., M)`` where ``mask`` holds."""
-    m = mask.reshape(mask.shape + (1,) * (samples.ndim - mask.ndim))
-    axes = tuple(range(mask.ndim))
-    n = jnp.sum(mask)
-    mean = jnp.sum(jnp.where(m, samples, 0.0), axis=axes) / jnp.maximum(n, 1)
-    var = jnp.sum(jnp.where(m, (samples - mean) ** 2, 0.0), axis=axes) / jnp.maximum(n - 1, 1)
-    return mean, jnp.where(n > 1, jnp.sqrt(var / jnp.maximum(n, 1)), jnp.nan), n
 
 
 def stationary_response(
@@ -728,8 +515,7 @@ def stationary_response(
     lowers the variance). The window ``W`` must exceed the decorrelation time; too long a
     window only adds variance, so look for the plateau of ``estimate`` over ``windows``.
     ``dlogp`` is read every ``sample_every`` steps: the path is run as a chain of
-    ``divergence_kernel`` segments of that length (score and response passed on, a fresh
-    key per segment), with a ring buffer of the last ``max(windows)`` steps' ``dlogp``,
+    segments of that length (score and response passed on, a fresh key per segment), with a ring buffer of the last ``max(windows)`` steps' ``dlogp``,
     so memory does not depend on ``num_steps``.
 
     Standard errors are batch means: the run of every path is cut into ``num_blocks``
@@ -787,14 +573,16 @@ def stationary_response(
         raise ValueError(f"windows must be positive multiples of sample_every ({sample_every}); got {windows}.")
     if max(windows) > num_steps:
         raise ValueError(f"windows must not be longer than the run: max(windows) = {max(windows)} > num_steps = {num_steps}.")
-    check_key(key)
-    dtype = jnp.asarray(x0).dtype
+    x0 = jnp.asarray(x0)
+    dtype = x0.dtype
     t_start = float(t0) + spinup_steps * float(dt)
-    spin = divergence_kernel(
-        sde, x0, t0=t0, t1=t_start, num_steps=spinup_steps, key=jr.fold_in(key, 0), score0=score0,
-        kernel_rate=kernel_rate, response_mix=response_mix, mode=mode, on_nonfinite="ignore",
+    check_common(sde, x0, t0, t_start, spinup_steps, key)
+    # dt is passed on as given: times recomputed from float boundaries would jitter it.
+    t0_arr, dt_arr, spin_key = jnp.asarray(t0, dtype), jnp.asarray(dt, dtype), jr.fold_in(key, 0)
+    score0, dlogp0, options, rate = dk_options(
+        sde, x0, t0_arr, dt_arr, spinup_steps, spin_key, score0, None, kernel_rate, response_mix, mode
     )
-    rate = spin.kernel_rate if spin.kernel_rate is not None else kernel_rate
+    spin = run_divergence_kernel(sde, x0, score0, dlogp0, jnp.int32(0), t0_arr, dt_arr, spin_key, spinup_steps, options)
     values = apply_phi(phi, spin.x)
     ok = spin.finite & jnp.all(jnp.isfinite(values.reshape(num, -1)), axis=1)
     baseline = jnp.sum(jnp.where(ok.reshape((-1,) + (1,) * (values.ndim - 1)), values, 0.0), axis=0) / jnp.maximum(jnp.sum(ok), 1)
@@ -805,18 +593,19 @@ def stationary_response(
     eta = jax.tree.map(jnp.zeros_like, spin.dlogp)
     ring = jax.tree.map(lambda e: jnp.broadcast_to(e, (ring_len,) + e.shape), eta)
     segs_per_block = num_steps // sample_every // num_blocks
-    static = (segs_per_block, sample_every, qs, ring_len, float(response_mix), mode)
+    static = (segs_per_block, sample_every, qs, ring_len)
+    options = dict(options, point_mass=False)
     carry = (spin.x, spin.score, eta, ring, ~spin.finite, jnp.zeros_like(spin.finite))
     block_means, block_counts, block_values = [], [], []
     for b in range(num_blocks):
         carry, means, counts, phi_mean = _stationary_block(
-            sde, phi, carry, jnp.asarray(b), jnp.asarray(t_start, dtype), jnp.asarray(dt, dtype), key, baseline, rate, static
+            sde, phi, carry, jnp.asarray(b), jnp.asarray(t_start, dtype), dt_arr, key, baseline, options, static
         )
         block_means.append(means)
         block_counts.append(counts)
         block_values.append(phi_mean)
     bad, bad_phi = carry[4], carry[5]
-    _raise_bad_phi(int(jnp.sum(bad_phi)), num)
+    raise_bad_phi(int(jnp.sum(bad_phi)), num)
     num_nonfinite = int(jnp.sum(bad & ~bad_phi))
     warn_nonfinite(num_nonfinite, num, "stationary_response")
     good = ~bad
@@ -824,7 +613,7 @@ def stationary_response(
     batch_mask = (counts > 0)[:, :, None] & good[None, None, :]  # (B, nW, M)
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *block_means)  # leaves (B, nW, M, ...)
 
-    by_window = jax.vmap(_batch_means, in_axes=(1, 1))
+    by_window = jax.vmap(batch_means, in_axes=(1, 1))
     estimate = jax.tree.map(lambda leaf: by_window(leaf, batch_mask)[0], stacked)
     stderr = jax.tree.map(lambda leaf: by_window(leaf, batch_mask)[1], stacked)
     num_batches = jnp.sum(batch_mask, axis=(0, 2))
@@ -835,7 +624,7 @@ def stationary_response(
             RuntimeWarning,
             stacklevel=2,
         )
-    value, value_se, _ = _batch_means(jnp.stack(block_values), jnp.broadcast_to(good, (num_blocks, num)))
+    value, value_se, _ = batch_means(jnp.stack(block_values), jnp.broadcast_to(good, (num_blocks, num)))
     return StationaryResponse(
         windows=jnp.asarray(windows),
         window_times=jnp.asarray(windows, dtype) * dt,
@@ -846,5 +635,5 @@ def stationary_response(
         num_paths=int(jnp.sum(good)),
         num_nonfinite=num_nonfinite,
         num_batches=num_batches,
-        kernel_rate=None if callable(rate) else float(rate),
+        kernel_rate=rate,
     )

@@ -2,6 +2,7 @@
 
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,3 +90,15 @@ def check_choice(name: str, value, allowed) -> None:
     """``value`` must be one of ``allowed``."""
     if value not in allowed:
         raise ValueError(f"{name} must be one of {sorted(allowed)}; got {value!r}.")
+
+
+def check_parameter_dtypes(sde, x0, name: str = "x0") -> None:
+    """The SDE's floating parameters must not be wider than the states (no silent promotion)."""
+    state = jnp.result_type(x0)
+    for leaf in jax.tree.leaves(eqx.filter(sde, eqx.is_inexact_array)):
+        if jnp.promote_types(leaf.dtype, state) != state:
+            raise ValueError(
+                f"the SDE's parameters are {leaf.dtype} but {name} is {state}: the states would be promoted "
+                f"to {leaf.dtype} after the first step. Give the parameters and {name} one dtype."
+            )
+
