@@ -154,11 +154,12 @@ def _fold_observable(phi, stats: _ObservableStats | None, result: DKResult, vali
     mask = valid & result.finite & phi_ok
     if stats is None:
         count = jnp.sum(mask)
-        baseline = jnp.sum(jnp.where(mask[:, None], flat, 0.0), axis=0) / jnp.maximum(count, 1)
+        baseline = jnp.sum(jnp.where(mask[:, None], flat, 0.0), axis=0) / jnp.maximum(count, 1).astype(flat.dtype)
         baseline = baseline.reshape(values.shape[1:])
         if not center:
             baseline = jnp.zeros_like(baseline)
-        scale = jnp.where(center & (count > 1), count / jnp.maximum(count - 1, 1), 1.0)
+        ratio = count.astype(flat.dtype) / jnp.maximum(count - 1, 1).astype(flat.dtype)
+        scale = jnp.where(center & (count > 1), ratio, jnp.ones((), flat.dtype))
     else:
         baseline, scale = stats.baseline, 1.0
     centred = jnp.where(mask.reshape((-1,) + (1,) * (values.ndim - 1)), values - baseline, 0.0)

@@ -31,7 +31,8 @@ class Moments(eqx.Module):
         def expand(leaf):
             return mask.reshape(mask.shape + (1,) * (leaf.ndim - 1))
 
-        mean = jax.tree.map(lambda s: jnp.sum(jnp.where(expand(s), s, 0.0), axis=0) / safe, samples)
+        # Counts are integers (int64 under x64): cast them to each leaf's dtype so float32 stays float32.
+        mean = jax.tree.map(lambda s: jnp.sum(jnp.where(expand(s), s, 0.0), axis=0) / safe.astype(s.dtype), samples)
         m2 = jax.tree.map(lambda s, m: jnp.sum(jnp.where(expand(s), (s - m) ** 2, 0.0), axis=0), samples, mean)
         return Moments(count=count, mean=mean, m2=m2)
 
@@ -39,14 +40,19 @@ class Moments(eqx.Module):
         count = self.count + other.count
         frac = other.count / jnp.maximum(count, 1)
         delta = jax.tree.map(jnp.subtract, other.mean, self.mean)
-        mean = jax.tree.map(lambda a, d: a + d * frac, self.mean, delta)
-        m2 = jax.tree.map(lambda a, b, d: a + b + d**2 * self.count * frac, self.m2, other.m2, delta)
+        mean = jax.tree.map(lambda a, d: a + d * frac.astype(a.dtype), self.mean, delta)
+        weight = self.count * frac
+        m2 = jax.tree.map(lambda a, b, d: a + b + d**2 * weight.astype(a.dtype), self.m2, other.m2, delta)
         return Moments(count=count, mean=mean, m2=m2)
 
     def stderr(self) -> Params:
         """Standard error of the mean, ``sqrt(m2 / (n - 1) / n)`` (NaN for fewer than 2 samples)."""
         n = self.count
-        return jax.tree.map(lambda m2: jnp.where(n > 1, jnp.sqrt(m2 / jnp.maximum(n - 1, 1) / jnp.maximum(n, 1)), jnp.nan), self.m2)
+        def stderr(m2):
+            scale = jnp.maximum(n - 1, 1).astype(m2.dtype) * jnp.maximum(n, 1).astype(m2.dtype)  # no int overflow
+            return jnp.where(n > 1, jnp.sqrt(m2 / scale), jnp.nan)
+
+        return jax.tree.map(stderr, self.m2)
 
 
 def outer_products(eta: Params, values: Array) -> Params:

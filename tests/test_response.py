@@ -112,10 +112,6 @@ def test_chunks_and_samplers_reproduce_one_run():
     assert_close_in_se(sampled.estimate.theta, sampled.stderr.theta, d_theta, max_rel_se=0.08, label="sampler")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine defect: Moments.of and Moments.merge (_response.py) divide float32 sums by an integer path count, "
-    "which x64 makes int64, so float32 responses and densities come back float64 (with x64 off they stay float32)"
-))  # fmt: skip
 def test_response_statistics_keep_the_state_dtype():
     x0, score0 = ou_initial(200, dtype=F32)
     kwargs = dict(score0=score0, t1=T, num_steps=5, key=jax.random.key(15))

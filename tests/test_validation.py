@@ -157,11 +157,6 @@ def test_one_positivity_check_for_the_library_and_the_config(value, integer, all
         assert is_positive(value, integer=integer) == ok
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine defect (issue 11): float64 parameters with float32 states are not refused up front: simulate fails "
-    "in lax.scan's carry check, divergence_kernel(score0=...) in a VJP, and divergence_kernel(score0=None) "
-    "silently promotes the paths to float64"
-))  # fmt: skip
 @pytest.mark.parametrize("call", ["simulate", "divergence_kernel", "divergence_kernel_score0"])
 def test_a_dtype_mismatch_is_refused_naming_both_dtypes(call):
     sde = jax.tree.map(lambda p: p.astype(jnp.float64), OU)

@@ -66,10 +66,6 @@ def test_energy_weights_unbiased_in_float32():
     assert_unbiased(jax.vmap(estimate)(jr.split(jr.key(3), 40_000)), exact, scale=abs(exact), max_rel_se=0.02)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "engine defect (issue 11): likelihood_ratio_response in float32 raises 'kernel_rate * dt must be <= 1' on "
-    "t1 = 0.3, num_steps = 3, where its implicit rate 1/dt makes kernel_rate * dt = 1 up to float32 rounding"
-))  # fmt: skip
 def test_likelihood_ratio_on_a_short_grid():
     res = dkjax.likelihood_ratio_response(
         dkjax.OrnsteinUhlenbeck(THETA, SIGMA), lambda x: x[0], jnp.ones((1000, 1)), t1=0.3, num_steps=3,
