@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 import dkjax
-from dkjax._response_plots import plot_response_vs_parameter
+from dkjax._response._plots import plot_response_vs_parameter
 
 from ._common import Timer, machine, markdown_table, setup, write_results
 

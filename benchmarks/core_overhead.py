@@ -19,7 +19,7 @@ import numpy as np
 from jaxtyping import Array
 
 import dkjax
-from dkjax._systems import lorenz96_drift
+from dkjax._sde._systems import lorenz96_drift
 
 from ._common import ROOT, compiled_memory, machine, markdown_table, time_call, write_results
 

@@ -55,7 +55,7 @@ import jax.random as jr
 import numpy as np
 
 import dkjax
-from dkjax._data import TOY_DATA
+from dkjax._generative._data import TOY_DATA
 
 from ._common import ROOT, Timer, machine, markdown_table, write_results
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import dkjax
-from dkjax._response_plots import _pyplot, plot_density_response, plot_slope_segments
+from dkjax._response._plots import _pyplot, plot_density_response, plot_slope_segments
 from tests.helpers import grid_density_1d
 
 from ._common import Timer, machine, markdown_table, setup, write_results

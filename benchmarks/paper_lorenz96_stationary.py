@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 import dkjax
-from dkjax._response_plots import plot_response_vs_parameter, plot_window_plateau
+from dkjax._response._plots import plot_response_vs_parameter, plot_window_plateau
 
 from ._common import Timer, machine, markdown_table, setup, write_results
 

@@ -135,7 +135,7 @@ def _general_noise_l96(dim):
     import jax.numpy as jnp
 
     import dkjax
-    from dkjax._systems import lorenz96_drift
+    from dkjax._sde._systems import lorenz96_drift
 
     class GeneralNoiseL96(dkjax.AbstractSDE):
         forcing: object
@@ -157,7 +157,7 @@ def section_simulate(cfg) -> dict:
     import numpy as np
 
     import dkjax
-    from dkjax._systems import lorenz96_drift
+    from dkjax._sde._systems import lorenz96_drift
 
     paths, dim, steps, dt = cfg["paths"], cfg["dim"], cfg["steps"], 0.005
     t1 = steps * dt
@@ -283,8 +283,8 @@ def l96_functions(jax, spec) -> dict:
     import jax.numpy as jnp
 
     import dkjax
-    from dkjax._baselines import _backprop_chunk, _flat_parameters
-    from dkjax._response import _fold_observable
+    from dkjax._response._baselines import _backprop_chunk, _flat_parameters
+    from dkjax._response._estimators import _fold_observable
 
     steps, dt = spec["steps"], spec.get("dt", 0.005)
     t1 = steps * dt

@@ -32,8 +32,8 @@ import lineax as lx
 import optax
 
 import dkjax
-from dkjax._snapshots import grid_steps
-from dkjax._train import _make_train_step, _snapshot_gradient
+from dkjax._generative._snapshots import grid_steps
+from dkjax._generative._train import _make_train_step, _snapshot_gradient
 
 from ._common import ROOT, machine, markdown_table, to_json, write_results
 

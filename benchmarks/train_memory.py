@@ -62,7 +62,7 @@ def _backprop_step(initial, optimizer, num_paths, batch_size, num_steps, variant
     import jax.random as jr
 
     import dkjax
-    from dkjax._objective import ess_bandwidth, kl_weights
+    from dkjax._generative._objective import ess_bandwidth, kl_weights
 
     ts = t1 * jnp.arange(num_steps + 1) / num_steps
     adjoint = diffrax.RecursiveCheckpointAdjoint(checkpoints=num_steps if variant == "full" else None)
@@ -118,7 +118,7 @@ def _backprop_step(initial, optimizer, num_paths, batch_size, num_steps, variant
 
 
 def _dk_step(initial, optimizer, num_paths, batch_size, num_steps, method):
-    from dkjax._train import _make_train_step
+    from dkjax._generative._train import _make_train_step
 
     chunked = method == "chunked"
     return _make_train_step(

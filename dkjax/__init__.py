@@ -1,80 +1,80 @@
 """dkjax: divergence-kernel linear responses and generative SDEs in JAX."""
 
 # SDEs and simulation
-from ._sde import AbstractSDE as AbstractSDE
-from ._sde import parameters as parameters
-from ._systems import GeometricBrownianMotion as GeometricBrownianMotion
-from ._systems import LinearSDE as LinearSDE
-from ._systems import Lorenz96 as Lorenz96
-from ._systems import Lorenz96Multiplicative as Lorenz96Multiplicative
-from ._systems import OrnsteinUhlenbeck as OrnsteinUhlenbeck
-from ._noise import BrownianIncrements as BrownianIncrements
-from ._simulate import simulate as simulate
+from ._sde._abstract import AbstractSDE as AbstractSDE
+from ._sde._abstract import parameters as parameters
+from ._sde._systems import GeometricBrownianMotion as GeometricBrownianMotion
+from ._sde._systems import LinearSDE as LinearSDE
+from ._sde._systems import Lorenz96 as Lorenz96
+from ._sde._systems import Lorenz96Multiplicative as Lorenz96Multiplicative
+from ._sde._systems import OrnsteinUhlenbeck as OrnsteinUhlenbeck
+from ._engine._noise import BrownianIncrements as BrownianIncrements
+from ._engine._simulate import simulate as simulate
 
 # The divergence-kernel estimator
-from ._estimator import DKResult as DKResult
-from ._estimator import divergence_kernel as divergence_kernel
-from ._kernel_rate import estimate_kernel_rate as estimate_kernel_rate
+from ._engine._estimator import DKResult as DKResult
+from ._engine._estimator import divergence_kernel as divergence_kernel
+from ._engine._kernel_rate import estimate_kernel_rate as estimate_kernel_rate
 
 # Strategies: how Jacobians are treated, and the kernel rate
-from ._jacobian import AbstractJacobian as AbstractJacobian
-from ._jacobian import Dense as Dense
-from ._jacobian import MatrixFree as MatrixFree
-from ._kernel_rate import AbstractKernelRate as AbstractKernelRate
-from ._kernel_rate import AutoRate as AutoRate
-from ._kernel_rate import ConstantRate as ConstantRate
-from ._kernel_rate import RateSchedule as RateSchedule
+from ._engine._jacobian import AbstractJacobian as AbstractJacobian
+from ._engine._jacobian import Dense as Dense
+from ._engine._jacobian import MatrixFree as MatrixFree
+from ._engine._kernel_rate import AbstractKernelRate as AbstractKernelRate
+from ._engine._kernel_rate import AutoRate as AutoRate
+from ._engine._kernel_rate import ConstantRate as ConstantRate
+from ._engine._kernel_rate import RateSchedule as RateSchedule
 
 # Linear responses and baselines
-from ._response import DensityResponse as DensityResponse
-from ._response import ResponseResult as ResponseResult
-from ._response import StationaryResponse as StationaryResponse
-from ._response import density_response as density_response
-from ._response import observable_response as observable_response
-from ._response import stationary_response as stationary_response
-from ._baselines import backprop_response as backprop_response
-from ._baselines import finite_difference_response as finite_difference_response
-from ._baselines import finite_difference_stationary as finite_difference_stationary
-from ._baselines import likelihood_ratio_response as likelihood_ratio_response
-from ._response_plots import plot_density_response as plot_density_response
-from ._response_plots import plot_response_vs_parameter as plot_response_vs_parameter
-from ._response_plots import plot_slope_segments as plot_slope_segments
-from ._response_plots import plot_window_plateau as plot_window_plateau
+from ._response._estimators import DensityResponse as DensityResponse
+from ._response._estimators import ResponseResult as ResponseResult
+from ._response._estimators import StationaryResponse as StationaryResponse
+from ._response._estimators import density_response as density_response
+from ._response._estimators import observable_response as observable_response
+from ._response._estimators import stationary_response as stationary_response
+from ._response._baselines import backprop_response as backprop_response
+from ._response._baselines import finite_difference_response as finite_difference_response
+from ._response._baselines import finite_difference_stationary as finite_difference_stationary
+from ._response._baselines import likelihood_ratio_response as likelihood_ratio_response
+from ._response._plots import plot_density_response as plot_density_response
+from ._response._plots import plot_response_vs_parameter as plot_response_vs_parameter
+from ._response._plots import plot_slope_segments as plot_slope_segments
+from ._response._plots import plot_window_plateau as plot_window_plateau
 
 # DK-SDE generative models
-from ._neural import NeuralSDE as NeuralSDE
-from ._gradient_flow import GradientFlowSDE as GradientFlowSDE
-from ._snapshots import EmpiricalInitial as EmpiricalInitial
-from ._snapshots import Snapshots as Snapshots
-from ._snapshots import simulate_snapshots as simulate_snapshots
-from ._snapshot_eval import SnapshotScore as SnapshotScore
-from ._snapshot_eval import forecast as forecast
-from ._snapshot_eval import interpolate_snapshots as interpolate_snapshots
-from ._snapshot_eval import leave_one_time_out as leave_one_time_out
-from ._snapshot_eval import score_held_out as score_held_out
-from ._data import gaussian_initial as gaussian_initial
-from ._data import lorenz96_snapshots as lorenz96_snapshots
-from ._data import toy_data as toy_data
-from ._train import TrainHistory as TrainHistory
-from ._train import fit as fit
-from ._train import sample as sample
-from ._train_settings import TRAIN_DEFAULTS as TRAIN_DEFAULTS
-from ._train_settings import TrainSettings as TrainSettings
-from ._data import GaussianInitial as GaussianInitial
-from ._generative import DataScaling as DataScaling
-from ._generative import GenerativeModel as GenerativeModel
-from ._generative import fit_generative as fit_generative
-from ._generative import load_model as load_model
-from ._generative import save_model as save_model
-from ._metrics import energy_distance as energy_distance
-from ._plots import plot_snapshots as plot_snapshots
-from ._metrics import sliced_wasserstein as sliced_wasserstein
-from ._metrics import smoothed_nll as smoothed_nll
+from ._sde._neural import NeuralSDE as NeuralSDE
+from ._sde._gradient_flow import GradientFlowSDE as GradientFlowSDE
+from ._generative._snapshots import EmpiricalInitial as EmpiricalInitial
+from ._generative._snapshots import Snapshots as Snapshots
+from ._generative._snapshots import simulate_snapshots as simulate_snapshots
+from ._generative._snapshot_eval import SnapshotScore as SnapshotScore
+from ._generative._snapshot_eval import forecast as forecast
+from ._generative._snapshot_eval import interpolate_snapshots as interpolate_snapshots
+from ._generative._snapshot_eval import leave_one_time_out as leave_one_time_out
+from ._generative._snapshot_eval import score_held_out as score_held_out
+from ._generative._data import gaussian_initial as gaussian_initial
+from ._generative._data import lorenz96_snapshots as lorenz96_snapshots
+from ._generative._data import toy_data as toy_data
+from ._generative._train import TrainHistory as TrainHistory
+from ._generative._train import fit as fit
+from ._generative._train import sample as sample
+from ._generative._settings import TRAIN_DEFAULTS as TRAIN_DEFAULTS
+from ._generative._settings import TrainSettings as TrainSettings
+from ._generative._data import GaussianInitial as GaussianInitial
+from ._generative._model import DataScaling as DataScaling
+from ._generative._model import GenerativeModel as GenerativeModel
+from ._generative._model import fit_generative as fit_generative
+from ._generative._model import load_model as load_model
+from ._generative._model import save_model as save_model
+from ._generative._metrics import energy_distance as energy_distance
+from ._generative._plots import plot_snapshots as plot_snapshots
+from ._generative._metrics import sliced_wasserstein as sliced_wasserstein
+from ._generative._metrics import smoothed_nll as smoothed_nll
 
 # Scale-out
-from ._sharding import host_path_offset as host_path_offset
-from ._sharding import path_mesh as path_mesh
-from ._sharding import shard_paths as shard_paths
-from ._sharding import sharded_initial as sharded_initial
+from ._engine._sharding import host_path_offset as host_path_offset
+from ._engine._sharding import path_mesh as path_mesh
+from ._engine._sharding import shard_paths as shard_paths
+from ._engine._sharding import sharded_initial as sharded_initial
 
 __version__ = "0.1.0"

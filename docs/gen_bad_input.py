@@ -24,7 +24,7 @@ import jax.random as jr  # noqa: E402
 import numpy as np  # noqa: E402
 
 import dkjax  # noqa: E402
-from dkjax._cli import main as cli  # noqa: E402
+from dkjax._cli._main import main as cli  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "bad_input.md"
 OU = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)
@@ -99,7 +99,7 @@ def data_file(tmp: Path, name: str, contents) -> str:
 
 def train_run(tmp: Path) -> Path:
     """A finished-looking ``dkjax train`` run folder: its config and an (untrained) model.eqx."""
-    from dkjax._config import applicable, dump_config, train_config
+    from dkjax._cli._config import applicable, dump_config, train_config
 
     run = tmp / "run"
     run.mkdir()

@@ -16,7 +16,7 @@ import jax.random as jr
 import optax
 
 import dkjax
-from dkjax._systems import lorenz96_drift
+from dkjax._sde._systems import lorenz96_drift
 
 
 class Lorenz96Prior(dkjax.AbstractSDE):

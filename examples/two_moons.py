@@ -44,7 +44,7 @@ def main() -> None:
     print(f"energy distance to held-out data: model {float(dkjax.energy_distance(samples, heldout)):.4f}, "
           f"best-fit Gaussian {float(dkjax.energy_distance(gaussian, heldout)):.4f}")  # fmt: skip
     if args.plot:
-        from dkjax._plots import plot_samples
+        from dkjax._generative._plots import plot_samples
 
         plot_samples(samples, heldout, args.plot, "two moons: DK-SDE samples")
         print(f"wrote {args.plot}")

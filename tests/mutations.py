@@ -74,12 +74,12 @@ BASE = "tests/test_baselines.py::"
 CAL = "tests/test_calibration.py::"
 PROP = "tests/test_properties.py::"
 SNAP = "tests/test_snapshots.py::"
-SNAPSHOTS = "dkjax/_snapshots.py"
+SNAPSHOTS = "dkjax/_generative/_snapshots.py"
 
-STEP, NOISE, SIMULATE = "dkjax/_dk_step.py", "dkjax/_noise.py", "dkjax/_simulate.py"
-JACOBIAN, ENGINE, STATISTICS = "dkjax/_jacobian.py", "dkjax/_engine.py", "dkjax/_statistics.py"
-RESPONSE, OBJECTIVE, METRICS = "dkjax/_response.py", "dkjax/_objective.py", "dkjax/_metrics.py"
-ESTIMATOR, RATE, BASELINES = "dkjax/_estimator.py", "dkjax/_kernel_rate.py", "dkjax/_baselines.py"
+STEP, NOISE, SIMULATE = "dkjax/_engine/_dk_step.py", "dkjax/_engine/_noise.py", "dkjax/_engine/_simulate.py"
+JACOBIAN, ENGINE, STATISTICS = "dkjax/_engine/_jacobian.py", "dkjax/_engine/_driver.py", "dkjax/_response/_statistics.py"
+RESPONSE, OBJECTIVE, METRICS = "dkjax/_response/_estimators.py", "dkjax/_generative/_objective.py", "dkjax/_generative/_metrics.py"
+ESTIMATOR, RATE, BASELINES = "dkjax/_engine/_estimator.py", "dkjax/_engine/_kernel_rate.py", "dkjax/_response/_baselines.py"
 
 MUTATIONS = [
     # ---- the thirteen bugs planted by the review (issue 14), in its order
@@ -245,13 +245,13 @@ MUTATIONS = [
     _mutation(
         "moments_merge_cross_term_dropped",
         "Chan's merge of running moments without the between-chunk term",
-        [(STATISTICS, "a + b + d**2 * self.count * frac", "a + b")],
+        [(STATISTICS, "a + b + d**2 * weight.astype(a.dtype)", "a + b")],
         [RESP + "test_chunks_and_samplers_reproduce_one_run"],
     ),
     _mutation(
         "centring_not_rescaled",
         "centred observable response without the n / (n - 1) rescaling (biased by 1/n)",
-        [(RESPONSE, "scale = jnp.where(center & (count > 1), count / jnp.maximum(count - 1, 1), 1.0)", "scale = 1.0")],
+        [(RESPONSE, "scale = jnp.where(center & (count > 1), ratio, jnp.ones((), flat.dtype))", "scale = 1.0")],
         [RESP + "test_centred_response_is_the_unbiased_sample_covariance"],
     ),
     _mutation(

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import dkjax
-from dkjax._cli import main
-from dkjax._config import resolve_reference
+from dkjax._cli._main import main
+from dkjax._cli._config import resolve_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -157,8 +157,8 @@ def test_response_config_errors_before_any_work(tmp_path, capsys, monkeypatch, o
 
 def test_shipped_configs_are_valid(monkeypatch):
     from dkjax import _response_command as command
-    from dkjax._cli import _plan
-    from dkjax._config import load_config, train_config
+    from dkjax._cli._main import _plan
+    from dkjax._cli._config import load_config, train_config
 
     monkeypatch.chdir(ROOT)  # the training configs name example classes by path
     config = load_config("configs/lorenz96_response.toml", schema=command.RESPONSE_SCHEMA)

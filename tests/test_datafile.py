@@ -4,8 +4,8 @@ anything is written."""
 import numpy as np
 import pytest
 
-from dkjax._cli import main
-from dkjax._datafile import DataFileError, load_data_file, split_rows
+from dkjax._cli._main import main
+from dkjax._cli._datafile import DataFileError, load_data_file, split_rows
 
 ROWS = np.array([[1.5, -2.0], [3.0, 4.25], [-0.5, 1e-3]])
 

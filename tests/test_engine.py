@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import dkjax
-from dkjax._dk_step import dk_scan
-from dkjax._objective import dk_gradient
-from dkjax._simulate import path_ids_for, time_grid
+from dkjax._engine._dk_step import dk_scan
+from dkjax._generative._objective import dk_gradient
+from dkjax._engine._simulate import path_ids_for, time_grid
 
 DTYPES = [jnp.float32, jnp.float64]
 

@@ -9,9 +9,9 @@ import pytest
 from helpers import assert_unbiased, cast, em_ou_moments
 
 import dkjax
-import dkjax._metrics
-from dkjax._metrics import energy_distance
-from dkjax._objective import dk_gradient, energy_weights, ess_bandwidth, kl_weights
+import dkjax._generative._metrics
+from dkjax._generative._metrics import energy_distance
+from dkjax._generative._objective import dk_gradient, energy_weights, ess_bandwidth, kl_weights
 
 T, STEPS = 1.0, 40
 F32, F64 = jnp.float32, jnp.float64
@@ -231,7 +231,7 @@ def test_blocked_pairwise_reductions_equal_the_whole_matrix_formulas(monkeypatch
     # 37 entries: blocks of one row (against 37 or 50 columns), no padding. 260 entries: blocks of
     # 7 of the 37 or 50 rows against 37 columns (the last block padded with 5 or 6 zero rows) and of
     # 5 of the 50 rows against 50 columns.
-    monkeypatch.setattr(dkjax._metrics, "_BLOCK_ENTRIES", block_entries)
+    monkeypatch.setattr(dkjax._generative._metrics, "_BLOCK_ENTRIES", block_entries)
     x = jr.normal(jr.key(0), (37, 2))
     data = 0.5 + jr.normal(jr.key(1), (50, 2))
     key, h = jr.key(2), 0.4

@@ -9,7 +9,7 @@ import pytest
 from test_cli_commands import OU
 
 import dkjax
-from dkjax._cli import main
+from dkjax._cli._main import main
 
 
 def test_the_core_does_not_import_matplotlib():

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import dkjax
-from dkjax._baselines import _backprop_chunk, _flat_parameters
-from dkjax._response import _fold_observable
+from dkjax._response._baselines import _backprop_chunk, _flat_parameters
+from dkjax._response._estimators import _fold_observable
 from helpers import em_ou_moments
 
 PATHS, DIM, FEW, MANY = 256, 40, 100, 4000
@@ -71,7 +71,7 @@ def test_dk_memory_is_8x_below_backprop_through_diffrax(lorenz_memory):
 
 
 def test_training_step_memory_does_not_grow_with_steps():
-    from dkjax._train import _make_train_step
+    from dkjax._generative._train import _make_train_step
     import equinox as eqx
     import optax
 

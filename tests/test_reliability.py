@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dkjax._cli import main
+from dkjax._cli._main import main
 from helpers import tiny_train_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,7 +26,7 @@ _CHECK = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     jax.config.update("jax_enable_x64", True)
     import dkjax
-    from dkjax._objective import dk_gradient, energy_weights
+    from dkjax._generative._objective import dk_gradient, energy_weights
 
     out = {"devices": len(jax.devices())}
     mesh = dkjax.path_mesh()

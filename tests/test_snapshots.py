@@ -12,8 +12,8 @@ import pytest
 from helpers import em_ou_moments
 
 import dkjax
-from dkjax._objective import dk_gradient, energy_weights
-from dkjax._snapshots import grid_steps, per_time_weights, snapshot_gradient
+from dkjax._generative._objective import dk_gradient, energy_weights
+from dkjax._generative._snapshots import grid_steps, per_time_weights, snapshot_gradient
 
 DTYPES = [jnp.float32, jnp.float64]
 
@@ -348,7 +348,7 @@ def test_leave_one_time_out_and_forecast_beat_their_baselines_on_ou():
 @pytest.mark.parametrize("form", ["npz", "csv"])
 def test_train_on_a_snapshot_file_then_sample_at_a_time(tmp_path, monkeypatch, capsys, form):
     # A snapshot at time 0 becomes the initial law; the others are fitted; sample --time draws a marginal.
-    from dkjax._cli import main
+    from dkjax._cli._main import main
 
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(4)
@@ -377,7 +377,7 @@ def test_train_on_a_snapshot_file_then_sample_at_a_time(tmp_path, monkeypatch, c
 
 
 def test_snapshot_file_errors_name_the_problem(tmp_path):
-    from dkjax._datafile import DataFileError, load_snapshot_file
+    from dkjax._cli._datafile import DataFileError, load_snapshot_file
 
     np.savez(tmp_path / "bad.npz", cells=np.zeros((3, 2)))
     with pytest.raises(DataFileError, match="array 'cells' names no time"):

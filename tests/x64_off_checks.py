@@ -12,7 +12,7 @@ import pytest
 from helpers import assert_unbiased, em_ou_moments
 
 import dkjax
-from dkjax._objective import energy_weights
+from dkjax._generative._objective import energy_weights
 
 F32 = jnp.dtype(jnp.float32)
 THETA, SIGMA, T, STEPS = 1.0, 0.8, 1.0, 50

@@ -1,0 +1,121 @@
+"""Euler-Maruyama simulation of many paths: the step driver with a plain EM step, vmapped over paths."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._custom_types import Key, PathIds, RealScalarLike, States
+from ._driver import AbstractStep, KeepNothing, drive
+from ._noise import brownian_normal
+from .._sde._abstract import AbstractSDE, em_increment, noise_dimension
+from .._validation import check_finite, check_key, check_parameter_dtypes, check_states, check_time_grid
+
+
+def time_grid(t0, t1, num_steps: int, dtype):
+    """``(t0, dt)`` as arrays of ``dtype``; arrays keep a new ``t1`` from retracing."""
+    t0 = jnp.asarray(t0, dtype)
+    # A product, not a quotient: XLA turns division by a constant into this product inside a
+    # jit, so eager and compiled callers must both form it to get the same dt to the bit.
+    return t0, (jnp.asarray(t1, dtype) - t0) * jnp.asarray(1.0 / num_steps, dtype)
+
+
+def path_ids_for(num_paths: int, path_offset) -> PathIds:
+    """Global indices ``path_offset + arange(num_paths)`` that address each path's noise."""
+    return jnp.asarray(path_offset, jnp.int32) + jnp.arange(num_paths, dtype=jnp.int32)
+
+
+def check_common(sde, x0, t0, t1, num_steps, key) -> tuple[int, int]:
+    """Checks shared by every entry point that integrates ``sde`` from ``x0``."""
+    if not isinstance(sde, AbstractSDE):
+        raise TypeError(f"sde must be a dkjax.AbstractSDE; got {type(sde).__name__}.")
+    num_paths, dim = check_states(x0)
+    check_time_grid(t0, t1, num_steps)
+    check_key(key)
+    check_finite("x0", x0)
+    check_parameter_dtypes(sde, x0)
+    noise_dimension(sde, jnp.asarray(t0, jnp.result_type(x0)), jax.ShapeDtypeStruct((dim,), jnp.result_type(x0)))
+    return num_paths, dim
+
+
+def em_update(sde: AbstractSDE, t, dt, x: States, z) -> States:
+    """``x + F dt + sigma z sqrt(dt)`` for every path: the one state update of every step kind.
+
+    Shared by the plain and the DK step so that their passes over the same noise round alike
+    (on a chaotic system one differing ulp grows to the attractor's size).
+    """
+    return x + jax.vmap(lambda xi, zi: em_increment(sde, t, xi, zi, dt))(x, z)
+
+
+class EulerMaruyama(AbstractStep):
+    """The plain Euler-Maruyama step of every path; the carry is the states."""
+
+    sde: AbstractSDE
+    noise_dim: int = eqx.field(static=True)
+
+    def __call__(self, n, t, dt, key_n, path_ids, x):
+        z = jax.vmap(lambda i: brownian_normal(key_n, i, self.noise_dim, x.dtype))(path_ids)
+        return em_update(self.sde, t, dt, x, z), None
+
+
+def simulate_paths(sde, x0, path_ids, t0, dt, key, num_steps: int) -> States:
+    """The final states of ``num_steps`` EM steps from ``x0`` on the grid ``t0 + n dt`` (unchecked)."""
+    _, noise_dim = noise_dimension(sde, t0, x0[0])
+    step = EulerMaruyama(sde, noise_dim)
+    return drive(step, KeepNothing(), x0, None, path_ids=path_ids, t0=t0, dt=dt, key=key, first=0, stop=num_steps)[0]
+
+
+@eqx.filter_jit
+def _simulate(sde, x0, path_offset, t0, t1, key, num_steps):
+    # Path ids made inside the jit follow x0's sharding, also of a global multi-process array.
+    t0, dt = time_grid(t0, t1, num_steps, x0.dtype)
+    return simulate_paths(sde, x0, path_ids_for(x0.shape[0], path_offset), t0, dt, key, num_steps)
+
+
+def simulate(
+    sde: AbstractSDE,
+    x0: States,
+    *,
+    t1: RealScalarLike,
+    num_steps: int,
+    key: Key,
+    t0: RealScalarLike = 0.0,
+    path_offset: int = 0,
+) -> States:
+    """Simulates ``num_paths`` paths of ``sde`` by Euler-Maruyama and returns the final states.
+
+    The noise of path ``i`` at step ``n`` is addressed by ``(key, n, path_offset + i)``, so
+    ``dkjax.divergence_kernel`` with the same arguments follows the same paths (the same
+    noise; the states agree up to floating-point rounding).
+
+    Arguments:
+        sde: the SDE.
+        x0: initial states, shape ``(num_paths, d)``.
+        t1: final time.
+        num_steps: number of Euler-Maruyama steps (``dt = (t1 - t0) / num_steps``).
+        key: a JAX PRNG key.
+        t0: initial time.
+        path_offset: global index of the first path (to split one ensemble over chunks
+            or calls without reusing noise; a multi-process array from ``shard_paths``
+            needs none: its global rows number the paths).
+
+    Returns:
+        The states at ``t1``, shape ``(num_paths, d)``. Paths that blow up hold non-finite
+        values; they are not removed.
+
+    Raises:
+        ValueError: if ``x0`` is not ``(num_paths, d)`` or does not match the SDE, holds
+            non-finite values, ``num_steps < 1`` or ``t1 <= t0``, or the SDE's parameters
+            have a wider floating dtype than ``x0`` (both dtypes are named).
+        TypeError: if ``sde`` is not an ``AbstractSDE`` or ``key`` is not a PRNG key.
+
+    Example:
+        >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)  # scalar parameters: any dimension
+        >>> xT = dkjax.simulate(sde, jnp.zeros((1000, 2)), t1=1.0, num_steps=100,
+        ...                     key=jax.random.key(0))
+        >>> print(xT.shape)
+        (1000, 2)
+    """
+    check_common(sde, x0, t0, t1, num_steps, key)
+    x0 = jnp.asarray(x0)
+    t0, t1 = jnp.asarray(t0, x0.dtype), jnp.asarray(t1, x0.dtype)
+    return _simulate(sde, x0, jnp.asarray(path_offset, jnp.int32), t0, t1, key, num_steps)

@@ -1,0 +1,335 @@
+"""A trained generative SDE that samples itself: model, initial law, time grid and data scaling."""
+
+import json
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+from .._custom_types import Array, Float, Key, States
+from ._data import GaussianInitial, gaussian_initial
+from .._sde._gradient_flow import GradientFlowSDE, gradient_flow_template
+from .._sde._neural import NeuralSDE
+from .._sde._abstract import AbstractSDE
+from .._engine._simulate import simulate
+from ._snapshots import EmpiricalInitial
+from ._train import TrainHistory, fit
+from .._validation import check_key
+
+_FORMAT = "dkjax-generative-model"
+_VERSION = 1
+
+
+class DataScaling(eqx.Module):
+    """An affine map between the data's own units and the standardised units a model trains in.
+
+    ``standardize(y) = (y - loc) / scale`` and ``unstandardize(x) = loc + scale * x``.
+    ``DataScaling.fit(data)`` takes the per-column mean and standard deviation.
+
+    Arguments:
+        loc: the data-unit point that maps to 0, shape ``(d,)``.
+        scale: the data-unit length that maps to 1, per column, shape ``(d,)``.
+
+    Raises:
+        ValueError: from ``DataScaling.fit``, for data not of shape ``(n, d)`` with ``n >= 2``
+            or with a constant column.
+
+    Example:
+        >>> data = jnp.array([[1.0, 10.0], [3.0, 30.0]])
+        >>> scaling = dkjax.DataScaling.fit(data)
+        >>> print(scaling.standardize(data))
+        [[-1. -1.]
+         [ 1.  1.]]
+    """
+
+    loc: Float[Array, " d"]
+    scale: Float[Array, " d"]
+
+    @classmethod
+    def fit(cls, data: Float[Array, "n d"]) -> "DataScaling":
+        """Per-column mean and standard deviation of ``data``.
+
+        Raises:
+            ValueError: ``data`` not of shape ``(n, d)`` with ``n >= 2``, or a constant
+                column (it cannot be standardised), named by its index.
+        """
+        data = jnp.asarray(data)
+        if data.ndim != 2 or data.shape[0] < 2:
+            raise ValueError(f"data must have shape (n, d) with n >= 2; got {data.shape}.")
+        scale = jnp.std(data, axis=0)
+        constant = np.flatnonzero(np.asarray(scale) == 0)
+        if constant.size:
+            raise ValueError(f"data column(s) {constant.tolist()} are constant and cannot be standardised.")
+        return cls(jnp.mean(data, axis=0), scale)
+
+    @classmethod
+    def identity(cls, dim: int, dtype=float) -> "DataScaling":
+        """The scaling that changes nothing."""
+        return cls(jnp.zeros(dim, dtype), jnp.ones(dim, dtype))
+
+    def standardize(self, y: Float[Array, "n d"]) -> Float[Array, "n d"]:
+        """Data units to model units."""
+        return (y - self.loc) / self.scale
+
+    def unstandardize(self, x: Float[Array, "n d"]) -> Float[Array, "n d"]:
+        """Model units to data units."""
+        return self.loc + self.scale * x
+
+
+class GenerativeModel(eqx.Module):
+    """A trained SDE with everything needed to sample it: initial law, time grid, data scaling.
+
+    Its law at time ``t1``, mapped back by ``scaling``, models the data. Save it with
+    ``dkjax.save_model`` and load it with ``dkjax.load_model``.
+
+    Attributes:
+        sde: the trained SDE (in standardised units).
+        initial: the law at ``t0``, ``initial(key, n) -> (x0, score0)`` (an Equinox module).
+        scaling: the map from standardised units back to the data's units.
+        t0, t1, num_steps: the Euler-Maruyama grid the model was trained on.
+
+    Example:
+        >>> data = jnp.array([[0.0, 10.0], [2.0, 30.0], [1.0, 20.0]])
+        >>> model = dkjax.GenerativeModel(sde=dkjax.NeuralSDE(2, key=jax.random.key(0), width=8),
+        ...                               initial=dkjax.GaussianInitial(jnp.zeros(2), jnp.ones(2)),
+        ...                               scaling=dkjax.DataScaling.fit(data), t0=0.0, t1=1.0, num_steps=10)
+        >>> samples = model.sample(1000, key=jax.random.key(1))   # in the data's units
+        >>> print(samples.shape, model.dim)
+        (1000, 2) 2
+    """
+
+    sde: AbstractSDE
+    initial: eqx.Module
+    scaling: DataScaling
+    t0: float = eqx.field(static=True)
+    t1: float = eqx.field(static=True)
+    num_steps: int = eqx.field(static=True)
+
+    @property
+    def dim(self) -> int:
+        """The dimension of the data."""
+        return int(self.scaling.loc.shape[0])
+
+    def sample(self, n: int, *, key: Key, t: float | None = None) -> States:
+        """``n`` samples of the model's law at time ``t`` (default ``t1``), in the data's units.
+
+        Arguments:
+            n: number of samples (a positive int).
+            key: PRNG key.
+            t: a time in ``(t0, t1]`` on the training grid; ``None`` means ``t1``.
+
+        Returns:
+            Array of shape ``(n, d)``.
+
+        Raises:
+            ValueError: ``n`` not a positive int, or ``t`` outside ``(t0, t1]`` or off the grid.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int; got {n!r}.")
+        check_key(key)
+        t = self.t1 if t is None else float(t)
+        dt = (self.t1 - self.t0) / self.num_steps
+        steps = round((t - self.t0) / dt)
+        if not (self.t0 < t <= self.t1) or abs(self.t0 + steps * dt - t) > 1e-9 * max(1.0, abs(t)):
+            raise ValueError(
+                f"t must lie in ({self.t0}, {self.t1}] on the model's grid of step {dt:.6g}; got {t}."
+            )
+        init_key, path_key = jr.split(key)
+        x0 = self.initial(init_key, n)[0]
+        xt = simulate(self.sde, x0, t1=t, num_steps=steps, key=path_key, t0=self.t0)
+        return self.scaling.unstandardize(xt)
+
+
+def _sde_spec(sde: AbstractSDE) -> dict | None:
+    """How to rebuild ``sde``'s structure without its weights, or ``None`` if dkjax cannot."""
+    if isinstance(sde, NeuralSDE):
+        net = sde.drift_net
+        return {
+            "class": "NeuralSDE",
+            "dim": sde.dim,
+            "width": net.width_size,
+            "depth": net.depth,
+            "noise": "scalar" if sde.sigma_bias.shape[0] == 1 else "diagonal",
+            "state_dependent": sde.sigma_net is not None,
+            "sigma_min": sde.sigma_min,
+        }
+    if isinstance(sde, GradientFlowSDE) and isinstance(sde.potential_net, eqx.nn.MLP):
+        net = sde.potential_net
+        return {"class": "GradientFlowSDE", "dim": sde.dim, "width": net.width_size, "depth": net.depth,
+                "sigma_min": sde.sigma_min, "confinement": sde.confinement}  # fmt: skip
+    return None
+
+
+def save_model(path: str | Path, model: GenerativeModel) -> Path:
+    """Writes ``model`` to one file: a JSON header line, then its arrays (Equinox serialisation).
+
+    Arguments:
+        path: the file to write (its folder is created).
+        model: a ``dkjax.GenerativeModel``.
+
+    Returns:
+        The path written.
+
+    Raises:
+        TypeError: ``model`` is not a ``GenerativeModel``.
+
+    Example:
+        >>> data = jnp.array([[0.0, 10.0], [2.0, 30.0], [1.0, 20.0]])
+        >>> model = dkjax.GenerativeModel(sde=dkjax.NeuralSDE(2, key=jax.random.key(0), width=8),
+        ...                               initial=dkjax.GaussianInitial(jnp.zeros(2), jnp.ones(2)),
+        ...                               scaling=dkjax.DataScaling.fit(data), t0=0.0, t1=1.0, num_steps=10)
+        >>> print(dkjax.save_model("moons/model.eqx", model))
+        moons/model.eqx
+    """
+    if not isinstance(model, GenerativeModel):
+        raise TypeError(f"model must be a dkjax.GenerativeModel; got {type(model).__name__}.")
+    gaussian = isinstance(model.initial, (GaussianInitial, EmpiricalInitial))
+    header = {
+        "format": _FORMAT,
+        "version": _VERSION,
+        "sde": _sde_spec(model.sde) if gaussian else None,
+        "dim": model.dim,
+        "dtype": str(model.scaling.loc.dtype),
+        "initial_points": model.initial.points.shape[0] if isinstance(model.initial, EmpiricalInitial) else None,
+        "t0": model.t0,
+        "t1": model.t1,
+        "num_steps": model.num_steps,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as file:
+        file.write((json.dumps(header) + "\n").encode())
+        eqx.tree_serialise_leaves(file, model)
+    tmp.replace(path)
+    return path
+
+
+def load_model(path: str | Path, *, like: AbstractSDE | GenerativeModel | None = None) -> GenerativeModel:
+    """Reads a model written by ``dkjax.save_model``.
+
+    Arguments:
+        path: the file.
+        like: an SDE of the saved one's structure (any weights), or a whole
+            ``GenerativeModel`` of the saved one's structure (needed when its initial law is
+            not a ``dkjax.gaussian_initial``). Not needed for a ``dkjax.NeuralSDE`` with a
+            Gaussian initial law: the file records their structure.
+
+    Returns:
+        The ``dkjax.GenerativeModel``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a dkjax model file, or the arrays do not match the structure.
+
+    Example:
+        >>> data = jnp.array([[0.0, 10.0], [2.0, 30.0], [1.0, 20.0]])
+        >>> model = dkjax.GenerativeModel(sde=dkjax.NeuralSDE(2, key=jax.random.key(0), width=8),
+        ...                               initial=dkjax.GaussianInitial(jnp.zeros(2), jnp.ones(2)),
+        ...                               scaling=dkjax.DataScaling.fit(data), t0=0.0, t1=1.0, num_steps=10)
+        >>> path = dkjax.save_model("moons/model.eqx", model)
+        >>> loaded = dkjax.load_model("moons/model.eqx")
+        >>> key = jax.random.key(2)
+        >>> print(loaded.sample(10, key=key).shape, bool(jnp.all(loaded.sample(10, key=key) == model.sample(10, key=key))))
+        (10, 2) True
+    """
+    path = Path(path)
+    with open(path, "rb") as file:
+        try:
+            header = json.loads(file.readline())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            header = None
+        if not isinstance(header, dict) or header.get("format") != _FORMAT:
+            raise ValueError(f"{path} is not a dkjax model file (written by dkjax.save_model).")
+        template = _template(header, like, path)
+        try:
+            return eqx.tree_deserialise_leaves(file, template)
+        except Exception as error:
+            raise ValueError(f"{path}: the saved arrays do not match the model's structure: {error}") from error
+
+
+def _neural_template(spec: dict) -> NeuralSDE:
+    options = {name: spec[name] for name in ("width", "depth", "noise", "state_dependent")}
+    # Files written before the floor existed have none; sigma_init only sets weights the file replaces.
+    floor = spec.get("sigma_min", 0.0)
+    return NeuralSDE(spec["dim"], key=jr.key(0), sigma_init=floor + 1.0, sigma_min=floor, **options)
+
+
+def _template(header: dict, like, path: Path) -> GenerativeModel:
+    if isinstance(like, GenerativeModel):
+        return like
+    dim, dtype = header["dim"], jnp.dtype(header["dtype"])
+    spec = header["sde"]
+    if like is None:
+        if spec is None:
+            raise ValueError(f"{path} holds an SDE that dkjax cannot rebuild by itself; pass like=<an SDE of its kind>.")
+        like = gradient_flow_template(spec) if spec.get("class") == "GradientFlowSDE" else _neural_template(spec)
+    cast = lambda leaf: leaf.astype(dtype) if eqx.is_inexact_array(leaf) else leaf
+    sde = jax.tree.map(cast, like)
+    num_points = header.get("initial_points")
+    initial = gaussian_initial(jnp.zeros(dim, dtype), 1.0) if num_points is None else EmpiricalInitial(jnp.zeros((num_points, dim), dtype))
+    return GenerativeModel(sde, initial, DataScaling.identity(dim, dtype), header["t0"], header["t1"], header["num_steps"])
+
+
+
+
+def fit_generative(
+    data: Float[Array, "num_points d"],
+    *,
+    key: Key,
+    steps: int,
+    sde: AbstractSDE | None = None,
+    t1: float = 1.0,
+    num_steps: int = 50,
+    standardize: bool = True,
+    **fit_options,
+) -> tuple[GenerativeModel, TrainHistory]:
+    """Fits a generative SDE to ``data`` in its own units: standardise, train, package.
+
+    The data are standardised per column (stored in the model), a ``dkjax.NeuralSDE``
+    (unless ``sde`` is given) is trained by ``dkjax.fit`` to carry ``N(0, I)`` at time 0 to
+    them at ``t1``, and the selected model comes back as a ``GenerativeModel`` that samples
+    in the data's units.
+
+    Arguments:
+        data: the training points ``(n, d)``, in any units.
+        key: PRNG key (model initialisation and training).
+        steps: optimisation steps.
+        sde: the model to train, in standardised units (default ``NeuralSDE(d)``).
+        t1, num_steps: the time horizon and its Euler-Maruyama steps.
+        standardize: standardise the data per column (``False``: train on them as they are).
+        **fit_options: passed on to ``dkjax.fit`` (``validation`` points are given in the
+            data's units and standardised like the data).
+
+    Returns:
+        ``(model, history)``.
+
+    Raises:
+        ValueError, TypeError: as ``dkjax.fit``; a constant data column when standardising.
+
+    Example:
+        >>> data = dkjax.toy_data("two_moons", jax.random.key(0), 256) * 3.0 + 10.0
+        >>> model, history = dkjax.fit_generative(data, key=jax.random.key(1), steps=5, num_steps=10,
+        ...                                       num_paths=64, sde=dkjax.NeuralSDE(2, key=jax.random.key(2), width=8),
+        ...                                       progress=False)
+        >>> print(model.sample(5, key=jax.random.key(3)).shape)
+        (5, 2)
+    """
+    data = jnp.asarray(data)
+    if data.ndim != 2:
+        raise ValueError(f"data must have shape (num_points, d); got shape {data.shape}.")
+    dim = data.shape[1]
+    scaling = DataScaling.fit(data) if standardize else DataScaling.identity(dim, data.dtype)
+    validation = fit_options.get("validation")
+    if validation is not None and not isinstance(validation, (int, float)):
+        fit_options["validation"] = scaling.standardize(jnp.asarray(validation, data.dtype))
+    model_key, train_key = jr.split(key)
+    sde = NeuralSDE(dim, key=model_key) if sde is None else sde
+    initial = gaussian_initial(jnp.zeros(dim, data.dtype), 1.0)
+    trained, history = fit(
+        sde, scaling.standardize(data), initial, t1=t1, num_steps=num_steps, key=train_key, steps=steps, **fit_options
+    )
+    return GenerativeModel(trained, initial, scaling, 0.0, float(t1), num_steps), history

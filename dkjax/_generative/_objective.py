@@ -1,0 +1,220 @@
+"""Training objectives of DK-SDE and their forward-only gradients.
+
+An objective maps the final states ``X_T^m`` of ``M`` model paths and a data batch to a
+loss and per-path weights ``c_m`` such that ``grad loss = sum_m c_m eta_m`` in expectation,
+``eta_m`` being path ``m``'s divergence-kernel response. That sum is formed either from
+the per-path responses (one pass, memory ``O(M size(theta))``) or by the memory-lean two
+passes: simulate, compute ``c``, replay the same noise and fold ``c``-weighted response
+increments into one parameter-shaped accumulator (memory ``O(M d + size(theta))``).
+"""
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+
+from .._custom_types import Array, Float, Key, Params, Scalar, States
+from .._engine._dk_step import dk_scan
+from .._engine._estimator import divergence_kernel
+from ._metrics import energy_terms, kde_sums
+from .._sde._abstract import AbstractSDE, parameters
+from .._engine._simulate import path_ids_for, simulate, time_grid
+
+GradientMethod = Literal["per_path", "two_pass"]
+OBJECTIVES = ("kl", "energy")
+GRADIENT_METHODS = ("per_path", "two_pass")
+_ESS_ROWS = 256
+_BISECTIONS = 12
+
+
+def ess_bandwidth(data: Float[Array, "j d"], x: States, ess_target: Scalar, h_min: Scalar, h_max: Scalar) -> Scalar:
+    """The smallest bandwidth in ``[h_min, h_max]`` whose weights keep ``mean ESS >= ess_target``.
+
+    The Nadaraya-Watson weights ``w_jm = softmax_m(-|y_j - X_m|^2 / (2 h^2))`` collapse onto
+    one path per data point as ``h -> 0``; the self-normalised ratio's bias is of order
+    one over their effective sample size, so ``h`` shrinks only as far
+    as the model's samples allow. The ESS grows with ``h``; bisection on ``log h`` over the
+    first ``_ESS_ROWS`` data points finds the crossing to within ``(h_max / h_min)^(2^-_BISECTIONS)``.
+    Returns ``h_max`` if even that misses the target.
+    """
+    rows = data[:_ESS_ROWS]
+    ess_at = lambda log_h: kde_sums(rows, x, jnp.exp(log_h))["ess"] / rows.shape[0]
+
+    def bisect(_, bounds):
+        low, high = bounds
+        mid = 0.5 * (low + high)
+        enough = ess_at(mid) >= ess_target
+        return jnp.where(enough, low, mid), jnp.where(enough, mid, high)
+
+    bounds = (jnp.log(h_min), jnp.log(h_max))
+    low, high = jax.lax.fori_loop(0, _BISECTIONS, bisect, bounds)
+    return jnp.where(ess_at(bounds[0]) >= ess_target, h_min, jnp.exp(high))
+
+
+def kl_weights(
+    x: States, data: Float[Array, "j d"], bandwidth: Scalar, key: Key
+) -> tuple[Scalar, Float[Array, " m"], Scalar]:
+    """Smoothed negative log-likelihood ``L_h`` and its DK path weights.
+
+    ``L_h = -mean_j log q_h(y_j + h e_j)`` with ``q_h(y) = (1/M) sum_m K_h(y - X_m)``, a
+    Gaussian kernel of standard deviation ``h`` on both sides (data jittered afresh by
+    ``key``), so the minimiser is the data law for every ``h``. Weights:
+    ``c_m = -(1/J) sum_j w_jm + 1/M``; the constant ``1/M`` is a baseline (``E[eta] = 0``)
+    that removes the common part of the responses without bias.
+
+    Returns:
+        ``(loss, c, mean_ess)``.
+    """
+    jittered = data + bandwidth * jr.normal(key, data.shape, data.dtype)
+    num_data = data.shape[0]
+    sums = kde_sums(jittered, x, bandwidth)
+    c = -sums["weights"] / num_data + 1.0 / x.shape[0]
+    return tuple(v.astype(x.dtype) for v in (-sums["log_q"] / num_data, c, sums["ess"] / num_data))
+
+
+def energy_weights(x: States, data: Float[Array, "j d"]) -> tuple[Scalar, Float[Array, " m"], Scalar]:
+    """Energy distance to the data batch and its unbiased DK path weights.
+
+    ``d/dtheta [2 E|X - Y| - E|X - X'|] = E[(2 E_Y|X - Y| - 2 E_X'|X - X'|) eta_X]`` with
+    ``X'`` an independent path: no density estimate, no bandwidth, no ratio bias. Path ``m``'s
+    baseline is the mean weight of the other paths as if ``m`` had not been drawn, so it does
+    not depend on path ``m`` and adds no bias (a batch mean that holds path ``m`` biases the
+    gradient by ``O(1/M)``).
+
+    Returns:
+        ``(loss, c, ess)`` with ``ess`` the number of paths (every path carries weight).
+
+    Raises:
+        ValueError: fewer than 3 paths.
+    """
+    m = x.shape[0]
+    if m < 3:
+        raise ValueError(f"x must hold at least 3 paths for the leave-one-out baseline; got {m}.")
+    loss, to_data, to_paths = energy_terms(x, data)
+    to_data = to_data / data.shape[0]
+    weight = 2 * to_data - 2 * to_paths / (m - 1)
+    others_to_data = (jnp.sum(to_data) - to_data) / (m - 1)
+    others_to_paths = (jnp.sum(to_paths) - 2 * to_paths) / ((m - 1) * (m - 2))
+    c = (weight - 2 * others_to_data + 2 * others_to_paths) / m
+    return loss.astype(x.dtype), c.astype(x.dtype), jnp.asarray(m, x.dtype)
+
+
+def dk_gradient(
+    sde: AbstractSDE,
+    x0: States,
+    score0: States | None,
+    weights: Callable[[States], tuple[Scalar, Float[Array, " m"], Any]],
+    *,
+    t1: Scalar,
+    num_steps: int,
+    key: Key,
+    kernel_rate: Scalar,
+    method: GradientMethod = "per_path",
+    t0: Scalar = 0.0,
+    mode: str = "matrix_free",
+    path_chunk: int | None = None,
+) -> tuple[Scalar, Params, Any, States]:
+    """Loss and its forward-only gradient ``sum_m c_m eta_m`` for path weights from ``weights(X_T)``.
+
+    Both methods follow the same paths (noise addressed by ``(key, step, path)``) and give
+    the same gradient up to rounding.
+
+    Arguments:
+        sde: the model; its parameters are ``dkjax.parameters(sde)``.
+        x0: initial states ``(M, d)``; ``score0`` their initial score or ``None``.
+        weights: ``X_T -> (loss, c, aux)`` such as ``kl_weights`` or ``energy_weights``
+            with the data bound in; ``c`` is treated as a constant, ``aux`` passed through.
+        t1, num_steps, key, kernel_rate, t0, mode: as for ``dkjax.divergence_kernel``.
+        method: ``"per_path"`` (every path's response, memory grows with ``M`` times the
+            parameter count) or ``"two_pass"`` (the memory-lean replay).
+        path_chunk: two-pass only: replay the paths this many at a time (one after the
+            other), so the replay's working memory (the drift's activations, for a neural
+            drift) scales with ``path_chunk`` instead of ``M``; ``None`` replays all at once.
+
+    Returns:
+        ``(loss, grad, aux, x_T)``; ``grad`` is shaped like ``dkjax.parameters(sde)``.
+    """
+    if path_chunk is not None and (method != "two_pass" or path_chunk < 1):
+        raise ValueError(
+            f"path_chunk must be an integer >= 1 with method='two_pass'; got {path_chunk!r} with method={method!r}."
+        )
+    if method == "per_path":
+        result = divergence_kernel(
+            sde, x0, t1=t1, num_steps=num_steps, key=key, t0=t0, score0=score0,
+            kernel_rate=kernel_rate, mode=mode, on_nonfinite="ignore",
+        )  # fmt: skip
+        loss, c, aux = weights(result.x)
+        c = jax.lax.stop_gradient(c)
+        grad = jax.tree.map(lambda eta: jnp.tensordot(c, eta, axes=1), result.dlogp)
+        return loss, grad, aux, result.x
+    x_final = simulate(sde, x0, t1=t1, num_steps=num_steps, key=key, t0=t0)
+    loss, c, aux = weights(x_final)
+    grad = weighted_replay(
+        sde, x0, score0, jax.lax.stop_gradient(c), lambda n, c_paths: c_paths, t1=t1, num_steps=num_steps, key=key,
+        kernel_rate=kernel_rate, t0=t0, mode=mode, path_chunk=path_chunk,
+    )  # fmt: skip
+    return loss, grad, aux, x_final
+
+
+def weighted_replay(
+    sde: AbstractSDE,
+    x0: States,
+    score0: States | None,
+    c: Float[Array, "m ..."],
+    step_weights: Callable[[Any, Array], Float[Array, " m"]],
+    *,
+    t1: Scalar,
+    num_steps: int,
+    key: Key,
+    kernel_rate: Scalar,
+    t0: Scalar = 0.0,
+    mode: str = "matrix_free",
+    path_chunk: int | None = None,
+) -> Params:
+    """The second pass of the two-pass gradient: ``sum_n sum_m w_nm (eta_{n+1} - eta_n)_m``.
+
+    Replays the paths of ``x0`` under ``key`` and folds each step's response increments into
+    one parameter-shaped accumulator, path ``m`` at step ``n`` weighted by
+    ``step_weights(n, c)[m]``; ``c`` (leading path axis) is held constant. A single final
+    time has ``step_weights = lambda n, c: c``.
+    """
+    params = parameters(sde)
+    point_mass = score0 is None
+    t0_arr, _ = time_grid(t0, t1, num_steps, x0.dtype)
+    options = (mode, num_steps, point_mass, True)
+
+    def replay(x0_chunk, score0_chunk, ids_chunk, c_chunk):
+        def add_weighted_gradient(acc, surrogate, inputs):
+            total, n = acc
+            w = step_weights(n, c_chunk)
+            in_axes = (None,) + (0,) * len(inputs)
+            weighted = lambda p: jnp.sum(w * jax.vmap(surrogate, in_axes=in_axes)(p, *inputs))
+            return jax.tree.map(jnp.add, total, jax.grad(weighted)(params)), n + 1
+
+        zeros = (jax.tree.map(jnp.zeros_like, params), jnp.int32(0))
+        rate = jnp.asarray(kernel_rate, x0.dtype)
+        t1_arr = jnp.asarray(t1, x0.dtype)
+        scan_args = (sde, x0_chunk, score0_chunk, ids_chunk, t0_arr, t1_arr, key, rate, 0.0, options)
+        return dk_scan(*scan_args, add_weighted_gradient, zeros)[2][0]
+
+    num_paths = x0.shape[0]
+    inputs = (x0, jnp.zeros_like(x0) if point_mass else score0, path_ids_for(num_paths, 0), c)
+    if path_chunk is None or path_chunk >= num_paths:
+        return replay(*inputs)
+    # Padded paths replay path 0 with weight zero; noise is addressed by path id, so every
+    # chunk replays exactly the paths of the first pass.
+    num_chunks = -(-num_paths // path_chunk)
+    padding = num_chunks * path_chunk - num_paths
+    chunked = lambda leaf, fill: jnp.concatenate([leaf, fill]).reshape((num_chunks, path_chunk) + leaf.shape[1:])
+    chunks = [chunked(leaf, jnp.repeat(leaf[:1], padding, axis=0)) for leaf in inputs[:3]]
+    chunks.append(chunked(c, jnp.zeros((padding,) + c.shape[1:], c.dtype)))
+    add_chunk = lambda total, chunk: (jax.tree.map(jnp.add, total, replay(*chunk)), None)
+    return jax.lax.scan(add_chunk, jax.tree.map(jnp.zeros_like, params), chunks)[0]
+
+
+def parameter_count(sde: AbstractSDE) -> int:
+    """Number of scalar parameters of ``sde``."""
+    return sum(leaf.size for leaf in jax.tree.leaves(parameters(sde)))
+

@@ -1,0 +1,414 @@
+"""Population snapshots: samples of a law at several times, and the DK gradient of a per-time objective.
+
+The loss is ``sum_k w_k L_k(X_{t_k}, Y_k)``. Its forward-only gradient is
+``sum_k w_k sum_m c^k_m eta^m(t_k)``, where ``eta^m(t_k)`` is path ``m``'s divergence-kernel
+response at time ``t_k``: the running response of one pass over the paths, read off at the
+observation steps. The memory-lean route folds it into one accumulator: the increment of step
+``n`` carries the weight ``sum_{k: n < n_k} w_k c^k_m``.
+"""
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+from .._custom_types import Array, Float, Key, Params, RealScalarLike, Scalar, States
+from .._engine._dk_step import dk_scan
+from ._metrics import distance_column_sums, energy_distance
+from .._engine._noise import brownian_normal, step_key
+from ._objective import energy_weights, ess_bandwidth, kl_weights, weighted_replay
+from .._sde._abstract import AbstractSDE, em_increment, noise_dimension, parameters
+from .._engine._simulate import check_common, path_ids_for, time_grid
+
+# Relative tolerance of "on the step grid": times written in decimal (0.1, 0.3) miss the
+# grid of dt = 0.1 by rounding only.
+_GRID_TOLERANCE = 1e-6
+
+
+class Snapshots(eqx.Module):
+    """Samples of a population's law at several times, with a weight per time.
+
+    Arguments:
+        data: a mapping ``{time: array (n_k, d)}``; sizes ``n_k >= 2`` may differ, ``d`` may not.
+        weights: a mapping ``{time: weight >= 0}`` or a sequence in time order; ``None``
+            weighs every time by 1 (the loss is then the plain sum of the per-time losses).
+
+    Attributes:
+        times: the times, increasing (a tuple of floats).
+        points: the samples at each time (a tuple of arrays, in time order).
+        weights: the weight of each time (a tuple of floats).
+
+    Raises:
+        ValueError: no times, a non-finite time, a weight missing, negative or all zero, or
+            an array that is not ``(n_k >= 2, d)`` with the common ``d``, or that holds a
+            non-finite value; the message names the time.
+        TypeError: ``data`` not a mapping, or a non-floating-point array.
+
+    Example:
+        >>> snaps = dkjax.Snapshots({0.5: jnp.zeros((3, 2)), 1.0: jnp.ones((4, 2))}, weights={0.5: 2.0, 1.0: 1.0})
+        >>> print(snaps.times, snaps.weights, snaps.dim)
+        (0.5, 1.0) (2.0, 1.0) 2
+    """
+
+    times: tuple[float, ...] = eqx.field(static=True)
+    points: tuple[Float[Array, "n d"], ...]
+    weights: tuple[float, ...] = eqx.field(static=True)
+
+    def __init__(self, data: Mapping, weights: Mapping | Sequence | None = None):
+        if not isinstance(data, Mapping):
+            raise TypeError(f"data must be a mapping {{time: array (n, d)}}; got {type(data).__name__}.")
+        if not data:
+            raise ValueError("data must hold at least one time.")
+        times = sorted(data, key=float)
+        for t in times:
+            if isinstance(t, bool) or not isinstance(t, (int, float, np.floating, np.integer)) or not math.isfinite(t):
+                raise ValueError(f"every time must be a finite number; got {t!r}.")
+        for t in times:
+            _check_points(data[t], f"data[{float(t)}]", np.shape(data[times[0]])[1:])
+        self.times = tuple(float(t) for t in times)
+        self.points = tuple(jnp.asarray(data[t]) for t in times)
+        self.weights = _time_weights(weights, times)
+
+    @property
+    def dim(self) -> int:
+        """The state dimension ``d``."""
+        return int(self.points[0].shape[1])
+
+    def replace_points(self, points: Sequence) -> "Snapshots":
+        """The same times and weights with other samples (one array per time, in time order)."""
+        return Snapshots(dict(zip(self.times, points)), self.weights)
+
+
+def _check_points(points, name: str, first_shape) -> None:
+    shape = np.shape(points)
+    if len(shape) != 2 or shape[0] < 2:
+        raise ValueError(f"{name} must have shape (n, d) with n >= 2; got shape {shape}.")
+    if shape[1:] != first_shape:
+        raise ValueError(f"{name} has dimension {shape[1]}, unlike the first time's {first_shape[0]}.")
+    check_floating_finite(name, points)
+
+
+def check_floating_finite(name: str, points) -> None:
+    """Raises unless ``points`` is a floating-point array of finite values (``name`` in the message)."""
+    array = np.asarray(points)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise TypeError(f"{name} must be a floating-point array; got dtype {array.dtype}.")
+    bad = array.size - np.count_nonzero(np.isfinite(array))
+    if bad:
+        raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or inf).")
+
+
+def _time_weights(weights, times) -> tuple[float, ...]:
+    if weights is None:
+        return (1.0,) * len(times)
+    if isinstance(weights, Mapping):
+        by_time = {float(t): w for t, w in weights.items()}
+        missing = [float(t) for t in times if float(t) not in by_time]
+        if missing:
+            raise ValueError(f"weights has no entry for time {missing[0]}.")
+        weights = [by_time[float(t)] for t in times]
+    if len(weights) != len(times):
+        raise ValueError(f"weights must give one weight per time ({len(times)}); got {len(weights)}.")
+    for t, w in zip(times, weights):
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not (w >= 0 and math.isfinite(w)):
+            raise ValueError(f"the weight of time {float(t)} must be a finite number >= 0; got {w!r}.")
+    if not any(weights):
+        raise ValueError("at least one weight must be positive.")
+    return tuple(float(w) for w in weights)
+
+
+class EmpiricalInitial(eqx.Module):
+    """An initial law given by samples (e.g. the first snapshot): ``initial(key, n) -> (x0, None)``.
+
+    Draws the rows with replacement. Its score is unknown (``None``), so the DK recursion
+    starts with a pure kernel step, exact for an initial law free of the model's parameters.
+
+    Arguments:
+        points: the samples ``(n, d)``.
+
+    Example:
+        >>> initial = dkjax.EmpiricalInitial(jnp.arange(6.0).reshape(3, 2))
+        >>> x0, score0 = initial(jax.random.key(0), 5)
+        >>> print(x0.shape, score0)
+        (5, 2) None
+    """
+
+    points: Float[Array, "n d"]
+
+    def __call__(self, key: Key, n: int) -> tuple[Float[Array, "n d"], None]:
+        return self.points[jr.choice(key, self.points.shape[0], (n,))], None
+
+
+def as_snapshots(data) -> Snapshots:
+    """``data`` as ``Snapshots`` (a mapping is wrapped with equal weights)."""
+    return data if isinstance(data, Snapshots) else Snapshots(data)
+
+
+def grid_steps(times: Sequence[float], t0: float, t1: float, num_steps: int) -> tuple[int, ...]:
+    """The step index of each time on the grid ``t0 + n (t1 - t0) / num_steps``.
+
+    Raises:
+        ValueError: a time outside ``(t0, t1]`` or off the grid, named.
+    """
+    t0, t1 = float(t0), float(t1)
+    dt = (t1 - t0) / num_steps
+    steps = []
+    for t in times:
+        t = float(t)
+        n = round((t - t0) / dt)
+        if not t0 < t <= t1 * (1 + _GRID_TOLERANCE) + _GRID_TOLERANCE:
+            raise ValueError(f"time {t} lies outside (t0, t1] = ({t0}, {t1}].")
+        if abs(t0 + n * dt - t) > _GRID_TOLERANCE * max(1.0, abs(t), abs(dt)) or n < 1:
+            raise ValueError(
+                f"time {t} is not on the step grid t0 + n dt with dt = (t1 - t0) / num_steps = {dt:.6g}; "
+                f"the nearest grid times are {t0 + max(n - 1, 1) * dt:.6g} and {t0 + max(n, 1) * dt:.6g}."
+            )
+        steps.append(min(n, num_steps))
+    return tuple(steps)
+
+
+def _record(recorded, value, n, steps):
+    """``recorded[k] = value`` where ``steps[k] == n`` (at most one ``k``); one slice touched."""
+    k = jnp.clip(jnp.searchsorted(steps, n), 0, steps.shape[0] - 1)
+    hit = steps[k] == n
+    return jax.tree.map(lambda r, v: r.at[k].set(jnp.where(hit, v, r[k])), recorded, value)
+
+
+@eqx.filter_jit
+def _record_states(sde, x0, t0, t1, key, num_steps, steps):
+    """States at the step indices ``steps`` (increasing), shape ``(K, M, d)``, and at ``num_steps``.
+
+    The Euler-Maruyama update and noise of ``dkjax.simulate`` (addressed by ``(key, step,
+    path)``), so the divergence-kernel replay follows the same paths.
+    """
+    path_ids = path_ids_for(x0.shape[0], 0)
+    t0, dt = time_grid(t0, t1, num_steps, x0.dtype)
+    _, noise_dim = noise_dimension(sde, t0, x0[0])
+    steps = jnp.asarray(steps, jnp.int32)
+
+    def step(carry, _):
+        x, n, recorded = carry
+        t = t0 + n * dt
+        key_n = step_key(key, n)
+        z = jax.vmap(lambda i: brownian_normal(key_n, i, noise_dim, x.dtype))(path_ids)
+        x = x + jax.vmap(lambda xi, zi: em_increment(sde, t, xi, zi, dt))(x, z)
+        return (x, n + 1, _record(recorded, x, n + 1, steps)), None
+
+    recorded = jnp.zeros((steps.shape[0],) + x0.shape, x0.dtype)
+    (x, _, recorded), _ = jax.lax.scan(step, (x0, jnp.int32(0), recorded), None, length=num_steps)
+    return recorded, x
+
+
+def _as_times(t0, t1, x0):
+    """``(t0, t1)`` as arrays of the states' dtype: a new ``t1`` does not retrace."""
+    return jnp.asarray(t0, x0.dtype), jnp.asarray(t1, x0.dtype)
+
+
+def simulate_snapshots(
+    sde: AbstractSDE,
+    x0: States,
+    times: Sequence[float],
+    *,
+    num_steps: int,
+    key: Key,
+    t1: RealScalarLike | None = None,
+    t0: RealScalarLike = 0.0,
+) -> Float[Array, "K paths d"]:
+    """The states of the same Euler-Maruyama paths at several times, in one pass.
+
+    The paths are those of ``dkjax.simulate`` with the same ``key``, ``t0``, ``t1`` and
+    ``num_steps`` (memory ``O(K M d)``, not growing with ``num_steps``).
+
+    Arguments:
+        sde: the SDE.
+        x0: initial states ``(M, d)``.
+        times: the times, increasing, on the grid ``t0 + n (t1 - t0) / num_steps``.
+        num_steps: Euler-Maruyama steps from ``t0`` to ``t1``.
+        key: PRNG key.
+        t1: the end of the grid (default: the last time).
+        t0: the initial time.
+
+    Returns:
+        Array ``(K, M, d)``: row ``k`` holds the states at ``times[k]``.
+
+    Raises:
+        ValueError: times not increasing, off the grid or outside ``(t0, t1]`` (named), or
+            as ``dkjax.simulate``.
+        TypeError: as ``dkjax.simulate``.
+
+    Example:
+        >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)
+        >>> xs = dkjax.simulate_snapshots(sde, jnp.zeros((100, 1)), [0.5, 1.0], num_steps=20, key=jax.random.key(0))
+        >>> print(xs.shape)
+        (2, 100, 1)
+    """
+    times = [float(t) for t in times]
+    if not times or any(b <= a for a, b in zip(times, times[1:])):
+        raise ValueError(f"times must be a non-empty increasing sequence; got {times}.")
+    t1 = times[-1] if t1 is None else t1
+    check_common(sde, x0, t0, t1, num_steps, key)
+    steps = grid_steps(times, t0, t1, num_steps)
+    x0 = jnp.asarray(x0)
+    return _record_states(sde, x0, *_as_times(t0, t1, x0), key, num_steps, steps)[0]
+
+
+SnapshotWeights = Callable[[Float[Array, "K m d"]], tuple[Scalar, Float[Array, "K m"], object]]
+
+
+def snapshot_gradient(
+    sde: AbstractSDE,
+    x0: States,
+    score0: States | None,
+    weights: SnapshotWeights,
+    steps: tuple[int, ...],
+    *,
+    t1: Scalar,
+    num_steps: int,
+    key: Key,
+    kernel_rate: Scalar,
+    method: str = "per_path",
+    t0: Scalar = 0.0,
+    mode: str = "matrix_free",
+    path_chunk: int | None = None,
+) -> tuple[Scalar, Params, object, States]:
+    """Loss and forward-only gradient of a per-time objective, from one forward pass over the paths.
+
+    ``weights(X)`` maps the states ``X`` at the observation steps ``steps`` (shape
+    ``(K, M, d)``) to ``(loss, c, aux)`` with ``c`` of shape ``(K, M)`` (the per-time
+    weights included); the gradient is ``sum_k sum_m c_km eta_m(t_k)``.
+
+    ``"per_path"`` carries every path's response and reads it off at the observation
+    steps (memory ``O(K M size(theta))``); ``"two_pass"`` first records only the ``K M``
+    states at those steps, then replays the paths folding the weighted response
+    increments into one accumulator (memory ``O(K M d + size(theta))``).
+
+    Returns:
+        ``(loss, grad, aux, x_final)``; ``x_final`` are the states at ``t1``.
+    """
+    steps_arr = jnp.asarray(steps, jnp.int32)
+    if method == "per_path":
+        states, eta_at, x_final = _per_path_responses(
+            sde, x0, score0, steps_arr, t0, t1, num_steps, key, kernel_rate, mode
+        )
+        loss, c, aux = weights(states)
+        c = jax.lax.stop_gradient(c)
+        grad = jax.tree.map(lambda eta: jnp.einsum("km,km...->...", c, eta), eta_at)
+        return loss, grad, aux, x_final
+    states, x_final = _record_states(sde, x0, *_as_times(t0, t1, x0), key, num_steps, steps)
+    loss, c, aux = weights(states)
+    # Step n's increment counts towards every observation after it.
+    upcoming = lambda n, c_paths: c_paths @ (n < steps_arr).astype(c_paths.dtype)
+    grad = weighted_replay(
+        sde, x0, score0, jax.lax.stop_gradient(c).T, upcoming, t1=t1, num_steps=num_steps, key=key,
+        kernel_rate=kernel_rate, t0=t0, mode=mode, path_chunk=path_chunk,
+    )  # fmt: skip
+    return loss, grad, aux, x_final
+
+
+def _per_path_responses(sde, x0, score0, steps, t0, t1, num_steps, key, kernel_rate, mode):
+    """Each path's states and DK responses at the observation steps: ``(K, M, d)`` and ``(K, M, ...)`` leaves."""
+    params = parameters(sde)
+    point_mass = score0 is None
+    score0 = jnp.zeros_like(x0) if point_mass else score0
+    num_times, num_paths = steps.shape[0], x0.shape[0]
+
+    def add_and_record(acc, surrogate, inputs):
+        eta, eta_at, x_at, n = acc
+        grads = jax.vmap(jax.grad(surrogate), in_axes=(None,) + (0,) * len(inputs))(params, *inputs)
+        eta = jax.tree.map(jnp.add, eta, grads)
+        eta_at, x_at = _record((eta_at, x_at), (eta, inputs[2]), n + 1, steps)
+        return eta, eta_at, x_at, n + 1
+
+    eta0 = jax.tree.map(lambda p: jnp.zeros((num_paths,) + p.shape, p.dtype), params)
+    eta_at0 = jax.tree.map(lambda e: jnp.zeros((num_times,) + e.shape, e.dtype), eta0)
+    acc0 = (eta0, eta_at0, jnp.zeros((num_times,) + x0.shape, x0.dtype), jnp.int32(0))
+    t0_arr, _ = time_grid(t0, t1, num_steps, x0.dtype)
+    rate = jnp.asarray(kernel_rate, x0.dtype)
+    options = (mode, num_steps, point_mass, True)
+    x_final, _, (_, eta_at, x_at, _), _ = dk_scan(
+        sde, x0, score0, path_ids_for(num_paths, 0), t0_arr, jnp.asarray(t1, x0.dtype), key, rate, 0.0, options,
+        add_and_record, acc0,
+    )  # fmt: skip
+    return x_at, eta_at, x_final
+
+
+def per_time_weights(
+    objective: str, data: tuple, time_weights: tuple[float, ...], ess_target: float, key: Key, h_min, h_max
+) -> SnapshotWeights:
+    """``X -> (loss, c, (mean ess, mean bandwidth))``: the weighted sum of the per-time objectives.
+
+    ``data[k]`` is the batch at time ``k``; ``h_min[k]``, ``h_max[k]`` its bandwidth range
+    (``"kl"`` only: each time gets its own bandwidth from the rule of ``dkjax.fit``).
+    """
+
+    def one_time(k, x):
+        if objective == "energy":
+            loss, c, ess = energy_weights(x, data[k])
+            return loss, c, ess, jnp.zeros((), x.dtype)
+        h = ess_bandwidth(data[k], x, ess_target, h_min[k], h_max[k])
+        loss, c, ess = kl_weights(x, data[k], h, jr.fold_in(key, k))
+        return loss, c, ess, h
+
+    def weights(states):
+        parts = [one_time(k, states[k]) for k in range(len(data))]
+        w = jnp.asarray(time_weights, states.dtype)
+        loss = jnp.sum(w * jnp.stack([p[0] for p in parts]))
+        c = w[:, None] * jnp.stack([p[1] for p in parts])
+        mean = lambda i: jnp.mean(jnp.stack([p[i] for p in parts]))
+        return loss, c, (mean(2), mean(3))
+
+    return weights
+
+
+def split_snapshots(snaps: Snapshots, validation, key: Key, split) -> tuple[Snapshots, Snapshots | None]:
+    """``(train, held_out)`` per time: ``validation`` is held-out ``Snapshots`` (same times), a fraction, or ``None``.
+
+    ``split(points, fraction, key)`` splits one time's points (``dkjax.fit``'s own rule).
+    """
+    if validation is None:
+        return snaps, None
+    if isinstance(validation, float):
+        pairs = []
+        for k, (time, points) in enumerate(zip(snaps.times, snaps.points)):
+            try:
+                pairs.append(split(points, validation, jr.fold_in(key, k)))
+            except ValueError as error:
+                raise ValueError(f"at time {time}: {error}") from error
+        return snaps.replace_points([p[0] for p in pairs]), snaps.replace_points([p[1] for p in pairs])
+    held = as_snapshots(validation)
+    if held.times != snaps.times:
+        raise ValueError(f"validation snapshots must have the training times {snaps.times}; got {held.times}.")
+    if held.dim != snaps.dim:
+        raise ValueError(f"validation has dimension {held.dim} but data has {snaps.dim}.")
+    return snaps, held.replace_points([jnp.asarray(p, snaps.points[0].dtype) for p in held.points])
+
+
+def make_snapshot_validator(initial, held: Snapshots, steps, *, t0, t1, num_steps, num_samples, key, salt):
+    """Held-out score: ``sum_k w_k ED_k`` between model samples and the held-out points at each time.
+
+    Also returns per-point terms whose mean is the held-out-dependent part of the score
+    (each time's terms scaled by ``w_k N / n_k``, ``N`` the total count), from which
+    ``dkjax.fit``'s model selection takes the standard error of a difference of scores.
+    Pooling the times this way also counts the spread between times: a conservative error.
+    """
+    init_key, path_key = jr.split(jr.fold_in(key, salt))
+    total = sum(p.shape[0] for p in held.points)
+
+    @eqx.filter_jit
+    def validate(params, static):
+        sde = eqx.combine(params, static)
+        x0 = initial(init_key, num_samples)[0]
+        states = _record_states(sde, x0, *_as_times(t0, t1, x0), path_key, num_steps, steps)[0]
+        finite = jnp.all(jnp.isfinite(states))
+        states = jnp.where(jnp.isfinite(states), states, 0.0)
+        score, terms = 0.0, []
+        for k, (points, w) in enumerate(zip(held.points, held.weights)):
+            score = score + w * energy_distance(states[k], points)
+            terms.append(w * total / points.shape[0] * distance_column_sums(states[k], points) / num_samples)
+        return jnp.where(finite, score, jnp.inf), jnp.concatenate(terms)
+
+    return validate
