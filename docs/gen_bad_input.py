@@ -122,6 +122,44 @@ def train_with_file(tmp: Path, path: str, *more):
     return cli_call("train", "--set", f"data.path={json.dumps(path)}", *more, "--out", str(tmp / "r"))
 
 
+def snapshot_file(tmp: Path, name: str, contents) -> str:
+    """A snapshot file: CSV text, or ``{array name: rows}`` for an ``.npz``."""
+    path = tmp / name
+    if isinstance(contents, str):
+        path.write_text(contents)
+    else:
+        np.savez(path, **contents)
+    return str(path)
+
+
+def timed_csv(times) -> str:
+    """A CSV with a ``day`` column holding ``times`` (one row each) and two state columns."""
+    return "day,x,y\n" + "".join(f"{time},{i},{i % 3}\n" for i, time in enumerate(times))
+
+
+def snapshot_cases(tmp: Path):
+    rows = np.random.default_rng(0).normal(size=(40, 2))
+    day = ("--set", "data.time_column=day")
+    return [
+        ("dkjax train", "snapshots: data.time_column not in the CSV's header",
+         train_with_file(tmp, snapshot_file(tmp, "no_day.csv", timed_csv([0, 1] * 20).replace("day", "date")), *day)),
+        ("dkjax train", "snapshots: a time that is not a number",
+         train_with_file(tmp, snapshot_file(tmp, "text_day.csv", timed_csv(["d1", "d2"] * 20)), *day)),
+        ("dkjax train", "snapshots: a time with a single row",
+         train_with_file(tmp, snapshot_file(tmp, "single.csv", timed_csv([0, 1] * 20 + [2])), *day)),
+        ("dkjax train", "snapshots: a time off the step grid",
+         train_with_file(tmp, snapshot_file(tmp, "off_grid.npz", {"t0": rows, "t0.33": rows, "t1": rows}))),
+        ("dkjax train", "snapshots: a time before 0",
+         train_with_file(tmp, snapshot_file(tmp, "negative.npz", {"t-0.5": rows, "t1": rows}))),
+        ("dkjax train", "snapshots: an .npz array whose name holds no time",
+         train_with_file(tmp, snapshot_file(tmp, "unnamed.npz", {"cells": rows}))),
+        ("dkjax train", "snapshots: .npz arrays of different widths",
+         train_with_file(tmp, snapshot_file(tmp, "widths.npz", {"t0.5": rows, "t1": np.ones((40, 3))}))),
+        ("dkjax train", "snapshots: a time column in a .npy file",
+         train_with_file(tmp, data_file(tmp, "rows.npy", rows), *day)),
+    ]
+
+
 def cases(tmp: Path):
     bad_toml = tmp / "bad.toml"
     bad_toml.write_text("[train]\nstep = 10\n")
@@ -208,6 +246,7 @@ def cases(tmp: Path):
          cli_call("sample", "--run", str(response), "--num", "5", "--out", "x.npy")),
         ("dkjax sample", "--time off the model's time grid",
          cli_call("sample", "--run", str(run), "--num", "5", "--out", str(tmp / "x.npy"), "--time", "0.33")),
+        *snapshot_cases(tmp),
     ]
 
 
@@ -222,12 +261,17 @@ def outcome(call) -> str:
 
 
 def main() -> int:
+    rows, wrote = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [(where, case, outcome(call)) for where, case, call in cases(Path(tmp))]
+        for where, case, call in cases(Path(tmp)):
+            rows.append((where, case, outcome(call)))
+            if (Path(tmp) / "r").exists():  # the run folder of the train cases: an error must come first
+                wrote.append(f"{where}: {case}")
         rows = [(where, case, error and error.replace(tmp, "/tmp/example")) for where, case, error in rows]
     silent = [f"{where}: {case}" for where, case, error in rows if error is None]
-    if silent:
+    if silent or wrote:
         print("these calls did not raise:\n  " + "\n  ".join(silent), file=sys.stderr)
+        print("these calls wrote a run folder:\n  " + "\n  ".join(wrote), file=sys.stderr)
         return 1
     lines = [
         "# Bad input and the errors it gives",

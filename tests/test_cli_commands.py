@@ -156,7 +156,7 @@ def test_response_config_errors_before_any_work(tmp_path, capsys, monkeypatch, o
 
 
 def test_shipped_configs_are_valid(monkeypatch):
-    from dkjax import _response_command as command
+    from dkjax._cli import _response_command as command
     from dkjax._cli._main import _plan
     from dkjax._cli._config import load_config, train_config
 
@@ -164,8 +164,22 @@ def test_shipped_configs_are_valid(monkeypatch):
     config = load_config("configs/lorenz96_response.toml", schema=command.RESPONSE_SCHEMA)
     plan = command.prepare(config)
     assert plan.labels == ["forcing", "noise"] and list(plan.observables) == ["mean", "mean_square"]
-    for name, dim in (("two_moons", 2), ("ou_recovery", 1), ("lorenz96_dksde", 20)):
+    for name, dim in (("two_moons", 2), ("ou_recovery", 1), ("lorenz96_dksde", 20), ("snapshots_double_well", 2)):
         assert _plan(train_config(f"configs/{name}.toml")).dim == dim
+
+
+def test_shipped_snapshot_config_runs_as_written(tmp_path, monkeypatch):
+    """configs/snapshots_double_well.toml, run from the repository root at tiny size: every shipped
+    time is fitted, and eval.json and snapshots.png are written."""
+    monkeypatch.chdir(ROOT)
+    tiny = ["train.steps=2", "train.num_paths=16", "train.batch_size=16", "train.num_steps=12", "eval.num_samples=16",
+            "train.validation_fraction=0", "model.width=8", "model.depth=1"]  # fmt: skip
+    run = tmp_path / "run"
+    args = ["train", "--config", "configs/snapshots_double_well.toml", "--out", str(run), "--quiet"]
+    assert main(args + [arg for override in tiny for arg in ("--set", override)]) == 0
+    metrics = json.loads((run / "eval.json").read_text())
+    assert set(metrics["times"]) == {"0.25", "0.5", "1.0", "1.5"}  # t = 0 is the initial law, not a target
+    assert np.isfinite(metrics["energy_distance"]) and (run / "snapshots.png").stat().st_size > 0
 
 
 SIMULATED = """

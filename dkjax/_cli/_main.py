@@ -464,7 +464,35 @@ def _snapshot_setup(initial, snapshots: dict, scaling, t1: float):
     train = {time: scaling.standardize(points) for time, points in snapshots.items()}
     if 0.0 in train:
         initial = EmpiricalInitial(train.pop(0.0))
-    return initial, train, max(float(t1), max(snapshots))
+    return initial, train, _grid_end(t1, snapshots)
+
+
+def _grid_end(t1: float, snapshots: dict) -> float:
+    """The end of a snapshot run's time grid: ``train.t1`` or the last time, whichever is later."""
+    return max(float(t1), max(snapshots))
+
+
+def _check_snapshot_times(config, train) -> None:
+    """The snapshot times, checked against the time grid now rather than when training starts.
+
+    Raises:
+        ConfigError: a time before 0 or off the grid, named with the keys that set the grid.
+    """
+    from ._config import ConfigError
+    from .._generative._snapshots import grid_steps
+
+    if not isinstance(train, dict):
+        return
+    cfg = config["train"]
+    t1 = _grid_end(cfg["t1"], train)
+    try:
+        grid_steps([time for time in train if time != 0.0], 0.0, t1, cfg["num_steps"])
+    except ValueError as error:
+        raise ConfigError(
+            f"data.path: {config['data']['path']}: {str(error).rstrip('.')}. Snapshot times must lie after t = 0 "
+            f"(a snapshot at 0 is the initial law) on the grid of train.num_steps = {cfg['num_steps']} steps to "
+            f"{t1:g} (train.t1 or the last time); choose train.num_steps so that every time is a multiple of the step."
+        ) from error
 
 
 def _train(args, parser) -> int:
@@ -488,6 +516,7 @@ def _train(args, parser) -> int:
         data = _data(config, plan)
         scaling = _scaling(config, plan, data.train)
         _check_validation_split(config, data.train)
+        _check_snapshot_times(config, data.train)
     except (ConfigError, DataFileError) as error:
         parser.error(str(error))
 

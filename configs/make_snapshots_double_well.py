@@ -1,0 +1,46 @@
+"""Writes configs/snapshots_double_well.npz, the data of configs/snapshots_double_well.toml.
+
+Population snapshots of the 2-D gradient flow dX = -grad V(X) dt + 0.7 dB with the double-well
+potential V = (x1^2 - 1)^2 + x2^2 / 2, started from N(0, 0.3^2 I): 600 points at each of
+t = 0, 0.25, 0.5, 1.0 and 1.5. Each time has its own paths, as when every measurement destroys
+what it measures. The arrays are named by their time ("t0.25", ...), float32.
+
+    python configs/make_snapshots_double_well.py
+"""
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+import dkjax
+
+OUT = Path(__file__).resolve().parent / "snapshots_double_well.npz"
+TIMES, POINTS, SIGMA = (0.25, 0.5, 1.0, 1.5), 600, 0.7
+
+
+class DoubleWell(dkjax.AbstractSDE):
+    sigma: jax.Array
+
+    def drift(self, t, x):
+        return jnp.array([-4 * x[0] * (x[0] ** 2 - 1), -x[1]])
+
+    def diffusion(self, t, x):
+        return self.sigma * jnp.ones_like(x)
+
+
+def main():
+    groups = len(TIMES) + 1  # one independent group of paths per time, the first one observed at t = 0
+    x0 = dkjax.gaussian_initial(jnp.zeros(2), 0.3)(jr.key(100), groups * POINTS)[0]
+    states = dkjax.simulate_snapshots(DoubleWell(jnp.array(SIGMA)), x0, TIMES, num_steps=1200, key=jr.key(101))
+    arrays = {"t0": x0[:POINTS]}
+    for k, time in enumerate(TIMES, start=1):
+        arrays[f"t{time:g}"] = states[k - 1, k * POINTS : (k + 1) * POINTS]
+    np.savez_compressed(OUT, **{name: np.asarray(rows, np.float32) for name, rows in arrays.items()})
+    print(f"{OUT}: {', '.join(f'{name} {rows.shape}' for name, rows in arrays.items())}")
+
+
+if __name__ == "__main__":
+    main()
