@@ -8,27 +8,21 @@ what it measures. The arrays are named by their time ("t0.25", ...), float32.
     python configs/make_snapshots_double_well.py
 """
 
+import sys
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
 import dkjax
 
-OUT = Path(__file__).resolve().parent / "snapshots_double_well.npz"
-TIMES, POINTS, SIGMA = (0.25, 0.5, 1.0, 1.5), 600, 0.7
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "docs" / "examples"))
+from snapshots_double_well import SIGMA, DoubleWell  # noqa: E402  the worked example's SDE
 
-
-class DoubleWell(dkjax.AbstractSDE):
-    sigma: jax.Array
-
-    def drift(self, t, x):
-        return jnp.array([-4 * x[0] * (x[0] ** 2 - 1), -x[1]])
-
-    def diffusion(self, t, x):
-        return self.sigma * jnp.ones_like(x)
+OUT = HERE / "snapshots_double_well.npz"
+TIMES, POINTS = (0.25, 0.5, 1.0, 1.5), 600
 
 
 def main():
