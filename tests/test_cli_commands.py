@@ -272,3 +272,21 @@ def test_bench_without_the_suite_says_so(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "benchmarks.run", None)  # import raises ImportError
     assert main(["bench", "--suite", "quick"]) == 2
     assert "not importable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "arrays, match",
+    [
+        ({"t0": 0, "t0.33": 0, "t1": 0}, "time 0.33 is not on the step grid"),
+        ({"t-0.5": 0, "t1": 0}, "time -0.5 lies outside"),
+    ],
+)
+def test_snapshot_times_off_the_grid_are_refused_before_any_work(tmp_path, capsys, arrays, match):
+    rows = np.random.default_rng(0).normal(size=(40, 2))
+    np.savez(tmp_path / "snapshots.npz", **{name: rows for name in arrays})
+    args = ["train", "--set", f"data.path={json.dumps(str(tmp_path / 'snapshots.npz'))}", "--out", str(tmp_path / "r")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert match in err and "train.num_steps = 50" in err and not (tmp_path / "r").exists()
