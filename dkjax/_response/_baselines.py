@@ -16,13 +16,14 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .._custom_types import Array, Key, Observable, RealScalarLike
+from .._custom_types import Array, InitialSampler, Key, Observable, RealScalarLike
 from .._engine._noise import BrownianIncrements
-from ._estimators import ResponseResult, observable_response
+from ._observable import observable_response
+from ._results import ResponseResult
 from .._sde._abstract import AbstractSDE, noise_dimension
 from .._engine._simulate import check_common, path_ids_for, simulate_paths, time_grid
 from ._statistics import Moments, batch_means
-from ._streaming import Sampler, apply_phi, initial_chunks, raise_bad_phi, warn_nonfinite
+from ._streaming import apply_phi, initial_chunks, raise_bad_phi, warn_nonfinite
 from .._validation import check_key, check_positive, check_states
 
 
@@ -119,7 +120,7 @@ def _fd_chunk(rebuild, phi, vector, h, x0, path_offset, t0, t1, key, num_steps):
 def finite_difference_response(
     sde: AbstractSDE,
     phi: Observable,
-    x0: Array | Sampler,
+    x0: Array | InitialSampler,
     *,
     t1: RealScalarLike,
     num_steps: int,
@@ -295,7 +296,7 @@ def finite_difference_stationary(
 def likelihood_ratio_response(
     sde: AbstractSDE,
     phi: Observable,
-    x0: Array | Sampler,
+    x0: Array | InitialSampler,
     *,
     t1: RealScalarLike,
     num_steps: int,
@@ -362,7 +363,7 @@ def _backprop_chunk(rebuild, phi, vector, x0, path_ids, t0, t1, key, num_steps, 
 def backprop_response(
     sde: AbstractSDE,
     phi: Observable,
-    x0: Array | Sampler,
+    x0: Array | InitialSampler,
     *,
     t1: RealScalarLike,
     num_steps: int,

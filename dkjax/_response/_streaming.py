@@ -13,12 +13,10 @@ import jax.numpy as jnp
 import jax.random as jr
 from jax.sharding import NamedSharding
 
-from .._custom_types import Array, Key, Observable
+from .._custom_types import Array, Observable
 from .._engine._estimator import DKResult, divergence_kernel
 from .._engine._sharding import path_sharding
 from .._validation import check_key, check_positive, check_states
-
-Sampler = Callable[[Key, int], tuple[Array, Array | None]]
 
 
 def _spread_over_processes(a):
