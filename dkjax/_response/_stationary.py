@@ -58,11 +58,13 @@ class _Windows(eqx.Module):
     ring_len: int = eqx.field(static=True)
 
 
-def _check_arguments(phi, x0, dt, spinup_steps, num_steps, windows, sample_every, num_blocks):
-    """Checks the arguments; returns ``(num_paths, spinup_steps, num_steps, windows, sample_every, num_blocks)``."""
-    if not callable(phi):
-        raise TypeError(f"phi must be a callable x -> observable(s); got {type(phi).__name__}.")
-    num, _ = check_states(x0)
+def check_stationary_grid(dt, spinup_steps, num_steps, sample_every, num_blocks) -> tuple[int, int, int, int]:
+    """Checks the step size and step counts of a long run; returns the counts as ints.
+
+    Raises:
+        ValueError: a non-positive or non-finite ``dt``, a non-positive count, or ``num_steps``
+            not a multiple of ``sample_every * num_blocks``.
+    """
     if np.ndim(dt) != 0 or not float(dt) > 0 or not math.isfinite(float(dt)):
         raise ValueError(f"dt must be a positive finite number; got {dt!r}.")
     spinup_steps = check_positive("spinup_steps", spinup_steps, integer=True)
@@ -73,6 +75,17 @@ def _check_arguments(phi, x0, dt, spinup_steps, num_steps, windows, sample_every
         raise ValueError(
             f"num_steps ({num_steps}) must be a multiple of sample_every * num_blocks ({sample_every} * {num_blocks})."
         )
+    return spinup_steps, num_steps, sample_every, num_blocks
+
+
+def _check_arguments(phi, x0, dt, spinup_steps, num_steps, windows, sample_every, num_blocks):
+    """Checks the arguments; returns ``(num_paths, spinup_steps, num_steps, windows, sample_every, num_blocks)``."""
+    if not callable(phi):
+        raise TypeError(f"phi must be a callable x -> observable(s); got {type(phi).__name__}.")
+    num, _ = check_states(x0)
+    spinup_steps, num_steps, sample_every, num_blocks = check_stationary_grid(
+        dt, spinup_steps, num_steps, sample_every, num_blocks
+    )
     windows = [int(w) for w in np.atleast_1d(np.asarray(windows))]
     if not windows or any(w < 1 or w % sample_every for w in windows):
         raise ValueError(f"windows must be positive multiples of sample_every ({sample_every}); got {windows}.")
