@@ -111,44 +111,59 @@ def _add_windows(products, counts, dlogp, ring, centred, keep, k, layout: _Windo
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *new_products), jnp.stack(new_counts)
 
 
-def _segment(sde, phi, baseline, options, layout: _Windows, t_start, dt, key, paths: _Paths, sums: _Sums, k):
-    """Runs segment ``k`` (``sample_every`` DK steps on the key ``fold_in(key, k)``) and adds its products."""
-    num = paths.x.shape[0]
-    t_a = t_start + (k - 1) * (layout.sample_every * dt)
-    res = dk_weights(
-        sde, paths.x, paths.score, paths.dlogp, path_ids_for(num, 0), t_a, dt, jr.fold_in(key, k), layout.sample_every,
-        **options,
-    )  # fmt: skip
-    values = apply_phi(phi, res.x)
-    phi_ok = jnp.all(jnp.isfinite(values.reshape(num, -1)), axis=1)
-    bad_phi = paths.bad_phi | (res.finite & ~phi_ok)
-    bad = paths.bad | ~res.finite | ~phi_ok
-    keep = lambda a: jnp.where(bad.reshape((-1,) + (1,) * (a.ndim - 1)), 0.0, a)
-    products, counts = _add_windows(
-        sums.products, sums.counts, res.dlogp, paths.ring, keep(values - baseline), keep, k, layout
-    )
-    ring = jax.tree.map(lambda r, e: r.at[k % layout.ring_len].set(e), paths.ring, res.dlogp)
-    return _Paths(res.x, res.score, res.dlogp, ring, bad, bad_phi), _Sums(products, counts, sums.phi + keep(values))
+class _Segments(eqx.Module):
+    """The fixed inputs of the run after the spin-up; ``segment(paths, sums, k)`` runs segment ``k``.
+
+    Segment ``k`` (counted from 1 over the whole run) drives ``sample_every`` DK steps from
+    ``t_start + (k - 1) sample_every dt`` on its own key ``fold_in(key, k)``, so noise never repeats.
+    """
+
+    sde: AbstractSDE
+    phi: Observable
+    baseline: Array
+    options: dict
+    t_start: Array
+    dt: Array
+    key: Key
+    layout: _Windows
+
+    def segment(self, paths: _Paths, sums: _Sums, k) -> tuple[_Paths, _Sums]:
+        """Advances every path by segment ``k`` and adds its windowed products."""
+        num, layout = paths.x.shape[0], self.layout
+        t_a = self.t_start + (k - 1) * (layout.sample_every * self.dt)
+        res = dk_weights(
+            self.sde, paths.x, paths.score, paths.dlogp, path_ids_for(num, 0), t_a, self.dt, jr.fold_in(self.key, k),
+            layout.sample_every, **self.options,
+        )  # fmt: skip
+        values = apply_phi(self.phi, res.x)
+        phi_ok = jnp.all(jnp.isfinite(values.reshape(num, -1)), axis=1)
+        bad_phi = paths.bad_phi | (res.finite & ~phi_ok)
+        bad = paths.bad | ~res.finite | ~phi_ok
+        keep = lambda a: jnp.where(bad.reshape((-1,) + (1,) * (a.ndim - 1)), 0.0, a)
+        products, counts = _add_windows(
+            sums.products, sums.counts, res.dlogp, paths.ring, keep(values - self.baseline), keep, k, layout
+        )
+        ring = jax.tree.map(lambda r, e: r.at[k % layout.ring_len].set(e), paths.ring, res.dlogp)
+        return _Paths(res.x, res.score, res.dlogp, ring, bad, bad_phi), _Sums(products, counts, sums.phi + keep(values))
 
 
 @eqx.filter_jit
-def _stationary_block(sde, phi, paths: _Paths, block, t_start, dt, key, baseline, options, layout: _Windows):
+def _stationary_block(run: _Segments, paths: _Paths, block):
     """Advances all paths by one block of segments, accumulating the windowed products.
 
-    Segment ``k`` (counted from 1 over the whole run) has its own key ``fold_in(key, k)``,
-    so noise never repeats. Returns the new paths, the block's per-path mean products
-    ``(nW, M, ...)``, the products counted per window, and the block's per-path mean of ``phi``.
+    Returns the new paths, the block's per-path mean products ``(nW, M, ...)``, the products
+    counted per window, and the block's per-path mean of ``phi``.
     """
-    probe = outer_products(paths.dlogp, apply_phi(phi, paths.x))
+    layout = run.layout
+    probe = outer_products(paths.dlogp, apply_phi(run.phi, paths.x))
     sums = _Sums(
         products=jax.tree.map(lambda p: jnp.zeros((len(layout.qs),) + p.shape, p.dtype), probe),
         counts=jnp.zeros((len(layout.qs),), paths.x.dtype),
-        phi=jnp.zeros_like(apply_phi(phi, paths.x)),
+        phi=jnp.zeros_like(apply_phi(run.phi, paths.x)),
     )
 
     def segment(state, j):
-        k = block * layout.segs_per_block + j + 1
-        return _segment(sde, phi, baseline, options, layout, t_start, dt, key, *state, k), None
+        return run.segment(*state, block * layout.segs_per_block + j + 1), None
 
     (paths, sums), _ = jax.lax.scan(segment, (paths, sums), jnp.arange(layout.segs_per_block))
     counts = sums.counts
@@ -284,12 +299,10 @@ def stationary_response(
     qs = tuple(w // sample_every for w in windows)
     layout = _Windows(num_steps // sample_every // num_blocks, sample_every, qs, max(qs))
     paths = _initial_paths(spin, layout.ring_len)
+    run = _Segments(sde, phi, baseline, options, jnp.asarray(t_start, dtype), jnp.asarray(dt, dtype), key, layout)
     block_means, block_counts, block_values = [], [], []
-    t_start_arr, dt_arr = jnp.asarray(t_start, dtype), jnp.asarray(dt, dtype)
     for b in range(num_blocks):
-        paths, means, counts, phi_mean = _stationary_block(
-            sde, phi, paths, jnp.asarray(b), t_start_arr, dt_arr, key, baseline, options, layout
-        )
+        paths, means, counts, phi_mean = _stationary_block(run, paths, jnp.asarray(b))
         block_means.append(means)
         block_counts.append(counts)
         block_values.append(phi_mean)
