@@ -284,7 +284,7 @@ def l96_functions(jax, spec) -> dict:
 
     import dkjax
     from dkjax._response._baselines import _backprop_chunk, _flat_parameters
-    from dkjax._response._estimators import _fold_observable
+    from dkjax._response._observable import fold_observable
 
     steps, dt = spec["steps"], spec.get("dt", 0.005)
     t1 = steps * dt
@@ -301,7 +301,7 @@ def l96_functions(jax, spec) -> dict:
     )
     return {
         "divergence_kernel": (jax.jit(dk), (x0, key)),
-        "observable_response chunk": (jax.jit(lambda x, k: _fold_observable(phi, None, dk(x, k), valid, True)), (x0, key)),
+        "observable_response chunk": (jax.jit(lambda x, k: fold_observable(phi, None, dk(x, k), valid, True)), (x0, key)),
         "backprop (diffrax)": (jax.jit(backprop), (x0,)),
     }
 

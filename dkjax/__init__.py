@@ -26,12 +26,12 @@ from ._engine._kernel_rate import ConstantRate as ConstantRate
 from ._engine._kernel_rate import RateSchedule as RateSchedule
 
 # Linear responses and baselines
-from ._response._estimators import DensityResponse as DensityResponse
-from ._response._estimators import ResponseResult as ResponseResult
-from ._response._estimators import StationaryResponse as StationaryResponse
-from ._response._estimators import density_response as density_response
-from ._response._estimators import observable_response as observable_response
-from ._response._estimators import stationary_response as stationary_response
+from ._response._results import DensityResponse as DensityResponse
+from ._response._results import ResponseResult as ResponseResult
+from ._response._results import StationaryResponse as StationaryResponse
+from ._response._density import density_response as density_response
+from ._response._observable import observable_response as observable_response
+from ._response._stationary import stationary_response as stationary_response
 from ._response._baselines import backprop_response as backprop_response
 from ._response._baselines import finite_difference_response as finite_difference_response
 from ._response._baselines import finite_difference_stationary as finite_difference_stationary

@@ -16,6 +16,8 @@ Key: TypeAlias = PRNGKeyArray
 Params: TypeAlias = PyTree[Array]
 KernelRate: TypeAlias = RealScalarLike | Callable[[Scalar], Scalar] | str
 Observable: TypeAlias = Callable[[State], Any]
+# Draws n initial states and, where the law is known, their scores: (key, n) -> (x0, score0 or None).
+InitialSampler: TypeAlias = Callable[[Key, int], tuple[States, Covectors | None]]
 
 __all__ = [
     "Array",
@@ -23,6 +25,7 @@ __all__ = [
     "Covectors",
     "Diffusion",
     "Float",
+    "InitialSampler",
     "Int",
     "Key",
     "KernelRate",

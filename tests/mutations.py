@@ -78,7 +78,8 @@ SNAPSHOTS = "dkjax/_generative/_snapshots.py"
 
 STEP, NOISE, SIMULATE = "dkjax/_engine/_dk_step.py", "dkjax/_engine/_noise.py", "dkjax/_engine/_simulate.py"
 JACOBIAN, ENGINE, STATISTICS = "dkjax/_engine/_jacobian.py", "dkjax/_engine/_driver.py", "dkjax/_response/_statistics.py"
-RESPONSE, OBJECTIVE, METRICS = "dkjax/_response/_estimators.py", "dkjax/_generative/_objective.py", "dkjax/_generative/_metrics.py"
+OBSERVABLE, DENSITY, STATIONARY = "dkjax/_response/_observable.py", "dkjax/_response/_density.py", "dkjax/_response/_stationary.py"
+OBJECTIVE, METRICS = "dkjax/_generative/_objective.py", "dkjax/_generative/_metrics.py"
 ESTIMATOR, RATE, BASELINES = "dkjax/_engine/_estimator.py", "dkjax/_engine/_kernel_rate.py", "dkjax/_response/_baselines.py"
 
 MUTATIONS = [
@@ -155,7 +156,7 @@ MUTATIONS = [
     _mutation(
         "stationary_window_one_segment_short",
         "stationary response: the window reaches back one segment less",
-        [(RESPONSE, "r[(k - q) % ring_len]", "r[(k - q + 1) % ring_len]")],
+        [(STATIONARY, "r[(k - q) % layout.ring_len]", "r[(k - q + 1) % layout.ring_len]")],
         [RESP + "test_stationary_response_ou_matches_exact_truncated_windows"],
     ),
     _mutation(
@@ -251,7 +252,7 @@ MUTATIONS = [
     _mutation(
         "centring_not_rescaled",
         "centred observable response without the n / (n - 1) rescaling (biased by 1/n)",
-        [(RESPONSE, "scale = jnp.where(center & (count > 1), ratio, jnp.ones((), flat.dtype))", "scale = 1.0")],
+        [(OBSERVABLE, "scale = jnp.where(center & (count > 1), ratio, jnp.ones((), flat.dtype))", "scale = 1.0")],
         [RESP + "test_centred_response_is_the_unbiased_sample_covariance"],
     ),
     _mutation(
@@ -272,13 +273,13 @@ MUTATIONS = [
     _mutation(
         "bin_density_not_per_volume",
         "histogram densities not divided by the bin volume",
-        [(RESPONSE, "return onehot / jnp.asarray(volume, xs.dtype)", "return onehot * jnp.ones_like(xs[0])")],
+        [(DENSITY, "return onehot / self.volume.astype(xs.dtype)", "return onehot * jnp.ones_like(xs[0])")],
         [RESP + "test_density_response_bins_1d_exact_bin_averages"],
     ),
     _mutation(
         "density_kernel_normalisation",
         "Gaussian density kernel normalised with h instead of h^2",
-        [(RESPONSE, "norm = (2 * math.pi * h**2) ** (-k / 2)", "norm = (2 * math.pi * h) ** (-k / 2)")],
+        [(DENSITY, "norm = (2 * math.pi * h**2) ** (-k / 2)", "norm = (2 * math.pi * h) ** (-k / 2)")],
         [RESP + "test_density_response_kernel_points_is_exact_for_the_smoothed_density"],
     ),
     # ---- objectives and metrics

@@ -192,7 +192,7 @@ def test_auto_rate_pilot_uses_a_key_of_its_own():
 
 def test_gauss_jordan_only_on_the_cpu(monkeypatch):
     """The LAPACK deadlock workaround is for the CPU; other platforms use their LU factorisation."""
-    from dkjax import _linalg
+    from dkjax._engine import _linalg
 
     matrix = jnp.eye(3) + 0.1 * jax.random.normal(jax.random.key(0), (3, 3))
     # A fresh function each time: make_jaxpr caches traces by function.

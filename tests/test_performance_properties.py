@@ -13,7 +13,7 @@ import pytest
 
 import dkjax
 from dkjax._response._baselines import _backprop_chunk, _flat_parameters
-from dkjax._response._estimators import _fold_observable
+from dkjax._response._observable import fold_observable
 from helpers import em_ou_moments
 
 PATHS, DIM, FEW, MANY = 256, 40, 100, 4000
@@ -37,7 +37,7 @@ def _dk(steps):
 
 def _response_chunk(steps):
     valid = jnp.ones(PATHS, bool)
-    return lambda x, k: _fold_observable(PHI, None, _dk(steps)(x, k), valid, True)
+    return lambda x, k: fold_observable(PHI, None, _dk(steps)(x, k), valid, True)
 
 
 def _backprop(steps):

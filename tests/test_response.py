@@ -296,6 +296,30 @@ def test_density_bad_inputs_and_empty_bins():
     assert np.isnan(res.score_mean[2, 0]) and res.density[2] == 0.0
 
 
+_COMPILES = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kwargs: _COMPILES.append(event) if event.endswith("backend_compile_duration") else None
+)
+
+
+@pytest.mark.parametrize("grid", ["bins", "points"])
+def test_density_second_call_with_new_arrays_does_not_recompile(grid):
+    """Bins (or points), states, scores, parameters and key all new, shapes and settings the same."""
+
+    def call(shift, seed):
+        x0, score0 = ou_initial(300, seed=seed, dtype=F32)
+        where = jnp.linspace(-1.0, 1.5, 6, dtype=F32) + shift
+        placed = dict(bins=where) if grid == "bins" else dict(points=where, bandwidth=0.3)
+        return dkjax.density_response(ou(F32, THETA + shift, SIGMA), x0, score0=score0, t1=T, num_steps=5,
+                                      key=jax.random.key(seed), chunk_size=128, **placed)  # fmt: skip
+
+    first = call(0.0, 1)
+    before = len(_COMPILES)
+    second = call(0.1, 2)
+    assert len(_COMPILES) == before, f"{len(_COMPILES) - before} compilations on the second call"
+    assert not np.allclose(first.density, second.density)
+
+
 # ----------------------------------------------------------------------------------- stationary
 
 

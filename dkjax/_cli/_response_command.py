@@ -183,7 +183,7 @@ def run(config: dict, plan: Plan, run_dir: Path, quiet: bool) -> dict:
     import numpy as np
     from tqdm.auto import tqdm
 
-    from .._response._estimators import observable_response
+    from .._response._observable import observable_response
 
     cfg = config["response"]
     started = time.perf_counter()

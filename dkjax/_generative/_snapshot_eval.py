@@ -8,11 +8,11 @@ import jax.random as jr
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .._custom_types import Array, Float, Key, RealScalarLike
+from .._custom_types import Array, Float, InitialSampler, Key, RealScalarLike
 from ._metrics import energy_distance, sliced_wasserstein
 from .._sde._abstract import AbstractSDE
 from ._snapshots import Snapshots, as_snapshots, simulate_snapshots
-from ._train import Initial, TrainHistory, fit
+from ._train import TrainHistory, fit
 
 # Exact matching costs O(n^3): beyond this many points per side the baseline matches a subsample.
 _MAX_MATCHED = 1000
@@ -94,7 +94,7 @@ def _score(time, samples, baseline_samples, points, baseline: str, key: Key) -> 
     )
 
 
-def _baseline(snaps: Snapshots, time: float, initial: Initial, t0: float, key: Key):
+def _baseline(snaps: Snapshots, time: float, initial: InitialSampler, t0: float, key: Key):
     """``(samples, name)``: interpolation between the neighbours of ``time``, or the last snapshot past the end.
 
     Before the first training time the earlier neighbour is the initial law at ``t0``.
@@ -115,7 +115,7 @@ def score_held_out(
     sde: AbstractSDE,
     train: Snapshots | Mapping,
     held_out: Snapshots | Mapping,
-    initial: Initial,
+    initial: InitialSampler,
     *,
     t1: RealScalarLike,
     num_steps: int,
@@ -167,7 +167,7 @@ def score_held_out(
 def leave_one_time_out(
     sde: AbstractSDE,
     data: Snapshots | Mapping,
-    initial: Initial,
+    initial: InitialSampler,
     *,
     time: float,
     num_steps: int,
@@ -228,7 +228,7 @@ def _fit_and_score(sde, train, held, initial, t1, num_steps, key, steps, t0, num
 def forecast(
     sde: AbstractSDE,
     data: Snapshots | Mapping,
-    initial: Initial,
+    initial: InitialSampler,
     *,
     num_train: int,
     num_steps: int,

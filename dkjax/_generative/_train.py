@@ -6,7 +6,7 @@ import math
 import time
 import types
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from ._checkpoint import load_checkpoint, save_checkpoint
-from .._custom_types import Array, Float, Key, RealScalarLike, Scalar, States
+from .._custom_types import Array, Float, InitialSampler, Key, RealScalarLike, Scalar, States
 from .._engine._kernel_rate import estimate_kernel_rate
 from ._metrics import distance_column_sums, energy_distance
 from ._objective import (
@@ -44,8 +44,6 @@ from ._snapshots import (
 )
 from ._settings import TRAIN_DEFAULTS
 from .._validation import check_choice, check_key, check_positive, check_time_grid
-
-Initial = Callable[[Key, int], tuple[States, States | None]]
 
 _STIFFNESS_LIMIT = 1.0
 _POWER_ITERATIONS = 20
@@ -363,7 +361,7 @@ class _State:
 def fit(
     sde: AbstractSDE,
     data: Float[Array, "num_points d"] | Mapping[float, Float[Array, "n d"]] | Snapshots,
-    initial: Initial,
+    initial: InitialSampler,
     *,
     t1: RealScalarLike | None = None,
     num_steps: int,
@@ -680,7 +678,7 @@ class _Loop:
 
 
 def sample(
-    sde: AbstractSDE, initial: Initial, n: int, *, t1: RealScalarLike, num_steps: int, key: Key, t0: RealScalarLike = 0.0
+    sde: AbstractSDE, initial: InitialSampler, n: int, *, t1: RealScalarLike, num_steps: int, key: Key, t0: RealScalarLike = 0.0
 ) -> States:
     """``n`` samples of the model's law at ``t1``: initial states from ``initial``, then Euler-Maruyama.
 

@@ -16,14 +16,16 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .._custom_types import Array, Key, Observable, RealScalarLike
+from .._custom_types import Array, InitialSampler, Key, Observable, RealScalarLike
 from .._engine._noise import BrownianIncrements
-from ._estimators import ResponseResult, observable_response
+from ._observable import observable_response
+from ._results import ResponseResult
+from ._stationary import check_stationary_grid
 from .._sde._abstract import AbstractSDE, noise_dimension
 from .._engine._simulate import check_common, path_ids_for, simulate_paths, time_grid
 from ._statistics import Moments, batch_means
-from ._streaming import Sampler, apply_phi, initial_chunks, raise_bad_phi, warn_nonfinite
-from .._validation import check_key, check_positive, check_states
+from ._streaming import apply_phi, initial_chunks, raise_bad_phi, warn_nonfinite
+from .._validation import check_key, check_states
 
 
 def _flat_parameters(sde: AbstractSDE):
@@ -119,7 +121,7 @@ def _fd_chunk(rebuild, phi, vector, h, x0, path_offset, t0, t1, key, num_steps):
 def finite_difference_response(
     sde: AbstractSDE,
     phi: Observable,
-    x0: Array | Sampler,
+    x0: Array | InitialSampler,
     *,
     t1: RealScalarLike,
     num_steps: int,
@@ -240,16 +242,9 @@ def finite_difference_stationary(
     """
     num, _ = check_states(x0)
     check_key(key)
-    if np.ndim(dt) != 0 or not float(dt) > 0 or not math.isfinite(float(dt)):
-        raise ValueError(f"dt must be a positive finite number; got {dt!r}.")
-    spinup_steps = check_positive("spinup_steps", spinup_steps, integer=True)
-    num_steps = check_positive("num_steps", num_steps, integer=True)
-    sample_every = check_positive("sample_every", sample_every, integer=True)
-    num_blocks = check_positive("num_blocks", num_blocks, integer=True)
-    if num_steps % (sample_every * num_blocks):
-        raise ValueError(
-            f"num_steps ({num_steps}) must be a multiple of sample_every * num_blocks ({sample_every} * {num_blocks})."
-        )
+    spinup_steps, num_steps, sample_every, num_blocks = check_stationary_grid(
+        dt, spinup_steps, num_steps, sample_every, num_blocks
+    )
     vector, rebuild, to_tree = _flat_parameters(sde)
     h = _steps(vector, relative_step)
     eye = jnp.eye(vector.shape[0], dtype=vector.dtype) * h[:, None]
@@ -295,7 +290,7 @@ def finite_difference_stationary(
 def likelihood_ratio_response(
     sde: AbstractSDE,
     phi: Observable,
-    x0: Array | Sampler,
+    x0: Array | InitialSampler,
     *,
     t1: RealScalarLike,
     num_steps: int,
@@ -362,7 +357,7 @@ def _backprop_chunk(rebuild, phi, vector, x0, path_ids, t0, t1, key, num_steps, 
 def backprop_response(
     sde: AbstractSDE,
     phi: Observable,
-    x0: Array | Sampler,
+    x0: Array | InitialSampler,
     *,
     t1: RealScalarLike,
     num_steps: int,

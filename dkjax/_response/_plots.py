@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .._generative._plots import _pyplot
-from ._estimators import DensityResponse, StationaryResponse
+from ._results import DensityResponse, StationaryResponse
 
 
 def _save(fig, path) -> None:

@@ -13,12 +13,10 @@ import jax.numpy as jnp
 import jax.random as jr
 from jax.sharding import NamedSharding
 
-from .._custom_types import Array, Key, Observable
+from .._custom_types import Array, InitialSampler, Observable
 from .._engine._estimator import DKResult, divergence_kernel
 from .._engine._sharding import path_sharding
 from .._validation import check_key, check_positive, check_states
-
-Sampler = Callable[[Key, int], tuple[Array, Array | None]]
 
 
 def _spread_over_processes(a):
@@ -39,28 +37,37 @@ def initial_chunks(x0, score0, num_paths, chunk_size, key) -> tuple[int, int, Ca
     """
     chunk_size = check_positive("chunk_size", chunk_size, integer=True)
     if callable(x0):
-        if num_paths is None:
-            raise ValueError("num_paths is required when x0 is a sampler callable(key, n) -> (x0, score0 or None).")
-        if score0 is not None:
-            raise ValueError("score0 must be None when x0 is a sampler (the sampler returns the initial score).")
-        num_paths = check_positive("num_paths", num_paths, integer=True)
-        chunk = min(chunk_size, num_paths)
-        init_key = jr.split(key)[1]
+        return _sampler_chunks(x0, score0, num_paths, chunk_size, key)
+    return _array_chunks(x0, score0, num_paths, chunk_size)
 
-        def get(c):
-            n_valid = min(chunk, num_paths - c * chunk)
-            out = x0(jr.fold_in(init_key, c), chunk)
-            if not (isinstance(out, tuple) and len(out) == 2):
-                raise ValueError("the x0 sampler must return a tuple (x0, score0 or None).")
-            xs, ss = out
-            if jnp.shape(xs)[0] != chunk or jnp.ndim(xs) != 2:
-                raise ValueError(f"the x0 sampler must return x0 of shape ({chunk}, d); got {jnp.shape(xs)}.")
-            if ss is not None and jnp.shape(ss) != jnp.shape(xs):
-                raise ValueError(f"the x0 sampler's score0 must have the shape of x0; got {jnp.shape(ss)}.")
-            return _spread_over_processes(jnp.asarray(xs)), _spread_over_processes(ss), n_valid
 
-        return num_paths, chunk, get
+def _sampler_chunks(sampler: InitialSampler, score0, num_paths, chunk_size, key):
+    """``initial_chunks`` for a sampler: each chunk drawn with ``fold_in(init_key, c)``, its output checked."""
+    if num_paths is None:
+        raise ValueError("num_paths is required when x0 is a sampler callable(key, n) -> (x0, score0 or None).")
+    if score0 is not None:
+        raise ValueError("score0 must be None when x0 is a sampler (the sampler returns the initial score).")
+    num_paths = check_positive("num_paths", num_paths, integer=True)
+    chunk = min(chunk_size, num_paths)
+    init_key = jr.split(key)[1]
 
+    def get(c):
+        n_valid = min(chunk, num_paths - c * chunk)
+        out = sampler(jr.fold_in(init_key, c), chunk)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise ValueError("the x0 sampler must return a tuple (x0, score0 or None).")
+        xs, ss = out
+        if jnp.shape(xs)[0] != chunk or jnp.ndim(xs) != 2:
+            raise ValueError(f"the x0 sampler must return x0 of shape ({chunk}, d); got {jnp.shape(xs)}.")
+        if ss is not None and jnp.shape(ss) != jnp.shape(xs):
+            raise ValueError(f"the x0 sampler's score0 must have the shape of x0; got {jnp.shape(ss)}.")
+        return _spread_over_processes(jnp.asarray(xs)), _spread_over_processes(ss), n_valid
+
+    return num_paths, chunk, get
+
+
+def _array_chunks(x0, score0, num_paths, chunk_size):
+    """``initial_chunks`` for an array: row slices, the last padded by repeating the last row."""
     total, _ = check_states(x0)
     if num_paths is not None and num_paths != total:
         raise ValueError(f"num_paths ({num_paths}) must equal x0.shape[0] ({total}) when x0 is an array.")

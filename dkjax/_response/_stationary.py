@@ -1,0 +1,327 @@
+"""The long-time response ``d/dparam <phi>`` along long paths, windowed, with batch-means errors.
+
+A spin-up resolves the options and the baseline; then every block of segments runs in one
+compiled call: each segment drives the DK step over ``sample_every`` steps on a key of its
+own, and a ring of the last segment ends' ``dlogp`` gives the windowed products.
+"""
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+from .._custom_types import Array, Key, KernelRate, Observable, Params
+from .._engine._estimator import dk_options, dk_weights, run_divergence_kernel
+from .._engine._simulate import check_common, path_ids_for
+from .._sde._abstract import AbstractSDE
+from .._validation import check_positive, check_states
+from ._results import StationaryResponse
+from ._statistics import batch_means, outer_products
+from ._streaming import apply_phi, raise_bad_phi, warn_nonfinite
+
+
+class _Paths(eqx.Module):
+    """What a path carries from segment to segment (and block to block).
+
+    ``ring`` holds ``dlogp`` at the last ``L`` segment ends (slot ``k mod L`` holds segment
+    ``k``'s); ``bad`` marks paths that went non-finite (excluded whole), ``bad_phi`` those
+    where ``phi`` did on finite states.
+    """
+
+    x: Array
+    score: Array
+    dlogp: Params
+    ring: Params
+    bad: Array
+    bad_phi: Array
+
+
+class _Sums(eqx.Module):
+    """One block's per-path sums: windowed products ``(nW, M, ...)``, their counts ``(nW,)``, ``phi``."""
+
+    products: Params
+    counts: Array
+    phi: Array
+
+
+class _Windows(eqx.Module):
+    """Static layout of the segments: steps per segment, windows in segments, ring length."""
+
+    segs_per_block: int = eqx.field(static=True)
+    sample_every: int = eqx.field(static=True)
+    qs: tuple[int, ...] = eqx.field(static=True)
+    ring_len: int = eqx.field(static=True)
+
+
+def check_stationary_grid(dt, spinup_steps, num_steps, sample_every, num_blocks) -> tuple[int, int, int, int]:
+    """Checks the step size and step counts of a long run; returns the counts as ints.
+
+    Raises:
+        ValueError: a non-positive or non-finite ``dt``, a non-positive count, or ``num_steps``
+            not a multiple of ``sample_every * num_blocks``.
+    """
+    if np.ndim(dt) != 0 or not float(dt) > 0 or not math.isfinite(float(dt)):
+        raise ValueError(f"dt must be a positive finite number; got {dt!r}.")
+    spinup_steps = check_positive("spinup_steps", spinup_steps, integer=True)
+    num_steps = check_positive("num_steps", num_steps, integer=True)
+    sample_every = check_positive("sample_every", sample_every, integer=True)
+    num_blocks = check_positive("num_blocks", num_blocks, integer=True)
+    if num_steps % (sample_every * num_blocks):
+        raise ValueError(
+            f"num_steps ({num_steps}) must be a multiple of sample_every * num_blocks ({sample_every} * {num_blocks})."
+        )
+    return spinup_steps, num_steps, sample_every, num_blocks
+
+
+def _check_arguments(phi, x0, dt, spinup_steps, num_steps, windows, sample_every, num_blocks):
+    """Checks the arguments; returns ``(num_paths, spinup_steps, num_steps, windows, sample_every, num_blocks)``."""
+    if not callable(phi):
+        raise TypeError(f"phi must be a callable x -> observable(s); got {type(phi).__name__}.")
+    num, _ = check_states(x0)
+    spinup_steps, num_steps, sample_every, num_blocks = check_stationary_grid(
+        dt, spinup_steps, num_steps, sample_every, num_blocks
+    )
+    windows = [int(w) for w in np.atleast_1d(np.asarray(windows))]
+    if not windows or any(w < 1 or w % sample_every for w in windows):
+        raise ValueError(f"windows must be positive multiples of sample_every ({sample_every}); got {windows}.")
+    if max(windows) > num_steps:
+        raise ValueError(f"windows must not be longer than the run: max(windows) = {max(windows)} > num_steps = {num_steps}.")
+    return num, spinup_steps, num_steps, windows, sample_every, num_blocks
+
+
+def _masked_mean(values: Array, ok: Array) -> Array:
+    """The mean of ``values`` over the paths where ``ok`` holds."""
+    return jnp.sum(jnp.where(ok.reshape((-1,) + (1,) * (values.ndim - 1)), values, 0.0), axis=0) / jnp.maximum(jnp.sum(ok), 1)
+
+
+def _add_windows(products, counts, dlogp, ring, centred, keep, k, layout: _Windows):
+    """Adds ``centred * (dlogp_k - dlogp_{k-q})`` for each window of ``q`` segments that has begun."""
+    new_products, new_counts = [], []
+    for w, q in enumerate(layout.qs):
+        active = k >= q
+        diff = jax.tree.map(lambda e, r: keep(e - r[(k - q) % layout.ring_len]), dlogp, ring)
+        prod = outer_products(diff, centred)
+        new_products.append(jax.tree.map(lambda s, p: s[w] + jnp.where(active, p, 0.0), products, prod))
+        new_counts.append(counts[w] + active)
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *new_products), jnp.stack(new_counts)
+
+
+class _Segments(eqx.Module):
+    """The fixed inputs of the run after the spin-up; ``segment(paths, sums, k)`` runs segment ``k``.
+
+    Segment ``k`` (counted from 1 over the whole run) drives ``sample_every`` DK steps from
+    ``t_start + (k - 1) sample_every dt`` on its own key ``fold_in(key, k)``, so noise never repeats.
+    """
+
+    sde: AbstractSDE
+    phi: Observable
+    baseline: Array
+    options: dict
+    t_start: Array
+    dt: Array
+    key: Key
+    layout: _Windows
+
+    def segment(self, paths: _Paths, sums: _Sums, k) -> tuple[_Paths, _Sums]:
+        """Advances every path by segment ``k`` and adds its windowed products."""
+        num, layout = paths.x.shape[0], self.layout
+        t_a = self.t_start + (k - 1) * (layout.sample_every * self.dt)
+        res = dk_weights(
+            self.sde, paths.x, paths.score, paths.dlogp, path_ids_for(num, 0), t_a, self.dt, jr.fold_in(self.key, k),
+            layout.sample_every, **self.options,
+        )  # fmt: skip
+        values = apply_phi(self.phi, res.x)
+        phi_ok = jnp.all(jnp.isfinite(values.reshape(num, -1)), axis=1)
+        bad_phi = paths.bad_phi | (res.finite & ~phi_ok)
+        bad = paths.bad | ~res.finite | ~phi_ok
+        keep = lambda a: jnp.where(bad.reshape((-1,) + (1,) * (a.ndim - 1)), 0.0, a)
+        products, counts = _add_windows(
+            sums.products, sums.counts, res.dlogp, paths.ring, keep(values - self.baseline), keep, k, layout
+        )
+        ring = jax.tree.map(lambda r, e: r.at[k % layout.ring_len].set(e), paths.ring, res.dlogp)
+        return _Paths(res.x, res.score, res.dlogp, ring, bad, bad_phi), _Sums(products, counts, sums.phi + keep(values))
+
+
+@eqx.filter_jit
+def _stationary_block(run: _Segments, paths: _Paths, block):
+    """Advances all paths by one block of segments, accumulating the windowed products.
+
+    Returns the new paths, the block's per-path mean products ``(nW, M, ...)``, the products
+    counted per window, and the block's per-path mean of ``phi``.
+    """
+    layout = run.layout
+    probe = outer_products(paths.dlogp, apply_phi(run.phi, paths.x))
+    sums = _Sums(
+        products=jax.tree.map(lambda p: jnp.zeros((len(layout.qs),) + p.shape, p.dtype), probe),
+        counts=jnp.zeros((len(layout.qs),), paths.x.dtype),
+        phi=jnp.zeros_like(apply_phi(run.phi, paths.x)),
+    )
+
+    def segment(state, j):
+        return run.segment(*state, block * layout.segs_per_block + j + 1), None
+
+    (paths, sums), _ = jax.lax.scan(segment, (paths, sums), jnp.arange(layout.segs_per_block))
+    counts = sums.counts
+    means = jax.tree.map(lambda s: s / jnp.maximum(counts, 1).reshape((-1,) + (1,) * (s.ndim - 1)), sums.products)
+    return paths, means, counts, sums.phi / layout.segs_per_block
+
+
+def _spin_up(sde, phi, x0, t0, dt, spinup_steps, key, score0, kernel_rate, response_mix, mode):
+    """The spin-up run, which also resolves the options; returns ``(spin, baseline, options, rate)``.
+
+    The baseline is the mean of ``phi`` over the spun-up paths where it is finite.
+    """
+    dtype = x0.dtype
+    # dt is passed on as given: times recomputed from float boundaries would jitter it.
+    t0_arr, dt_arr, spin_key = jnp.asarray(t0, dtype), jnp.asarray(dt, dtype), jr.fold_in(key, 0)
+    score0, dlogp0, options, rate = dk_options(
+        sde, x0, t0_arr, dt_arr, spinup_steps, spin_key, score0, None, kernel_rate, response_mix, mode
+    )
+    spin = run_divergence_kernel(sde, x0, score0, dlogp0, jnp.int32(0), t0_arr, dt_arr, spin_key, spinup_steps, options)
+    values = apply_phi(phi, spin.x)
+    ok = spin.finite & jnp.all(jnp.isfinite(values.reshape(x0.shape[0], -1)), axis=1)
+    return spin, _masked_mean(values, ok), dict(options, point_mass=False), rate
+
+
+def _initial_paths(spin, ring_len: int) -> _Paths:
+    """The spun-up paths with ``dlogp`` restarted at zero and a ring of zeros."""
+    # Made from the paths' arrays so they keep their sharding (with several processes, each
+    # then holds only its own paths' slots).
+    dlogp = jax.tree.map(jnp.zeros_like, spin.dlogp)
+    ring = jax.tree.map(lambda e: jnp.broadcast_to(e, (ring_len,) + e.shape), dlogp)
+    return _Paths(spin.x, spin.score, dlogp, ring, bad=~spin.finite, bad_phi=jnp.zeros_like(spin.finite))
+
+
+def _batch_statistics(block_means, block_counts, block_values, good, num_blocks):
+    """Batch means over (block, path) per window; returns ``(estimate, stderr, num_batches, value, value_se)``."""
+    counts = jnp.stack(block_counts)  # (B, nW)
+    batch_mask = (counts > 0)[:, :, None] & good[None, None, :]  # (B, nW, M)
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *block_means)  # leaves (B, nW, M, ...)
+    by_window = jax.vmap(batch_means, in_axes=(1, 1))
+    estimate = jax.tree.map(lambda leaf: by_window(leaf, batch_mask)[0], stacked)
+    stderr = jax.tree.map(lambda leaf: by_window(leaf, batch_mask)[1], stacked)
+    num_batches = jnp.sum(batch_mask, axis=(0, 2))
+    if int(jnp.min(num_batches)) < 2:
+        warnings.warn(
+            "stationary_response: fewer than 2 batches for some window; its standard error is NaN. Use more paths "
+            "or num_blocks > 1.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    value, value_se, _ = batch_means(jnp.stack(block_values), jnp.broadcast_to(good, (num_blocks, good.shape[0])))
+    return estimate, stderr, num_batches, value, value_se
+
+
+def stationary_response(
+    sde: AbstractSDE,
+    phi: Observable,
+    x0: Array,
+    *,
+    dt: float,
+    spinup_steps: int,
+    num_steps: int,
+    windows: Sequence[int],
+    key: Key,
+    sample_every: int = 1,
+    num_blocks: int = 1,
+    t0: float = 0.0,
+    score0: Array | None = None,
+    kernel_rate: KernelRate = 1.0,
+    response_mix: float = 0.0,
+    mode: str = "matrix_free",
+) -> StationaryResponse:
+    """Estimates the long-time response ``d/dparam <phi>`` along long paths, for several windows.
+
+    After ``spinup_steps`` steps (which also spin up the DK score), runs ``num_steps``
+    more steps and averages over the path and over the sampled steps ``n``
+
+        d/dparam <phi> ~ mean_n (phi(X_n) - c) (dlogp_n - dlogp_{n-W})
+
+    ``c`` being the mean of ``phi`` over the spun-up states (it only
+    lowers the variance). The window ``W`` must exceed the decorrelation time; too long a
+    window only adds variance, so look for the plateau of ``estimate`` over ``windows``.
+    ``dlogp`` is read every ``sample_every`` steps: the path is run as a chain of
+    segments of that length (score and response passed on, a fresh key per segment), with a ring buffer of the last ``max(windows)`` steps' ``dlogp``,
+    so memory does not depend on ``num_steps``.
+
+    Standard errors are batch means: the run of every path is cut into ``num_blocks``
+    consecutive blocks, each (path, block) mean is one batch, and the error is the spread
+    of the batch means over ``sqrt(number of batches)``. Paths are independent; blocks of
+    one path are nearly so only when much longer than the window and the decorrelation
+    time (use ``num_blocks > 1`` with few paths, and blocks several windows long).
+
+    Arguments:
+        sde: the SDE.
+        phi: observable ``phi(x)`` of one state (scalar or array).
+        x0: initial states ``(M, d)``: ``M`` independent long paths.
+        dt: time step.
+        spinup_steps: steps discarded before averaging (>= 1).
+        num_steps: steps averaged over, a multiple of ``sample_every * num_blocks``.
+        windows: window lengths ``W`` in steps, multiples of ``sample_every``, at most ``num_steps``.
+        key: PRNG key.
+        sample_every: steps per segment (``phi`` and ``dlogp`` are sampled at segment ends).
+        num_blocks: blocks per path for the batch-means errors.
+        t0: initial time; score0: initial score (``None``: unknown, as for ``divergence_kernel``).
+        kernel_rate, response_mix, mode: as in ``dkjax.divergence_kernel`` (``"auto"`` is
+            chosen once, over the spin-up).
+
+    Returns:
+        A ``StationaryResponse``; paths that went non-finite are excluded (whole) and counted.
+
+    Raises:
+        ValueError: a window longer than the run or not a multiple of ``sample_every``,
+            step counts that do not divide, a non-positive ``dt``, or ``phi`` non-finite on a
+            finite path.
+
+    Example:
+        >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)
+        >>> res = dkjax.stationary_response(sde, lambda x: x[0] ** 2, jnp.zeros((64, 1)), dt=0.01,
+        ...     spinup_steps=500, num_steps=20_000, windows=[100, 200, 400], key=jax.random.key(0),
+        ...     sample_every=10, kernel_rate=5.0)
+        >>> print(jnp.round(res.estimate.theta, 2))  # one value per window; exact -sigma^2 / (2 theta^2) = -0.125
+        [-0.11 -0.13 -0.13]
+    """
+    num, spinup_steps, num_steps, windows, sample_every, num_blocks = _check_arguments(
+        phi, x0, dt, spinup_steps, num_steps, windows, sample_every, num_blocks
+    )
+    x0 = jnp.asarray(x0)
+    dtype = x0.dtype
+    t_start = float(t0) + spinup_steps * float(dt)
+    check_common(sde, x0, t0, t_start, spinup_steps, key)
+    spin, baseline, options, rate = _spin_up(
+        sde, phi, x0, t0, dt, spinup_steps, key, score0, kernel_rate, response_mix, mode
+    )
+    qs = tuple(w // sample_every for w in windows)
+    layout = _Windows(num_steps // sample_every // num_blocks, sample_every, qs, max(qs))
+    paths = _initial_paths(spin, layout.ring_len)
+    run = _Segments(sde, phi, baseline, options, jnp.asarray(t_start, dtype), jnp.asarray(dt, dtype), key, layout)
+    block_means, block_counts, block_values = [], [], []
+    for b in range(num_blocks):
+        paths, means, counts, phi_mean = _stationary_block(run, paths, jnp.asarray(b))
+        block_means.append(means)
+        block_counts.append(counts)
+        block_values.append(phi_mean)
+    raise_bad_phi(int(jnp.sum(paths.bad_phi)), num)
+    num_nonfinite = int(jnp.sum(paths.bad & ~paths.bad_phi))
+    warn_nonfinite(num_nonfinite, num, "stationary_response")
+    good = ~paths.bad
+    estimate, stderr, num_batches, value, value_se = _batch_statistics(
+        block_means, block_counts, block_values, good, num_blocks
+    )
+    return StationaryResponse(
+        windows=jnp.asarray(windows),
+        window_times=jnp.asarray(windows, dtype) * dt,
+        estimate=estimate,
+        stderr=stderr,
+        value=value,
+        value_stderr=value_se,
+        num_paths=int(jnp.sum(good)),
+        num_nonfinite=num_nonfinite,
+        num_batches=num_batches,
+        kernel_rate=rate,
+    )
