@@ -12,3 +12,10 @@ jax.config.update("jax_enable_x64", True)
 def dtype(request):
     """Runs a test once in float32 (JAX's default, and the GPU's) and once in float64."""
     return request.param
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drops JAX's compiled programs after each test module, so one long suite process stays small."""
+    yield
+    jax.clear_caches()
