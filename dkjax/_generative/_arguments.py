@@ -8,7 +8,7 @@ import numpy as np
 
 from .._sde._abstract import AbstractSDE, noise_dimension
 from .._validation import check_choice, check_key, check_positive, check_time_grid
-from ._objective import GRADIENT_METHODS, OBJECTIVES, AbstractObjective
+from ._objective import GRADIENT_METHODS, OBJECTIVES
 from ._snapshots import Snapshots, as_snapshots, check_floating_finite, grid_steps
 
 
@@ -75,8 +75,7 @@ def _check_numbers(a: dict) -> None:
 
 
 def _check_choices(a: dict, dt: float) -> None:
-    if not isinstance(a["objective"], AbstractObjective):
-        check_choice("objective", a["objective"], OBJECTIVES)
+    check_choice("objective", a["objective"], OBJECTIVES)
     check_choice("gradient", a["gradient"], ("auto",) + GRADIENT_METHODS)
     kernel_rate = a["kernel_rate"]
     if kernel_rate != "auto":

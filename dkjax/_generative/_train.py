@@ -19,7 +19,7 @@ from .._validation import check_key, check_positive
 from ._arguments import check_data, check_fit_arguments
 from ._callbacks import last_checkpoint, make_callbacks
 from ._metrics import distance_column_sums, energy_distance
-from ._objective import AbstractObjective, as_objective, dk_gradient, parameter_count
+from ._objective import as_objective, dk_gradient, parameter_count
 from ._policies import PILOT_PATHS, AutoRate, FixedRate, Pilot, StiffnessCheck
 from ._settings import TRAIN_DEFAULTS
 from ._snapshots import (
@@ -61,7 +61,6 @@ def _snapshot_gradient(
     ess_target=TRAIN_DEFAULTS.ess_target, path_chunk=None,
 ):  # fmt: skip
     """As ``_array_gradient`` for snapshots: a batch per time, the weighted sum of the per-time objectives."""
-    objective = as_objective(objective, ess_target)
 
     def gradient(sde, x0, score0, data, keys, kernel_rate, h_min, h_max):
         path_key, batch_key, jitter_key = keys
@@ -70,7 +69,7 @@ def _snapshot_gradient(
             if batch_size < points.shape[0] else points
             for k, points in enumerate(data)
         )  # fmt: skip
-        weights = per_time_weights(objective, batches, snaps.weights, jitter_key, h_min, h_max)
+        weights = per_time_weights(objective, batches, snaps.weights, ess_target, jitter_key, h_min, h_max)
         return snapshot_gradient(
             sde, x0, score0, weights, steps, t1=t1, num_steps=num_steps, key=path_key, t0=t0,
             kernel_rate=kernel_rate, method=method, path_chunk=path_chunk,
@@ -244,7 +243,7 @@ def fit(
     min_bandwidth: float | None = None,
     kernel_rate: float | str = TRAIN_DEFAULTS.kernel_rate,
     kernel_rate_every: int = TRAIN_DEFAULTS.kernel_rate_every,
-    objective: str | AbstractObjective = TRAIN_DEFAULTS.objective,
+    objective: str = TRAIN_DEFAULTS.objective,
     gradient: str = TRAIN_DEFAULTS.gradient,
     lean_threshold: int = TRAIN_DEFAULTS.lean_threshold,
     path_chunk: int | None = None,
