@@ -10,7 +10,20 @@ import jax
 from ._state import TrainState
 
 
-class Checkpoints:
+class Callback:
+    """Told of every completed step, of the end of a run that did not fail, and closed in any case."""
+
+    def on_step(self, state: TrainState, record: dict) -> None:
+        """After the step that ``record`` describes, and its held-out evaluation if one was due."""
+
+    def on_end(self, state: TrainState) -> None:
+        """After the last step of a run that finished or stopped early, not of one that failed."""
+
+    def close(self) -> None:
+        """Releases what the callback holds (also on an exception)."""
+
+
+class Checkpoints(Callback):
     """Checkpoints every ``every`` steps (``None``: never) and at the end of a finished run."""
 
     def __init__(self, directory, every: int | None, steps: int):
@@ -26,11 +39,8 @@ class Checkpoints:
         if self.last != state.step:
             state.save(self.directory, self.steps)
 
-    def close(self) -> None:
-        pass
 
-
-class MetricsLog:
+class MetricsLog(Callback):
     """One JSON record per step in ``path``, rewritten from the history (so also on resume)."""
 
     def __init__(self, path, records: list[dict]):
@@ -41,14 +51,11 @@ class MetricsLog:
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
 
-    def on_end(self, state: TrainState) -> None:
-        pass
-
     def close(self) -> None:
         self.file.close()
 
 
-class Progress:
+class Progress(Callback):
     """A tqdm bar over ``steps`` with the loss and the bandwidth."""
 
     def __init__(self, steps: int, done: int):
@@ -60,14 +67,13 @@ class Progress:
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{record['loss']:.4g}", h=f"{record['bandwidth']:.3g}", refresh=False)
 
-    def on_end(self, state: TrainState) -> None:
-        pass
-
     def close(self) -> None:
         self.bar.close()
 
 
-def make_callbacks(state: TrainState, *, steps, checkpoint_dir, checkpoint_every, metrics_file, progress) -> list:
+def make_callbacks(
+    state: TrainState, *, steps, checkpoint_dir, checkpoint_every, metrics_file, progress
+) -> list[Callback]:
     """The callbacks ``fit``'s arguments ask for; none but the checkpoint bookkeeping off process 0."""
     writer = jax.process_index() == 0
     callbacks = []

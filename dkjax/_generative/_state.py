@@ -124,14 +124,14 @@ class TrainState:
         self.selection = _Selection.from_record(record.get("selection"))
         return True
 
-    def evaluate(self, validate, static, elapsed: float, patience: int | None) -> bool:
-        """Records a held-out evaluation of the current model; ``False`` once ``patience`` runs out."""
+    def evaluate(self, validate, static, step: int, elapsed: float, patience: int | None) -> bool:
+        """Records a held-out evaluation of the model after ``step`` steps; ``False`` once ``patience`` runs out."""
         history, selection = self.history, self.selection
         value, terms = validate(self.params, static)
         value, terms = float(value), np.asarray(terms, np.float64)
-        history.validation.append({"step": self.step, "time": elapsed, "energy_distance": value})
+        history.validation.append({"step": step, "time": elapsed, "energy_distance": value})
         if selection.within_noise(value, terms):
-            self.best_params, history.best_step = self.params, self.step
-        selection.update(self.step, value, terms)
+            self.best_params, history.best_step = self.params, step
+        selection.update(step, value, terms)
         since_lowest = sum(r["step"] > selection.lowest_step for r in history.validation)
         return patience is None or since_lowest < patience

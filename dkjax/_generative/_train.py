@@ -377,7 +377,7 @@ def fit(
     h_min, h_max = (jnp.asarray(h, dtype) for h in h_range)
     try:
         if validate is not None and not history.validation:
-            state.evaluate(validate, static, 0.0, patience)
+            state.evaluate(validate, static, 0, 0.0, patience)
         while state.step < steps and keep_going:
             step, started = state.step, time.perf_counter()
             state.rate = pilot(step, state.rate, eqx.combine(state.params, static), recent_states)
@@ -395,7 +395,7 @@ def fit(
             record = {"step": step, **metrics, "kernel_rate": float(state.rate), "time": elapsed}
             history.records.append(record)
             if validate is not None and (state.step % validate_every == 0 or state.step == steps):
-                keep_going = state.evaluate(validate, static, elapsed, patience)
+                keep_going = state.evaluate(validate, static, state.step, elapsed, patience)
             for callback in callbacks:
                 callback.on_step(state, record)
         if history.stop_reason is None:
