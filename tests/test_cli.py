@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import dkjax
-import dkjax._generative._train
+import dkjax._generative._state
 from dkjax._cli._main import main
 from dkjax._cli._config import applicable, defaults, dump_config, train_config
 from dkjax._generative._plots import loss_figure, samples_figure
@@ -83,17 +83,17 @@ def test_resume_continues_exactly(tiny_config, tmp_path, monkeypatch, capsys):
     full, split = tmp_path / "full", tmp_path / "split"
     assert main(["train", "--config", str(tiny_config), "--out", str(full), "--quiet"]) == 0
 
-    save = dkjax._generative._train.save_checkpoint
+    save = dkjax._generative._state.save_checkpoint
 
     def save_then_crash(directory, step, *args, **kwargs):
         save(directory, step, *args, **kwargs)
         if step == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(dkjax._generative._train, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(dkjax._generative._state, "save_checkpoint", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         main(["train", "--config", str(tiny_config), "--out", str(split), "--quiet"])
-    monkeypatch.setattr(dkjax._generative._train, "save_checkpoint", save)
+    monkeypatch.setattr(dkjax._generative._state, "save_checkpoint", save)
     assert json.loads((split / "checkpoints/latest.json").read_text())["step"] == 2
     assert "has no model.eqx, so its training has not finished" in _error(
         capsys, ["sample", "--run", str(split), "--num", "5", "--out", str(tmp_path / "x.npy")]

@@ -208,7 +208,7 @@ def test_docstring_examples_run_and_print_what_they_claim(name):
 
 
 def test_selection_keeps_a_later_model_within_two_standard_errors_of_the_lowest():
-    from dkjax._generative._train import _Selection
+    from dkjax._generative._state import _Selection
 
     rng = np.random.default_rng(0)
     lowest_terms = rng.normal(size=400) * 0.1

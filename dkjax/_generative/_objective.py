@@ -8,9 +8,11 @@ passes: simulate, compute ``c``, replay the same noise and fold ``c``-weighted r
 increments into one parameter-shaped accumulator (memory ``O(M d + size(theta))``).
 """
 
+import abc
 from collections.abc import Callable
 from typing import Any, Literal
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -21,6 +23,7 @@ from .._engine._estimator import divergence_kernel
 from ._metrics import energy_terms, kde_sums
 from .._sde._abstract import AbstractSDE, parameters
 from .._engine._simulate import path_ids_for, simulate, time_grid
+from ._settings import TRAIN_DEFAULTS
 
 GradientMethod = Literal["per_path", "two_pass"]
 OBJECTIVES = ("kl", "energy")
@@ -99,6 +102,86 @@ def energy_weights(x: States, data: Float[Array, "j d"]) -> tuple[Scalar, Float[
     others_to_paths = (jnp.sum(to_paths) - 2 * to_paths) / ((m - 1) * (m - 2))
     c = (weight - 2 * others_to_data + 2 * others_to_paths) / m
     return loss.astype(x.dtype), c.astype(x.dtype), jnp.asarray(m, x.dtype)
+
+
+Weights = tuple[Scalar, Float[Array, " m"], tuple[Scalar, Scalar]]
+
+
+class BandwidthRule(eqx.Module):
+    """The kernel bandwidth of ``KL``: fixed, or the smallest in a range that keeps the weights' ESS.
+
+    Attributes:
+        ess_target: the rule's target mean effective sample size.
+        bandwidth: a fixed bandwidth, or ``None`` for the rule.
+        min_bandwidth: the rule's lower end (``None``: 0.05 times the data's mean
+            per-coordinate standard deviation); its upper end is 4 times that deviation.
+    """
+
+    ess_target: float
+    bandwidth: float | None = None
+    min_bandwidth: float | None = None
+
+    def range(self, points: Float[Array, "j d"]) -> tuple[float, float]:
+        """``(h_min, h_max)`` of the rule for data ``points``, or the fixed bandwidth twice."""
+        if self.bandwidth is not None:
+            return self.bandwidth, self.bandwidth
+        scale = float(jnp.mean(jnp.std(points, axis=0)))
+        h_min = self.min_bandwidth if self.min_bandwidth is not None else 0.05 * scale
+        return h_min, max(4.0 * scale, h_min)
+
+    def __call__(self, data: Float[Array, "j d"], x: States, h_min: Scalar, h_max: Scalar) -> Scalar:
+        """The bandwidth for model states ``x`` against ``data``, within ``[h_min, h_max]``."""
+        return ess_bandwidth(data, x, self.ess_target, h_min, h_max)
+
+
+class AbstractObjective(eqx.Module):
+    """A training objective: model states and a data batch to a loss and DK path weights."""
+
+    @abc.abstractmethod
+    def bandwidth_range(self, points: Float[Array, "j d"]) -> tuple[float, float]:
+        """``(h_min, h_max)`` for data ``points``, passed back to ``weights`` at every step."""
+
+    @abc.abstractmethod
+    def weights(self, x: States, data: Float[Array, "j d"], key: Key, h_min: Scalar, h_max: Scalar) -> Weights:
+        """``(loss, c, (ess, bandwidth))`` for final states ``x`` and a data batch."""
+
+
+class KL(AbstractObjective):
+    """The smoothed negative log-likelihood ``L_h`` (see ``kl_weights``), ``h`` from a ``BandwidthRule``."""
+
+    rule: BandwidthRule
+
+    def __init__(self, ess_target: float = TRAIN_DEFAULTS.ess_target, bandwidth=None, min_bandwidth=None):
+        self.rule = BandwidthRule(ess_target, bandwidth, min_bandwidth)
+
+    def bandwidth_range(self, points):
+        return self.rule.range(points)
+
+    def weights(self, x, data, key, h_min, h_max):
+        h = self.rule(data, x, h_min, h_max)
+        loss, c, ess = kl_weights(x, data, h, key)
+        return loss, c, (ess, h)
+
+
+class Energy(AbstractObjective):
+    """The energy distance to the data (see ``energy_weights``): no bandwidth (reported as 0)."""
+
+    def bandwidth_range(self, points):
+        return 0.0, 0.0
+
+    def weights(self, x, data, key, h_min, h_max):
+        loss, c, ess = energy_weights(x, data)
+        return loss, c, (ess, jnp.zeros((), x.dtype))
+
+
+def as_objective(objective: "str | AbstractObjective", ess_target: float = TRAIN_DEFAULTS.ess_target,
+                 bandwidth=None, min_bandwidth=None) -> AbstractObjective:  # fmt: skip
+    """``objective`` itself, or the module its shorthand ``"kl"`` / ``"energy"`` names."""
+    if isinstance(objective, AbstractObjective):
+        return objective
+    if objective == "energy":
+        return Energy()
+    return KL(ess_target, bandwidth, min_bandwidth)
 
 
 def dk_gradient(

@@ -20,7 +20,7 @@ from .._custom_types import Array, Float, Key, Params, RealScalarLike, Scalar, S
 from .._engine._dk_step import dk_scan
 from ._metrics import distance_column_sums, energy_distance
 from .._engine._noise import brownian_normal, step_key
-from ._objective import energy_weights, ess_bandwidth, kl_weights, weighted_replay
+from ._objective import AbstractObjective, as_objective, weighted_replay
 from .._sde._abstract import AbstractSDE, em_increment, noise_dimension, parameters
 from .._engine._simulate import check_common, path_ids_for, time_grid
 
@@ -337,20 +337,19 @@ def _per_path_responses(sde, x0, score0, steps, t0, t1, num_steps, key, kernel_r
 
 
 def per_time_weights(
-    objective: str, data: tuple, time_weights: tuple[float, ...], ess_target: float, key: Key, h_min, h_max
-) -> SnapshotWeights:
+    objective: "str | AbstractObjective", data: tuple, time_weights: tuple[float, ...], ess_target: float, key: Key,
+    h_min, h_max,
+) -> SnapshotWeights:  # fmt: skip
     """``X -> (loss, c, (mean ess, mean bandwidth))``: the weighted sum of the per-time objectives.
 
+    ``objective`` is a module or its shorthand (``ess_target`` goes to the shorthand ``"kl"``);
     ``data[k]`` is the batch at time ``k``; ``h_min[k]``, ``h_max[k]`` its bandwidth range
-    (``"kl"`` only: each time gets its own bandwidth from the rule of ``dkjax.fit``).
+    (each time gets its own bandwidth from the objective's rule).
     """
+    objective = as_objective(objective, ess_target)
 
     def one_time(k, x):
-        if objective == "energy":
-            loss, c, ess = energy_weights(x, data[k])
-            return loss, c, ess, jnp.zeros((), x.dtype)
-        h = ess_bandwidth(data[k], x, ess_target, h_min[k], h_max[k])
-        loss, c, ess = kl_weights(x, data[k], h, jr.fold_in(key, k))
+        loss, c, (ess, h) = objective.weights(x, data[k], jr.fold_in(key, k), h_min[k], h_max[k])
         return loss, c, ess, h
 
     def weights(states):

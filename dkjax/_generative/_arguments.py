@@ -1,0 +1,106 @@
+"""Argument validation of ``dkjax.fit``: every impossible argument named before any work."""
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._sde._abstract import AbstractSDE, noise_dimension
+from .._validation import check_choice, check_key, check_positive, check_time_grid
+from ._objective import GRADIENT_METHODS, OBJECTIVES
+from ._snapshots import Snapshots, as_snapshots, check_floating_finite, grid_steps
+
+
+def check_data(data, dim: int, name: str = "data") -> None:
+    """``data`` must be finite floating points of shape ``(num_points >= 2, dim)``."""
+    shape = np.shape(data)
+    if len(shape) != 2:
+        raise ValueError(f"{name} must have shape (num_points, d); got shape {shape}.")
+    if shape[0] < 2:
+        raise ValueError(f"{name} must hold at least 2 points; got {shape[0]}.")
+    if shape[1] != dim:
+        raise ValueError(f"{name} has dimension {shape[1]} but the model's initial states have dimension {dim}.")
+    check_floating_finite(name, data)
+
+
+def _check_initial(initial, key) -> tuple[int, object]:
+    """Traces ``initial(key, 2)`` (no work) and returns the state dimension and dtype."""
+    if not callable(initial):
+        raise TypeError(f"initial must be a callable (key, n) -> (x0, score0); got {type(initial).__name__}.")
+    out = jax.eval_shape(lambda k: initial(k, 2), key)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise ValueError("initial(key, n) must return a pair (x0, score0); score0 may be None.")
+    x0, score0 = out
+    if len(x0.shape) != 2 or x0.shape[0] != 2:
+        raise ValueError(f"initial(key, n) must return x0 of shape (n, d); got {x0.shape} for n = 2.")
+    if score0 is not None and score0.shape != x0.shape:
+        raise ValueError(f"initial(key, n) must return score0 of the shape of x0 or None; got {score0.shape}.")
+    return x0.shape[1], x0.dtype
+
+
+def _check_data_and_grid(data, initial, key, t0, t1, num_steps):
+    """``(data, t1, dim, dtype)``: snapshot data as ``Snapshots``, ``t1`` defaulting to their last time."""
+    snapshot_data = isinstance(data, (Mapping, Snapshots))
+    if snapshot_data:
+        data = as_snapshots(data)
+        t1 = data.times[-1] if t1 is None else t1
+    elif t1 is None:
+        raise ValueError("t1 must be given when data is one array (it defaults to the last time only for snapshots).")
+    check_time_grid(t0, t1, num_steps)
+    dim, dtype = _check_initial(initial, key)
+    if snapshot_data:
+        grid_steps(data.times, t0, t1, num_steps)
+        if data.dim != dim:
+            raise ValueError(f"data has dimension {data.dim} but the model's initial states have dimension {dim}.")
+    else:
+        check_data(data, dim)
+    return data, t1, dim, dtype
+
+
+def _check_numbers(a: dict) -> None:
+    for name in ("steps", "num_paths", "batch_size", "kernel_rate_every", "validate_every", "validation_samples"):
+        check_positive(name, a[name], integer=True)
+    for name in ("checkpoint_every", "path_chunk", "patience"):
+        check_positive(name, a[name], allow_none=True, integer=True)
+    for name in ("bandwidth", "min_bandwidth", "clip_norm"):
+        check_positive(name, a[name], allow_none=True)
+    check_positive("ess_target", a["ess_target"])
+    check_positive("learning_rate", a["learning_rate"])
+    fraction = a["final_lr_fraction"]
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise ValueError(f"final_lr_fraction must be a number in [0, 1]; got {fraction!r}.")
+    if a["num_paths"] < 2:
+        raise ValueError(f"num_paths must be >= 2; got {a['num_paths']}.")
+
+
+def _check_choices(a: dict, dt: float) -> None:
+    check_choice("objective", a["objective"], OBJECTIVES)
+    check_choice("gradient", a["gradient"], ("auto",) + GRADIENT_METHODS)
+    kernel_rate = a["kernel_rate"]
+    if kernel_rate != "auto":
+        if isinstance(kernel_rate, (bool, str)) or not isinstance(kernel_rate, (int, float)):
+            raise ValueError(f"kernel_rate must be a number >= 0 or 'auto'; got {kernel_rate!r}.")
+        if not 0 <= kernel_rate <= 1 / dt:
+            raise ValueError(f"kernel_rate must be in [0, 1/dt = {1 / dt:.4g}]; got {kernel_rate}.")
+    if (a["checkpoint_every"] is not None or a["resume"]) and a["checkpoint_dir"] is None:
+        raise ValueError("checkpoint_every and resume need checkpoint_dir.")
+    if a["path_chunk"] is not None and a["gradient"] == "per_path":
+        raise ValueError("path_chunk applies to the two-pass gradient; use gradient='two_pass' or 'auto'.")
+
+
+def check_fit_arguments(arguments: dict):
+    """Checks ``fit``'s ``arguments`` (its keywords by name); returns ``(data, t1, dim, dtype)``.
+
+    Raises:
+        ValueError, TypeError: as ``dkjax.fit`` documents, naming the argument.
+    """
+    a = arguments
+    if not isinstance(a["sde"], AbstractSDE):
+        raise TypeError(f"sde must be a dkjax.AbstractSDE; got {type(a['sde']).__name__}.")
+    check_key(a["key"])
+    data, t1, dim, dtype = _check_data_and_grid(a["data"], a["initial"], a["key"], a["t0"], a["t1"], a["num_steps"])
+    noise_dimension(a["sde"], jnp.asarray(a["t0"], dtype), jax.ShapeDtypeStruct((dim,), dtype))
+    _check_numbers(a)
+    _check_choices(a, (float(t1) - float(a["t0"])) / a["num_steps"])
+    return data, t1, dim, dtype

@@ -1,0 +1,91 @@
+"""Callbacks of ``dkjax.fit`` after every step: checkpoints, JSONL metrics and a progress bar.
+
+Under ``jax.distributed`` every process trains the same model; only process 0 writes.
+"""
+
+import json
+
+import jax
+
+from ._state import TrainState
+
+
+class Callback:
+    """Told of every completed step, of the end of a run that did not fail, and closed in any case."""
+
+    def on_step(self, state: TrainState, record: dict) -> None:
+        """After the step that ``record`` describes, and its held-out evaluation if one was due."""
+
+    def on_end(self, state: TrainState) -> None:
+        """After the last step of a run that finished or stopped early, not of one that failed."""
+
+    def close(self) -> None:
+        """Releases what the callback holds (also on an exception)."""
+
+
+class Checkpoints(Callback):
+    """Checkpoints every ``every`` steps (``None``: never) and at the end of a finished run."""
+
+    def __init__(self, directory, every: int | None, steps: int):
+        self.directory, self.every, self.steps = directory, every, steps
+        self.last = None
+
+    def on_step(self, state: TrainState, record: dict) -> None:
+        if self.every is not None and state.step % self.every == 0:
+            state.save(self.directory, self.steps)
+            self.last = state.step
+
+    def on_end(self, state: TrainState) -> None:
+        if self.last != state.step:
+            state.save(self.directory, self.steps)
+
+
+class MetricsLog(Callback):
+    """One JSON record per step in ``path``, rewritten from the history (so also on resume)."""
+
+    def __init__(self, path, records: list[dict]):
+        self.file = open(path, "w")  # noqa: SIM115
+        self.file.writelines(json.dumps(r) + "\n" for r in records)
+
+    def on_step(self, state: TrainState, record: dict) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class Progress(Callback):
+    """A tqdm bar over ``steps`` with the loss and the bandwidth."""
+
+    def __init__(self, steps: int, done: int):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=steps, initial=done, desc="dkjax fit", dynamic_ncols=True)
+
+    def on_step(self, state: TrainState, record: dict) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{record['loss']:.4g}", h=f"{record['bandwidth']:.3g}", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def make_callbacks(
+    state: TrainState, *, steps, checkpoint_dir, checkpoint_every, metrics_file, progress
+) -> list[Callback]:
+    """The callbacks ``fit``'s arguments ask for; none but the checkpoint bookkeeping off process 0."""
+    writer = jax.process_index() == 0
+    callbacks = []
+    if metrics_file is not None and writer:
+        callbacks.append(MetricsLog(metrics_file, state.history.records))
+    if progress and writer:
+        callbacks.append(Progress(steps, state.step))
+    if checkpoint_dir is not None:
+        callbacks.append(Checkpoints(checkpoint_dir, checkpoint_every, steps))
+    return callbacks
+
+
+def last_checkpoint(callbacks) -> int | None:
+    """The step of the last checkpoint written in this run, if any."""
+    return next((c.last for c in callbacks if isinstance(c, Checkpoints)), None)
