@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-import pytest
 from helpers import assert_unbiased, em_ou_moments
 
 import dkjax
