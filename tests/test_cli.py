@@ -79,6 +79,7 @@ def test_train_writes_run_folder_and_sample_reads_it(tiny_config, tmp_path, caps
     np.testing.assert_array_equal(xs, dkjax.load_model(run / "model.eqx").sample(10, key=jr.key(0)))
 
 
+@pytest.mark.slow  # fit's own resume is bit-identical in the quick suite (test_train.py)
 def test_resume_continues_exactly(tiny_config, tmp_path, monkeypatch, capsys):
     full, split = tmp_path / "full", tmp_path / "split"
     assert main(["train", "--config", str(tiny_config), "--out", str(full), "--quiet"]) == 0

@@ -193,20 +193,6 @@ def test_resume_refuses_a_different_schedule_and_keeps_a_new_fixed_rate(tmp_path
     assert [r["kernel_rate"] for r in history.records] == [2.0] * 4 + [3.0] * 4
 
 
-@pytest.mark.parametrize(
-    "name", ["DataScaling", "GaussianInitial", "gaussian_initial", "TrainHistory", "fit_generative", "fit"]
-)
-def test_docstring_examples_run_and_print_what_they_claim(name):
-    import doctest
-
-    finder = doctest.DocTestFinder(recurse=False)
-    globs = {"dkjax": dkjax, "jax": jax, "jnp": jnp}
-    (test,) = finder.find(getattr(dkjax, name), name, globs=globs)
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
-    runner.run(test)
-    assert test.examples and runner.summarize(verbose=False).failed == 0
-
-
 def test_selection_keeps_a_later_model_within_two_standard_errors_of_the_lowest():
     from dkjax._generative._state import _Selection
 

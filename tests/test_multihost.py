@@ -22,6 +22,9 @@ import pytest
 
 import dkjax
 
+# Two coordinated processes take about 45 s to start and compile on 2 cores: outside the quick suite.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 NUM_PROCESSES, DEVICES_PER_PROCESS, PATHS = 2, 2, 64
 

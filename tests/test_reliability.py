@@ -113,6 +113,7 @@ def _wait_for_checkpoint(process, latest: Path, timeout: float) -> None:
         time.sleep(0.002)
 
 
+@pytest.mark.slow  # resume's bit identity stays in the quick suite (test_train.py::test_resume_is_bit_identical)
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
     steps = 200
     config = tmp_path / "tiny.toml"

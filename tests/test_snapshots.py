@@ -345,7 +345,7 @@ def test_leave_one_time_out_and_forecast_beat_their_baselines_on_ou():
 # ---------------------------------------------------------------- command line
 
 
-@pytest.mark.parametrize("form", ["npz", "csv"])
+@pytest.mark.parametrize("form", [pytest.param("npz", marks=pytest.mark.slow), "csv"])  # .npz runs in test_cli_commands
 def test_train_on_a_snapshot_file_then_sample_at_a_time(tmp_path, monkeypatch, capsys, form):
     # A snapshot at time 0 becomes the initial law; the others are fitted; sample --time draws a marginal.
     from dkjax._cli._main import main
@@ -401,6 +401,7 @@ def test_docstring_examples_run_and_print_what_they_claim(name):
     assert test.examples and runner.summarize(verbose=False).failed == 0
 
 
+@pytest.mark.slow
 def test_worked_example_runs(tmp_path):
     import os
     import subprocess

@@ -34,7 +34,7 @@ OU_CASES = [
     # theta, sigma, mean0, std0, start theta, start sigma, objective, dtype (float32 for both objectives)
     (1.5, 0.8, [1.0], [0.3], 0.5, 0.4, "kl", F32),
     (0.7, 0.5, [-2.0], [0.5], 2.0, 1.0, "kl", F64),
-    ([1.0, 2.0], [0.4, 1.0], [1.5, -1.0], [0.2, 0.6], [0.5, 0.5], [0.8, 0.8], "kl", F64),
+    pytest.param(([1.0, 2.0], [0.4, 1.0], [1.5, -1.0], [0.2, 0.6], [0.5, 0.5], [0.8, 0.8], "kl", F64), marks=pytest.mark.slow),
     (1.5, 0.8, [1.0], [0.3], 0.5, 0.4, "energy", F32),
 ]
 

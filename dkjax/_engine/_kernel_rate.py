@@ -120,7 +120,9 @@ class RateSchedule(AbstractKernelRate):
 
     Example:
         >>> rate = dkjax.RateSchedule(lambda t: 1.0 + 2.0 * t)
-        >>> rate.check(jnp.asarray(0.0), jnp.asarray(0.1), 10)  # alpha dt <= 1 on the grid
+        >>> rate.check(jnp.asarray(0.0), jnp.asarray(0.1), 10)  # alpha dt <= 1 on the grid: no error
+        >>> print(float(rate(jnp.asarray(0.5))))
+        2.0
     """
 
     schedule: Callable[[Scalar], Scalar]
