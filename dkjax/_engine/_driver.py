@@ -4,7 +4,7 @@ A step (``AbstractStep``) advances all paths by one step on the noise of ``(key,
 and says what it produced; a fold (``AbstractFold``) says what is kept of it: nothing but
 the final states, per-path response weights, one weighted response, or covector growth
 rates. ``simulate``, the divergence-kernel estimator, the kernel-rate pilot, the stationary
-segments and both passes of the memory-lean trainer all run ``drive``, so two runs with the
+segments, the snapshot recorder and both passes of the memory-lean trainer all run ``drive``, so two runs with the
 same key, grid and paths follow bit-identical states.
 """
 

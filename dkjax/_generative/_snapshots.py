@@ -19,10 +19,10 @@ import numpy as np
 from .._custom_types import Array, Float, Key, Params, RealScalarLike, Scalar, States
 from .._engine._dk_step import dk_scan
 from ._metrics import distance_column_sums, energy_distance
-from .._engine._noise import brownian_normal, step_key
+from .._engine._driver import AbstractFold, AbstractStep, drive
 from ._objective import AbstractObjective, as_objective, weighted_replay
-from .._sde._abstract import AbstractSDE, em_increment, noise_dimension, parameters
-from .._engine._simulate import check_common, path_ids_for, time_grid
+from .._sde._abstract import AbstractSDE, noise_dimension, parameters
+from .._engine._simulate import EulerMaruyama, check_common, path_ids_for, time_grid
 
 # Relative tolerance of "on the step grid": times written in decimal (0.1, 0.3) miss the
 # grid of dt = 0.1 by rounding only.
@@ -178,28 +178,40 @@ def _record(recorded, value, n, steps):
     return jax.tree.map(lambda r, v: r.at[k].set(jnp.where(hit, v, r[k])), recorded, value)
 
 
+class _StatesOut(AbstractStep):
+    """The Euler-Maruyama step of ``dkjax.simulate``, handing each step's new states to the fold."""
+
+    step: EulerMaruyama
+
+    def __call__(self, n, t, dt, key_n, path_ids, x):
+        x, _ = self.step(n, t, dt, key_n, path_ids, x)
+        return x, x
+
+
+class _RecordAt(AbstractFold):
+    """Keeps the states after the steps in ``steps`` (increasing step indices)."""
+
+    steps: Array
+
+    def update(self, acc, n, x):
+        return _record(acc, x, n + 1, self.steps)
+
+
 @eqx.filter_jit
 def _record_states(sde, x0, t0, t1, key, num_steps, steps):
     """States at the step indices ``steps`` (increasing), shape ``(K, M, d)``, and at ``num_steps``.
 
-    The Euler-Maruyama update and noise of ``dkjax.simulate`` (addressed by ``(key, step,
+    The engine's driver with ``dkjax.simulate``'s step (noise addressed by ``(key, step,
     path)``), so the divergence-kernel replay follows the same paths.
     """
-    path_ids = path_ids_for(x0.shape[0], 0)
     t0, dt = time_grid(t0, t1, num_steps, x0.dtype)
     _, noise_dim = noise_dimension(sde, t0, x0[0])
     steps = jnp.asarray(steps, jnp.int32)
-
-    def step(carry, _):
-        x, n, recorded = carry
-        t = t0 + n * dt
-        key_n = step_key(key, n)
-        z = jax.vmap(lambda i: brownian_normal(key_n, i, noise_dim, x.dtype))(path_ids)
-        x = x + jax.vmap(lambda xi, zi: em_increment(sde, t, xi, zi, dt))(x, z)
-        return (x, n + 1, _record(recorded, x, n + 1, steps)), None
-
     recorded = jnp.zeros((steps.shape[0],) + x0.shape, x0.dtype)
-    (x, _, recorded), _ = jax.lax.scan(step, (x0, jnp.int32(0), recorded), None, length=num_steps)
+    step, fold = _StatesOut(EulerMaruyama(sde, noise_dim)), _RecordAt(steps)
+    x, recorded = drive(
+        step, fold, x0, recorded, path_ids=path_ids_for(x0.shape[0], 0), t0=t0, dt=dt, key=key, first=0, stop=num_steps
+    )
     return recorded, x
 
 
