@@ -23,6 +23,24 @@ def gen_api():
     return module
 
 
+_LOWERINGS = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kwargs: _LOWERINGS.append(event) if event.endswith("jaxpr_to_mlir_module_duration") else None
+)
+
+
+def compilations_during(fn):
+    """``(number of programs JAX compiles while fn() runs, its result)``.
+
+    Counted as lowerings to XLA, which every in-memory cache miss goes through: a count of
+    backend compilations would miss the programs that the suite's persistent compilation
+    cache serves, and a count of traces would include shape-only ``eval_shape`` traces.
+    """
+    before = len(_LOWERINGS)
+    result = fn()
+    return len(_LOWERINGS) - before, result
+
+
 def cast(tree, dtype):
     """``tree`` with every floating-point array leaf in ``dtype``.
 

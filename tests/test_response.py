@@ -7,7 +7,7 @@ import pytest
 from jax.scipy.stats import norm
 
 import dkjax
-from helpers import cast, em_linear_moments, em_ou_moments, ou_window_responses
+from helpers import cast, compilations_during, em_linear_moments, em_ou_moments, ou_window_responses
 
 THETA, SIGMA, MEAN0, STD0 = 1.0, 0.8, 0.5, 0.3
 T, STEPS = 1.0, 50
@@ -296,12 +296,6 @@ def test_density_bad_inputs_and_empty_bins():
     assert np.isnan(res.score_mean[2, 0]) and res.density[2] == 0.0
 
 
-_COMPILES = []
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, duration, **kwargs: _COMPILES.append(event) if event.endswith("backend_compile_duration") else None
-)
-
-
 @pytest.mark.parametrize("grid", ["bins", "points"])
 def test_density_second_call_with_new_arrays_does_not_recompile(grid):
     """Bins (or points), states, scores, parameters and key all new, shapes and settings the same."""
@@ -314,9 +308,8 @@ def test_density_second_call_with_new_arrays_does_not_recompile(grid):
                                       key=jax.random.key(seed), chunk_size=128, **placed)  # fmt: skip
 
     first = call(0.0, 1)
-    before = len(_COMPILES)
-    second = call(0.1, 2)
-    assert len(_COMPILES) == before, f"{len(_COMPILES) - before} compilations on the second call"
+    compiled, second = compilations_during(lambda: call(0.1, 2))
+    assert compiled == 0, f"{compiled} compilations on the second call"
     assert not np.allclose(first.density, second.density)
 
 

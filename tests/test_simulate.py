@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import dkjax
-from helpers import TimeDependentOU, em_ou_moments, em_time_ou_moments, time_dependent_neural_sde
+from helpers import TimeDependentOU, compilations_during, em_ou_moments, em_time_ou_moments, time_dependent_neural_sde
 
 SYSTEMS = {
     "diagonal_additive": (dkjax.OrnsteinUhlenbeck(theta=1.2, sigma=0.5), 3),
@@ -96,18 +96,11 @@ def test_same_key_same_paths_and_chunks_reproduce_one_run():
     assert not np.allclose(other.x, whole.x)
 
 
-_COMPILES = []
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, duration, **kwargs: _COMPILES.append(event) if event.endswith("backend_compile_duration") else None
-)
-
-
 @pytest.mark.parametrize("entry", ["simulate", "divergence_kernel"])
 def test_second_call_with_same_shapes_does_not_recompile(entry):
     function = getattr(dkjax, entry)
     x0 = jnp.zeros((8, 2))
     function(dkjax.OrnsteinUhlenbeck(1.0, 0.5), x0, t1=1.0, num_steps=10, key=jax.random.key(0))
     other_sde, other_x0, other_key = dkjax.OrnsteinUhlenbeck(2.0, 0.3), x0 + 1.0, jax.random.key(1)
-    before = len(_COMPILES)
-    function(other_sde, other_x0, t1=2.0, t0=0.5, num_steps=10, key=other_key)
-    assert len(_COMPILES) == before
+    compiled, _ = compilations_during(lambda: function(other_sde, other_x0, t1=2.0, t0=0.5, num_steps=10, key=other_key))
+    assert compiled == 0

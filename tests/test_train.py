@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import dkjax
-from helpers import cast
+from helpers import cast, compilations_during
 
 F32, F64 = jnp.float32, jnp.float64
 
@@ -109,6 +109,17 @@ def test_nonfinite_loss_stops_and_keeps_last_good(tmp_path):
     assert "kernel_rate" in history.stop_reason and "learning rate" in history.stop_reason
     assert "went non-finite" in history.stop_reason or "overflowed" in history.stop_reason
     assert float(fitted.theta) == 3000.0 and len(history.records) == 0
+
+
+def test_training_step_compiles_once_for_a_model_built_from_python_numbers():
+    # OU(1.5, 0.8) holds weakly typed parameters; the optimiser's updates are not. Three steps
+    # must compile what one step compiles (the step and the validation, once each).
+    data = 0.5 * jr.normal(jr.key(0), (64, 1))
+    run = lambda steps: dkjax.fit(dkjax.OrnsteinUhlenbeck(1.5, 0.8), data, dkjax.gaussian_initial([0.0], [1.0]),
+                                  t1=1.0, num_steps=10, key=jr.key(1), steps=steps, num_paths=32, progress=False)  # fmt: skip
+    run(1)  # compiles the eager operations fit shares between calls
+    counts = [compilations_during(lambda: run(steps))[0] for steps in (1, 3)]
+    assert counts[0] == counts[1], counts
 
 
 @pytest.mark.parametrize(
