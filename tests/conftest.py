@@ -1,4 +1,18 @@
-"""Test configuration: x64 on, so that float64 can be tested; every test names its dtype."""
+"""Test configuration: x64 on, so that float64 can be tested; every test names its dtype.
+
+Compilation is most of the suite's time, and many programs recur: in each pytest-xdist
+worker after a module's programs are released, and in the suite's subprocesses (CLI runs,
+the docstring examples, fresh-process replays). One persistent compilation cache per run,
+in a fresh temporary folder that workers and subprocesses inherit through the environment,
+compiles each of them once. It starts empty, so a run tests compilation as CI's clean
+clone does; a folder the user set in ``JAX_COMPILATION_CACHE_DIR`` is used as it is. The cache
+needs ``filelock`` (the ``test`` extra) for its lock; without it the suite runs uncached.
+"""
+
+import importlib.util
+import os
+import shutil
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +20,29 @@ import pytest
 from helpers import DTYPES
 
 jax.config.update("jax_enable_x64", True)
+
+_CACHE_SETTINGS = {
+    "jax_persistent_cache_min_compile_time_secs": 0.0,
+    "jax_persistent_cache_min_entry_size_bytes": 0,
+    # A size limit turns on the cache's file lock: workers and subprocesses write it concurrently.
+    "jax_compilation_cache_max_size": 8 * 2**30,
+}
+_OWN_CACHE = pytest.StashKey[str]()
+
+
+def pytest_configure(config):
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ or importlib.util.find_spec("filelock") is None:
+        return  # a worker (jax read the folder on import), the user's own folder, or no lock (no cache)
+    folder = config.stash[_OWN_CACHE] = tempfile.mkdtemp(prefix="dkjax-tests-jax-cache-")
+    os.environ.update({name.upper(): str(value) for name, value in _CACHE_SETTINGS.items()})
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    for name, value in {**_CACHE_SETTINGS, "jax_compilation_cache_dir": folder}.items():
+        jax.config.update(name, value)
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE in config.stash:
+        shutil.rmtree(config.stash[_OWN_CACHE], ignore_errors=True)
 
 
 @pytest.fixture(params=DTYPES, ids=lambda dtype: jnp.dtype(dtype).name)
