@@ -157,7 +157,7 @@ def test_response_config_errors_before_any_work(tmp_path, capsys, monkeypatch, o
 
 def test_shipped_configs_are_valid(monkeypatch):
     from dkjax._cli import _response_command as command
-    from dkjax._cli._main import _plan
+    from dkjax._cli._run_setup import _plan
     from dkjax._cli._config import load_config, train_config
 
     monkeypatch.chdir(ROOT)  # the training configs name example classes by path

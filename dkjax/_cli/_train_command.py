@@ -1,0 +1,155 @@
+"""The ``dkjax train`` and ``dkjax sample`` handlers: training a run, and sampling a trained one."""
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from ._evaluation import _diverged, _evaluate, _evaluate_snapshots
+from ._run_dir import _CONFIG_FILE, _DEFAULT_CONFIG, _MODEL_FILE, _new_run_dir, _resume_config, _run_config
+from ._run_setup import (
+    _check_snapshot_times,
+    _check_validation_split,
+    _Data,
+    _data,
+    _dtype,
+    _initial,
+    _Plan,
+    _plan,
+    _scaling,
+    _sde_class_model,
+    _snapshot_setup,
+)
+
+
+def _auto(value):
+    return None if value == "auto" else value
+
+
+def _fit(config, plan: _Plan, data: _Data, scaling, run_dir: Path, resume: bool, progress: bool):
+    """Trains the plan's model on the standardised training data; returns ``(GenerativeModel, history)``."""
+    import jax.random as jr
+
+    from .._generative._model import GenerativeModel
+    from .._generative._train import fit
+    from .._generative._settings import TrainSettings
+
+    cfg = config["train"]
+    settings = {
+        field.name: cfg[field.name] for field in dataclasses.fields(TrainSettings) if field.name != "validation_fraction"
+    }
+    initial, t1 = _initial(config, plan.dtype, plan.dim), cfg["t1"]
+    if isinstance(data.train, dict):
+        initial, train, t1 = _snapshot_setup(initial, data.train, scaling, t1)
+    else:
+        train = scaling.standardize(data.train)
+    model, history = fit(
+        plan.model, train, initial, t1=t1, num_steps=cfg["num_steps"],
+        key=jr.key(cfg["seed"]), steps=cfg["steps"], **settings,
+        validation=float(cfg["validation_fraction"]) or None, patience=cfg["patience"] or None,
+        bandwidth=_auto(cfg["bandwidth"]), min_bandwidth=_auto(cfg["min_bandwidth"]),
+        path_chunk=None if cfg["path_chunk"] == "all" else cfg["path_chunk"],
+        checkpoint_dir=run_dir / "checkpoints", checkpoint_every=cfg["checkpoint_every"], resume=resume,
+        metrics_file=run_dir / "metrics.jsonl", progress=progress,
+    )  # fmt: skip
+    return GenerativeModel(model, initial, scaling, 0.0, float(t1), cfg["num_steps"]), history
+
+
+def _train(args, parser) -> int:
+    from ._config import ConfigError, applicable, data_source, dump_config, train_config
+    from ._datafile import DataFileError
+    from .._generative._model import save_model
+
+    if args.resume is not None and (args.config is not None or args.out is not None):
+        parser.error("--resume RUN_DIR continues RUN_DIR with its own config.toml; do not also give --config or --out.")
+    try:
+        if args.resume is not None:
+            run_dir = Path(args.resume)
+            config, changed, start = _resume_config(run_dir, args.set)
+        else:
+            path = args.config if args.config is not None else (_DEFAULT_CONFIG if _DEFAULT_CONFIG.is_file() else None)
+            config, changed, start = train_config(path, args.set), True, 0
+            run_dir = _new_run_dir(config, args.out)
+            if (run_dir / "checkpoints").exists():
+                raise ConfigError(f"--out: {run_dir} already holds a run; use --resume {run_dir} to continue it.")
+        plan = _plan(config)
+        data = _data(config, plan)
+        scaling = _scaling(config, plan, data.train)
+        _check_validation_split(config, data.train)
+        _check_snapshot_times(config, data.train)
+    except (ConfigError, DataFileError) as error:
+        parser.error(str(error))
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if changed:
+        (run_dir / _CONFIG_FILE).write_text(dump_config(applicable(config)))
+    cfg = config["train"]
+    source = config["data"]["path"] if data_source(config) == "file" else config["data"]["name"]
+    if not args.quiet:
+        resuming = f", resuming from step {start}" if args.resume is not None else ""
+        print(f"dkjax train: {source}, {cfg['steps']} steps{resuming}, run folder {run_dir}")
+    model, history = _fit(config, plan, data, scaling, run_dir, args.resume is not None, not args.quiet)
+    save_model(run_dir / _MODEL_FILE, model)
+    if _diverged(history):
+        print(f"dkjax train: {history.stop_reason}", file=sys.stderr)
+        print(f"dkjax train: run folder {run_dir} ({_MODEL_FILE}: the model kept before the failure)", file=sys.stderr)
+        return 1
+    if isinstance(data.train, dict):
+        metrics = _evaluate_snapshots(config, model, data, history, run_dir, args.quiet)
+        print(
+            f"dkjax train: {len(history.records)} steps, kept step {metrics['selected_step']}, mean energy distance "
+            f"to the held-out snapshots {metrics['energy_distance']:.4g} (the data's own "
+            f"{metrics['energy_distance_data']:.4g}); run folder {run_dir}"
+        )
+        return 0
+    metrics = _evaluate(config, model, data, history, run_dir, args.quiet)
+    done = len(history.records)
+    stopped = f"stopped early after {done} of {cfg['steps']} steps" if done < cfg["steps"] else f"finished {done} steps"
+    resumed = f" (resumed from step {start})" if args.resume is not None else ""
+    print(
+        f"dkjax train: {stopped}{resumed}, kept step {metrics['selected_step']}, final loss {history.loss[-1]:.4g}, "
+        f"energy distance to held-out data {metrics['energy_distance']:.4g} (best-fit Gaussian "
+        f"{metrics['energy_distance_gaussian']:.4g}, the data's own {metrics['energy_distance_data']:.4g}); "
+        f"run folder {run_dir}"
+    )
+    return 0
+
+
+def _sample(args, parser) -> int:
+    import numpy as np
+
+    from ._config import ConfigError
+    from .._generative._model import load_model
+
+    run_dir, out = Path(args.run), Path(args.out)
+    out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")  # as numpy.save names it
+    try:
+        config = _run_config(run_dir, "--run")
+        if not (run_dir / _MODEL_FILE).is_file():
+            raise ConfigError(
+                f"--run: {run_dir} has no {_MODEL_FILE}, so its training has not finished; continue it with "
+                f"dkjax train --resume {run_dir}."
+            )
+        if args.num < 1:
+            raise ConfigError(f"--num must be >= 1; got {args.num}.")
+        if out.is_dir():
+            raise ConfigError(f"--out: {out} is a folder; give a file name such as {out / 'samples.npy'}.")
+        dtype = _dtype(config)
+        # A NeuralSDE is rebuilt from the file; an SDE class needs its structure from the config.
+        like = None if config["model"]["name"] == "neural" else _sde_class_model(config, dtype)
+        model = load_model(run_dir / _MODEL_FILE, like=like)
+        existing = next(folder for folder in (out.parent, *out.parent.parents) if folder.exists())
+        if not existing.is_dir():
+            raise ConfigError(f"--out: {existing} is a file, so the folder {out.parent} cannot be made.")
+    except (ConfigError, ValueError) as error:
+        parser.error(str(error))
+    import jax.random as jr
+
+    t = model.t1 if args.time is None else args.time
+    try:
+        xs = model.sample(args.num, key=jr.key(args.seed), t=t)
+    except ValueError as error:  # t off the model's time grid, found before any simulation
+        parser.error(f"--time: {error}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, np.asarray(xs))
+    print(f"dkjax sample: {args.num} samples at t = {t:g} from {run_dir / _MODEL_FILE} written to {out}")
+    return 0
