@@ -5,11 +5,14 @@ worker after a module's programs are released, and in the suite's subprocesses (
 the docstring examples, fresh-process replays). One persistent compilation cache per run,
 in a fresh temporary folder that workers and subprocesses inherit through the environment,
 compiles each of them once. It starts empty, so a run tests compilation as CI's clean
-clone does; a folder the user set in ``JAX_COMPILATION_CACHE_DIR`` is used as it is. The cache
-needs ``filelock`` (the ``test`` extra) for its lock; without it the suite runs uncached.
+clone does; a folder the user set in ``JAX_COMPILATION_CACHE_DIR`` is used as it is.
+
+The cache runs without a size limit, hence without JAX's file lock (with a limit, every write
+rescans the whole folder under the lock, which made the suite slower than no cache at all).
+An entry read while another process is still writing it fails to decompress: JAX warns and
+compiles the program itself.
 """
 
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -24,15 +27,13 @@ jax.config.update("jax_enable_x64", True)
 _CACHE_SETTINGS = {
     "jax_persistent_cache_min_compile_time_secs": 0.0,
     "jax_persistent_cache_min_entry_size_bytes": 0,
-    # A size limit turns on the cache's file lock: workers and subprocesses write it concurrently.
-    "jax_compilation_cache_max_size": 8 * 2**30,
 }
 _OWN_CACHE = pytest.StashKey[str]()
 
 
 def pytest_configure(config):
-    if "JAX_COMPILATION_CACHE_DIR" in os.environ or importlib.util.find_spec("filelock") is None:
-        return  # a worker (jax read the folder on import), the user's own folder, or no lock (no cache)
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:  # a worker (jax read it on import), or the user's folder
+        return
     folder = config.stash[_OWN_CACHE] = tempfile.mkdtemp(prefix="dkjax-tests-jax-cache-")
     os.environ.update({name.upper(): str(value) for name, value in _CACHE_SETTINGS.items()})
     os.environ["JAX_COMPILATION_CACHE_DIR"] = folder

@@ -99,6 +99,14 @@ class TrainState:
     step: int = 0
     selection: _Selection = dataclasses.field(default_factory=_Selection)
 
+    @classmethod
+    def start(cls, params, optimizer, rate: float) -> "TrainState":
+        """The state before the first step: ``params`` as given, the optimiser's initial state."""
+        # Parameters built from Python numbers are weakly typed, and the optimiser's updates are
+        # not: left weak, the training step would compile twice, once for the first step.
+        params = jax.tree.map(lambda leaf: jax.lax.convert_element_type(leaf, leaf.dtype), params)
+        return cls(params, optimizer.init(params), params, rate)
+
     def save(self, directory, steps: int) -> None:
         if jax.process_index() != 0:  # multi-process runs: one writer, the same state everywhere
             return

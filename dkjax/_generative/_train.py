@@ -361,11 +361,8 @@ def fit(
     setup = _snapshot_setup if isinstance(data, Snapshots) else _array_setup
     train_step, validate, data, h_range = setup(data, initial, optimizer, dtype, dim, arguments, step_options)
     params, static = eqx.partition(sde, eqx.is_inexact_array)
-    # Parameters built from Python numbers are weakly typed, and the optimiser's updates are
-    # not: without this the training step would compile twice, once for the first step.
-    params = jax.tree.map(lambda leaf: jax.lax.convert_element_type(leaf, leaf.dtype), params)
     control = AutoRate() if kernel_rate == "auto" else FixedRate(float(kernel_rate))
-    state = TrainState(params, optimizer.init(params), params, control.start())
+    state = TrainState.start(params, optimizer, control.start())
     if resume and state.restore(checkpoint_dir, control, steps, schedule_spans_steps=spans_steps):
         if progress and jax.process_index() == 0:
             print(f"dkjax fit: resuming from step {state.step} of {checkpoint_dir}", flush=True)
