@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 import dkjax
 
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Each example of a whole estimator or training run is a compilation of its own (seconds).
+COMPILING = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 class Inner(eqx.Module):
@@ -83,7 +85,7 @@ def _finite(tree) -> bool:
     return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree))
 
 
-@SETTINGS
+@COMPILING
 @given(problems())
 def test_divergence_kernel_shapes_dtypes_finite(problem):
     sde, x0, score0, key, dtype = problem
@@ -101,7 +103,7 @@ def test_divergence_kernel_shapes_dtypes_finite(problem):
     np.testing.assert_allclose(simulated, result.x, rtol=10 * jnp.finfo(dtype).eps, atol=10 * jnp.finfo(dtype).eps)
 
 
-@SETTINGS
+@COMPILING
 @given(problems(), st.sampled_from([(), (2,)]))
 def test_observable_response_shapes_dtypes_finite(problem, phi_shape):
     sde, x0, score0, key, dtype = problem
@@ -187,7 +189,7 @@ def test_bad_arguments_raise_the_documented_error(case):
         dkjax.divergence_kernel(dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5), jnp.zeros((2, 1)), **kwargs)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)  # each example trains: a compilation of its own
 @given(st.sampled_from([jnp.float32, jnp.float64]), st.sampled_from(["kl", "energy"]))
 def test_fit_keeps_dtype_and_structure(dtype, objective):
     d = 2
