@@ -43,8 +43,8 @@ def test_two_training_passes_replay_bit_identical_chaotic_paths(dtype):
 
     # As in the trainer, the model and the grid are arguments of the compiled replay, not constants.
     replay = eqx.filter_jit(lambda sde, x, t0, t1, rate, key: dk_scan(
-        sde, x, jnp.zeros_like(x), path_ids_for(x.shape[0], 0), t0, t1, key, rate, 0.0,
-        ("matrix_free", num_steps, True, True), add_weighted_gradient, jax.tree.map(jnp.zeros_like, params),
+        sde, x, jnp.zeros_like(x), path_ids_for(x.shape[0], 0), t0=t0, t1=t1, num_steps=num_steps, key=key,
+        kernel_rate=rate, accumulate=add_weighted_gradient, acc0=jax.tree.map(jnp.zeros_like, params), point_mass=True,
     ))  # fmt: skip
     second = replay(sde, x0, t0_arr, jnp.asarray(t1, dtype), jnp.asarray(10.0, dtype), key)[0]
     estimator = dkjax.divergence_kernel(sde, x0, t1=t1, num_steps=num_steps, key=key, kernel_rate=10.0).x

@@ -189,17 +189,18 @@ def dk_run(sde, x0, score0, path_ids, t0, dt, key, num_steps, *, jacobian, kerne
     return x, nu, acc, bad_step, ratio
 
 
-def dk_scan(sde, x0, score0, path_ids, t0, t1, key, kernel_rate, response_mix, options, accumulate, acc0):
-    """``dk_run`` on the grid ``t0 .. t1`` with ``options = (mode, num_steps, point_mass, use_kernel_score)``.
+def dk_scan(sde, x0, score0, path_ids, *, t0, t1, num_steps, key, kernel_rate, accumulate, acc0,
+            jacobian="matrix_free", point_mass=False, use_kernel_score=True, response_mix=0.0):  # fmt: skip
+    """``dk_run`` on the grid ``t0 .. t1`` of ``num_steps`` steps, each step folded by ``accumulate``.
 
     ``accumulate(acc, surrogate, inputs)`` receives the per-path surrogate
     ``surrogate(params, *per_path_inputs) -> scalar`` and the batched inputs; the memory-lean
-    trainer adds one weighted gradient summed over paths. Returns ``(x, score, acc, nonfinite_step)``.
+    trainer adds one weighted gradient summed over paths. ``jacobian`` and ``kernel_rate`` take
+    the modules or their shorthands. Returns ``(x, score, acc, nonfinite_step)``.
     """
-    mode, num_steps, point_mass, use_kernel_score = options
     t0, dt = time_grid(t0, t1, num_steps, x0.dtype)
     x, nu, acc, bad_step, _ = dk_run(
-        sde, x0, score0, path_ids, t0, dt, key, num_steps, jacobian=as_jacobian(mode),
+        sde, x0, score0, path_ids, t0, dt, key, num_steps, jacobian=as_jacobian(jacobian),
         kernel_rate=as_kernel_rate(kernel_rate), use_kernel_score=use_kernel_score, response_mix=response_mix,
         point_mass=point_mass, fold=FoldWith(accumulate), acc=acc0,
     )  # fmt: skip

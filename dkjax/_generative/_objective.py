@@ -266,7 +266,7 @@ def weighted_replay(
     params = parameters(sde)
     point_mass = score0 is None
     t0_arr, _ = time_grid(t0, t1, num_steps, x0.dtype)
-    options = (mode, num_steps, point_mass, True)
+    grid = dict(t0=t0_arr, t1=jnp.asarray(t1, x0.dtype), num_steps=num_steps)
 
     def replay(x0_chunk, score0_chunk, ids_chunk, c_chunk):
         def add_weighted_gradient(acc, surrogate, inputs):
@@ -277,10 +277,10 @@ def weighted_replay(
             return jax.tree.map(jnp.add, total, jax.grad(weighted)(params)), n + 1
 
         zeros = (jax.tree.map(jnp.zeros_like, params), jnp.int32(0))
-        rate = jnp.asarray(kernel_rate, x0.dtype)
-        t1_arr = jnp.asarray(t1, x0.dtype)
-        scan_args = (sde, x0_chunk, score0_chunk, ids_chunk, t0_arr, t1_arr, key, rate, 0.0, options)
-        return dk_scan(*scan_args, add_weighted_gradient, zeros)[2][0]
+        return dk_scan(
+            sde, x0_chunk, score0_chunk, ids_chunk, **grid, key=key, kernel_rate=jnp.asarray(kernel_rate, x0.dtype),
+            accumulate=add_weighted_gradient, acc0=zeros, jacobian=mode, point_mass=point_mass,
+        )[2][0]  # fmt: skip
 
     num_paths = x0.shape[0]
     inputs = (x0, jnp.zeros_like(x0) if point_mass else score0, path_ids_for(num_paths, 0), c)

@@ -340,10 +340,9 @@ def _per_path_responses(sde, x0, score0, steps, t0, t1, num_steps, key, kernel_r
     acc0 = (eta0, eta_at0, jnp.zeros((num_times,) + x0.shape, x0.dtype), jnp.int32(0))
     t0_arr, _ = time_grid(t0, t1, num_steps, x0.dtype)
     rate = jnp.asarray(kernel_rate, x0.dtype)
-    options = (mode, num_steps, point_mass, True)
     x_final, _, (_, eta_at, x_at, _), _ = dk_scan(
-        sde, x0, score0, path_ids_for(num_paths, 0), t0_arr, jnp.asarray(t1, x0.dtype), key, rate, 0.0, options,
-        add_and_record, acc0,
+        sde, x0, score0, path_ids_for(num_paths, 0), t0=t0_arr, t1=jnp.asarray(t1, x0.dtype), num_steps=num_steps,
+        key=key, kernel_rate=rate, accumulate=add_and_record, acc0=acc0, jacobian=mode, point_mass=point_mass,
     )  # fmt: skip
     return x_at, eta_at, x_final
 
