@@ -57,3 +57,13 @@ def _release_compiled_programs():
     """Drops JAX's compiled programs after each test module, so one long suite process stays small."""
     yield
     jax.clear_caches()
+
+
+# The longest files (a subprocess of every docstring example, the snapshot fits, four forced
+# devices) start first: the two workers take whole files, and a long file drawn last would
+# leave one worker running it alone at the end.
+_LONGEST_FILES = ("test_docstring_examples.py", "test_snapshots.py", "test_sharding.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name not in _LONGEST_FILES)  # stable: order within kept

@@ -42,7 +42,7 @@ OU_CASES = [
 @pytest.mark.parametrize("case", OU_CASES)
 def test_fit_recovers_ou_drift_and_noise(case):
     theta, sigma, mean0, std0, theta_start, sigma_start, objective, dtype = case
-    t1, steps = 1.0, 300
+    t1, steps = 1.0, 150
     data = _ou_data(theta, sigma, mean0, std0, t1, 4096, jr.key(0)).astype(dtype)
     ones = jnp.ones(len(mean0), dtype)
     model = _frozen_mean_ou(jnp.asarray(theta_start, dtype) * ones, jnp.asarray(sigma_start, dtype) * ones)
