@@ -35,9 +35,9 @@ def pytest_configure(config):
     if "JAX_COMPILATION_CACHE_DIR" in os.environ:  # a worker (jax read it on import), or the user's folder
         return
     folder = config.stash[_OWN_CACHE] = tempfile.mkdtemp(prefix="dkjax-tests-jax-cache-")
-    os.environ.update({name.upper(): str(value) for name, value in _CACHE_SETTINGS.items()})
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
-    for name, value in {**_CACHE_SETTINGS, "jax_compilation_cache_dir": folder}.items():
+    settings = {**_CACHE_SETTINGS, "jax_compilation_cache_dir": folder}
+    os.environ.update({name.upper(): str(value) for name, value in settings.items()})  # workers, subprocesses
+    for name, value in settings.items():  # this process: jax read its environment on import
         jax.config.update(name, value)
 
 
