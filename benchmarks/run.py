@@ -1,4 +1,4 @@
-"""The performance suite of issue 5: one entry point, JSON and markdown tables per suite.
+"""The performance suite: one entry point, JSON and markdown tables per suite (run from the repository root).
 
     python -m benchmarks.run --suite quick      # a 2-core CPU in minutes
     python -m benchmarks.run --suite full       # one GPU

@@ -1,9 +1,8 @@
-"""``dkjax response`` and ``dkjax bench``: results against an exact reference, user systems, help,
+"""``dkjax response``, ``--version`` and the benchmark suite's entry point: results against an exact reference, user systems, help,
 and configuration errors raised before any work."""
 
 import json
 import sys
-import types
 from pathlib import Path
 
 import jax
@@ -250,7 +249,7 @@ def test_train_model_and_data_errors_before_any_work(tmp_path, monkeypatch, caps
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("command", ["train", "sample", "response", "bench"])
+@pytest.mark.parametrize("command", ["train", "sample", "response"])
 def test_every_subcommand_has_help_with_examples(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
@@ -259,19 +258,26 @@ def test_every_subcommand_has_help_with_examples(command, capsys):
     assert "examples:" in out and f"dkjax {command}" in out.split("examples:")[1]
 
 
-def test_bench_passes_the_suite_and_extra_arguments_on(monkeypatch):
-    calls = []
-    fake = types.ModuleType("benchmarks.run")
-    fake.main = lambda argv: calls.append(argv) or {"results": []}
-    monkeypatch.setitem(sys.modules, "benchmarks.run", fake)
-    assert main(["bench", "--suite", "full", "--", "--only", "core"]) == 0
-    assert calls == [["--suite", "full", "--only", "core"]]
+def test_the_package_has_no_bench_subcommand_and_the_readme_suite_command_runs(capsys):
+    import subprocess
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--suite", "quick"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'bench'" in capsys.readouterr().err
+    readme = (ROOT / "README.md").read_text() + (ROOT / "docs" / "cli.md").read_text()
+    assert "dkjax bench" not in readme and "python -m benchmarks.run --suite quick" in readme
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and "--suite" in done.stdout and "issue" not in done.stdout
 
 
-def test_bench_without_the_suite_says_so(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "benchmarks.run", None)  # import raises ImportError
-    assert main(["bench", "--suite", "quick"]) == 2
-    assert "not importable" in capsys.readouterr().err
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"dkjax {dkjax.__version__}"
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,7 @@
-"""The ``dkjax`` command line: ``train``, ``sample``, ``response`` and ``bench`` (argparse subcommands).
+"""The ``dkjax`` command line: ``train``, ``sample`` and ``response`` (argparse subcommands), and ``--version``.
+
+The benchmark suite is not part of the package: from a clone of the repository it runs as
+``python -m benchmarks.run --suite quick``.
 
 Each subcommand is added by an ``_add_<name>(subparsers)`` function that sets its handler and
 its own parser (so that a usage error shows the subcommand's usage line); further subcommands
@@ -111,47 +114,23 @@ def _add_response(subparsers) -> None:
     response.set_defaults(handler=_response, parser=response)
 
 
-def _bench(args, parser) -> int:
-    import importlib
+def _version() -> str:
+    from .. import __version__
 
-    root = Path(__file__).resolve().parent.parent
-    try:
-        if (root / "benchmarks" / "run.py").is_file() and str(root) not in sys.path:
-            sys.path.insert(0, str(root))
-        suite = importlib.import_module("benchmarks.run")
-    except ImportError as error:
-        print(
-            f"dkjax bench: the benchmark suite (benchmarks/run.py) is not importable ({error}). It ships with the "
-            "dkjax repository, not with the installed package: run dkjax bench from a clone of the repository.",
-            file=sys.stderr,
-        )
-        return 2
-    extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
-    suite.main(["--suite", args.suite, *extra])  # returns its results; failures raise
-    print(f"dkjax bench: suite {args.suite} finished")
-    return 0
-
-
-def _add_bench(subparsers) -> None:
-    bench = _subparser(
-        subparsers, "bench", help="run the benchmark suite (needs the repository's benchmarks/ folder)",
-        description="Run the benchmark suite benchmarks/run.py of the dkjax repository. Arguments after -- go "
-        "to the suite unchanged.",
-        examples="  dkjax bench --suite quick\n  dkjax bench --suite full -- --help\n",
-    )  # fmt: skip
-    bench.add_argument("--suite", choices=("quick", "full"), default="quick", help="quick: minutes on a CPU; full: a GPU")
-    bench.add_argument("extra", nargs=argparse.REMAINDER, help="arguments passed on to the suite (after --)")
-    bench.set_defaults(handler=_bench, parser=bench)
+    return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``dkjax`` argument parser with its subcommands."""
-    parser = argparse.ArgumentParser(prog="dkjax", description="Divergence-kernel responses and DK-SDE training.")
+    parser = argparse.ArgumentParser(
+        prog="dkjax", description="Divergence-kernel responses and DK-SDE training.",
+        epilog="The benchmark suite runs from a clone of the repository: python -m benchmarks.run --suite quick",
+    )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"dkjax {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_train(subparsers)
     _add_sample(subparsers)
     _add_response(subparsers)
-    _add_bench(subparsers)
     return parser
 
 
