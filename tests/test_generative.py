@@ -166,12 +166,32 @@ def test_patience_stops_after_evaluations_without_improvement():
     assert len(history.records) == lowest + 4
 
 
+@pytest.mark.parametrize("as_array", [np.asarray, jnp.asarray])
+def test_fit_generative_converts_integer_data_to_floats(as_array):
+    data = as_array(np.random.default_rng(0).integers(0, 10, (40, 2)))
+    model, _ = dkjax.fit_generative(
+        data, key=jr.key(0), steps=1, num_steps=4, num_paths=8, progress=False,
+        sde=dkjax.NeuralSDE(2, key=jr.key(1), width=4),
+    )  # fmt: skip
+    samples = model.sample(3, key=jr.key(2))
+    assert jnp.issubdtype(samples.dtype, jnp.floating) and bool(jnp.all(jnp.isfinite(samples)))
+
+
+def test_fit_generative_names_the_row_of_a_nan_before_standardising():
+    data = np.random.default_rng(0).normal(size=(300, 2))
+    data[123, 1] = np.nan
+    with pytest.raises(ValueError, match=r"data: row 123, column 1 is nan .*; 1 row\(s\) hold NaN"):
+        dkjax.fit_generative(data, key=jr.key(0), steps=1)
+    with pytest.raises(TypeError, match="data must be an array of numbers"):
+        dkjax.fit_generative(np.array([["a", "b"], ["c", "d"]]), key=jr.key(0), steps=1)
+
+
 def test_validation_arguments_are_checked():
     sde, initial, train, held_out = _diverging_problem()
     common = dict(t1=1.0, num_steps=10, key=jr.key(2), steps=2, num_paths=16, progress=False)
     with pytest.raises(ValueError, match="validation has dimension 2"):
         dkjax.fit(sde, train, initial, validation=jnp.zeros((10, 2)), **common)
-    with pytest.raises(ValueError, match="validation holds 1 non-finite"):
+    with pytest.raises(ValueError, match="validation: row 3, column 0 is nan"):
         dkjax.fit(sde, train, initial, validation=held_out.at[3, 0].set(jnp.nan), **common)
     with pytest.raises(ValueError, match="validation as a fraction"):
         dkjax.fit(sde, train, initial, validation=1.5, **common)

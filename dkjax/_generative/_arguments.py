@@ -9,7 +9,43 @@ import numpy as np
 from .._sde._abstract import AbstractSDE, noise_dimension
 from .._validation import check_choice, check_key, check_positive, check_time_grid
 from ._objective import GRADIENT_METHODS, OBJECTIVES
-from ._snapshots import Snapshots, as_snapshots, check_floating_finite, grid_steps
+from ._snapshots import Snapshots, as_snapshots, grid_steps
+
+
+def check_finite_rows(name: str, points) -> None:
+    """Raises a ``ValueError`` naming the first row and column of ``points`` ``(n, d)`` that is NaN or inf."""
+    array = np.asarray(points)
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    bad_rows = np.flatnonzero(~finite.all(axis=1))
+    row = int(bad_rows[0])
+    column = int(np.flatnonzero(~finite[row])[0])
+    raise ValueError(
+        f"{name}: row {row}, column {column} is {array[row, column]} (counting from 0); {bad_rows.size} row(s) "
+        "hold NaN or inf. The data must be finite: drop or fill those rows."
+    )
+
+
+def as_float_points(points, name: str = "data"):
+    """``points`` as a floating-point JAX array ``(num_points, d)``, checked before any arithmetic.
+
+    Integer and boolean arrays are converted to JAX's default float dtype; a NaN or inf is
+    reported with its row and column.
+
+    Raises:
+        TypeError: ``points`` is not numeric.
+        ValueError: ``points`` is not two-dimensional, or holds a NaN or inf (row and column named).
+    """
+    array = points if isinstance(points, jax.Array) else np.asarray(points)
+    if array.dtype == np.bool_ or np.issubdtype(array.dtype, np.integer):
+        array = jnp.asarray(array, dtype=jnp.result_type(float))
+    elif not np.issubdtype(array.dtype, np.floating):
+        raise TypeError(f"{name} must be an array of numbers; got dtype {array.dtype}.")
+    if array.ndim != 2:
+        raise ValueError(f"{name} must have shape (num_points, d); got shape {array.shape}.")
+    check_finite_rows(name, array)
+    return jnp.asarray(array)
 
 
 def check_data(data, dim: int, name: str = "data") -> None:
@@ -21,7 +57,10 @@ def check_data(data, dim: int, name: str = "data") -> None:
         raise ValueError(f"{name} must hold at least 2 points; got {shape[0]}.")
     if shape[1] != dim:
         raise ValueError(f"{name} has dimension {shape[1]} but the model's initial states have dimension {dim}.")
-    check_floating_finite(name, data)
+    dtype = np.asarray(data).dtype
+    if not np.issubdtype(dtype, np.floating):
+        raise TypeError(f"{name} must be a floating-point array; got dtype {dtype}.")
+    check_finite_rows(name, data)
 
 
 def _check_initial(initial, key) -> tuple[int, object]:

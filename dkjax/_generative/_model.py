@@ -10,6 +10,7 @@ import jax.random as jr
 import numpy as np
 
 from .._custom_types import Array, Float, Key, States
+from ._arguments import as_float_points
 from ._data import GaussianInitial, gaussian_initial
 from .._sde._gradient_flow import GradientFlowSDE, gradient_flow_template
 from .._sde._neural import NeuralSDE
@@ -295,7 +296,7 @@ def fit_generative(
     in the data's units.
 
     Arguments:
-        data: the training points ``(n, d)``, in any units.
+        data: the training points ``(n, d)``, in any units (integers are converted to floats).
         key: PRNG key (model initialisation and training).
         steps: optimisation steps.
         sde: the model to train, in standardised units (default ``NeuralSDE(d)``).
@@ -308,7 +309,8 @@ def fit_generative(
         ``(model, history)``.
 
     Raises:
-        ValueError, TypeError: as ``dkjax.fit``; a constant data column when standardising.
+        ValueError, TypeError: as ``dkjax.fit``; ``data`` not numeric or not ``(n, d)``; a NaN or inf
+            in ``data`` (its row and column named); a constant data column when standardising.
 
     Example:
         >>> data = dkjax.toy_data("two_moons", jax.random.key(0), 256) * 3.0 + 10.0
@@ -318,9 +320,7 @@ def fit_generative(
         >>> print(model.sample(5, key=jax.random.key(3)).shape)
         (5, 2)
     """
-    data = jnp.asarray(data)
-    if data.ndim != 2:
-        raise ValueError(f"data must have shape (num_points, d); got shape {data.shape}.")
+    data = as_float_points(data, "data")  # integers converted; a NaN named by row before standardising
     dim = data.shape[1]
     scaling = DataScaling.fit(data) if standardize else DataScaling.identity(dim, data.dtype)
     validation = fit_options.get("validation")
