@@ -1,4 +1,4 @@
-"""Every Python block of the README runs as written and prints what its ``# -> `` comments claim."""
+"""Every Python block of the README runs as written, prints what its ``# -> `` comments claim and no warning."""
 
 import re
 import subprocess
@@ -30,3 +30,4 @@ def test_readme_block_prints_what_it_claims(index, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     printed = [line.strip() for line in done.stdout.splitlines() if line.strip()]
     assert printed == _claims(BLOCKS[index]), (printed, done.stderr[-2000:])
+    assert "Warning" not in done.stderr, done.stderr[-2000:]  # e.g. a float64 truncation warning

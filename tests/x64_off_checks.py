@@ -71,3 +71,17 @@ def test_likelihood_ratio_on_a_short_grid():
         key=jr.key(4),
     )  # fmt: skip
     assert np.isfinite(float(res.estimate.theta))
+
+
+def test_metrics_take_numpy_float64_and_integers_without_a_truncation_warning():
+    import warnings
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 2)), rng.normal(size=(64, 2)) + 1.0  # NumPy float64, as np.loadtxt gives
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = [
+            dkjax.energy_distance(x, y), dkjax.energy_distance(x.astype(int), y.astype(int)),
+            dkjax.sliced_wasserstein(x, y, key=jr.key(0)), dkjax.smoothed_nll(x, y, 0.5),
+        ]  # fmt: skip
+    assert all(v.dtype == F32 and np.isfinite(v) for v in values)

@@ -11,6 +11,16 @@ from .._custom_types import Array, Float, Key, Scalar
 Samples = Float[Array, "n d"]
 
 
+def as_samples(points) -> Samples:
+    """``points`` as a JAX array in a floating dtype JAX can hold (no truncation warning).
+
+    NumPy float64 input becomes float32 when x64 is off, as ``jnp.asarray`` does silently;
+    integers become JAX's default float dtype.
+    """
+    array = jnp.asarray(points)
+    return array if jnp.issubdtype(array.dtype, jnp.inexact) else array.astype(jnp.result_type(float))
+
+
 def squared_distances(a: Samples, b: Float[Array, "m d"]) -> Float[Array, "n m"]:
     """``|a_i - b_j|^2`` for all pairs."""
     # Differences, not the expanded |a|^2 - 2ab + |b|^2: that cancels catastrophically in float32.
@@ -94,6 +104,7 @@ def energy_distance(x: Samples, y: Float[Array, "m d"]) -> Scalar:
         >>> print(f"{float(dkjax.energy_distance(x, y)):.3f} {float(dkjax.energy_distance(x, y + 1.0)):.2f}")
         -0.001 0.82
     """
+    x, y = as_samples(x), as_samples(y)
     return energy_terms(x, y)[0].astype(x.dtype)
 
 
@@ -140,6 +151,7 @@ def smoothed_nll(samples: Samples, data: Float[Array, "j d"], bandwidth: Scalar)
         >>> print(f"{float(dkjax.smoothed_nll(samples, heldout, 0.1)):.2f}")  # N(0, 1): 1.42, a little more once smoothed
         1.44
     """
+    samples, data = as_samples(samples), as_samples(data)
     return (-kde_sums(data, samples, bandwidth)["log_q"] / data.shape[0]).astype(samples.dtype)
 
 
@@ -166,6 +178,7 @@ def sliced_wasserstein(
         >>> print(f"{float(dkjax.sliced_wasserstein(x, x + 1.0, key=jax.random.key(1))):.1f}")  # shifted by (1, 1)
         1.0
     """
+    x, y = as_samples(x), as_samples(y)
     directions = jr.normal(key, (num_projections, x.shape[1]), x.dtype)
     directions = directions / jnp.linalg.norm(directions, axis=1, keepdims=True)
     levels = (jnp.arange(num_quantiles, dtype=x.dtype) + 0.5) / num_quantiles
