@@ -33,7 +33,7 @@ import optax
 
 import dkjax
 from dkjax._generative._snapshots import grid_steps
-from dkjax._generative._train import _make_train_step, _snapshot_gradient
+from dkjax._generative._train import _make_train_step
 
 from ._common import ROOT, machine, markdown_table, to_json, write_results
 
@@ -128,13 +128,14 @@ def dk_memory(model, train, initial, *, num_steps, num_paths, objective, method)
     """XLA's peak bytes of one ``dkjax.fit`` training step on these snapshots."""
     snaps = dkjax.Snapshots(train)
     steps = grid_steps(snaps.times, 0.0, T1, num_steps)
-    gradient = _snapshot_gradient(snaps, steps, objective=objective, method=method, t0=0.0, t1=T1, num_steps=num_steps,
-                                  batch_size=num_paths, ess_target=32.0)  # fmt: skip
     optimizer = optax.adam(1e-2)
-    step = _make_train_step(initial, optimizer, num_paths=num_paths, gradient=gradient)
+    step = _make_train_step(initial, optimizer, num_paths=num_paths, objective=objective, method=method, t0=0.0, t1=T1,
+                            num_steps=num_steps, batch_size=num_paths, ess_target=32.0, observed=steps,
+                            time_weights=snaps.weights)  # fmt: skip
     params, static = eqx.partition(model, eqx.is_inexact_array)
-    h = jnp.full(len(snaps.times), 0.1)
-    return compiled_memory(step, params, static, optimizer.init(params), snaps.points, jr.key(0), jnp.asarray(5.0), h, 4 * h)
+    h = tuple(jnp.asarray(0.1) for _ in snaps.times)
+    return compiled_memory(step, params, static, optimizer.init(params), snaps.points, jr.key(0), jnp.asarray(5.0), h,
+                           tuple(4 * v for v in h))  # fmt: skip
 
 
 def score(model, initial, data, num_steps, key):

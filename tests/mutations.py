@@ -119,17 +119,18 @@ MUTATIONS = [
         "two_pass_last_parameter_zero",
         "two-pass gradient: the last parameter leaf gets zero",
         [(
-            OBJECTIVE,
-            "return jax.tree.map(jnp.add, total, jax.grad(weighted)(params)), n + 1",
-            "g = jax.tree.leaves(jax.grad(weighted)(params)); g[-1] = 0 * g[-1]\n"
-            "            return jax.tree.map(jnp.add, total, jax.tree.unflatten(jax.tree.structure(params), g)), n + 1",
+            STEP,
+            "return jax.tree.map(jnp.add, total, output[1])",
+            "g = jax.tree.leaves(output[1]); g[-1] = 0 * g[-1]\n"
+            "        return jax.tree.map(jnp.add, total, jax.tree.unflatten(jax.tree.structure(output[1]), g))",
         )],
         [OBJ + "test_gradient_routes_agree"],
     ),
     _mutation(
         "dk_scan_time_one_step_late",
         "the DK scan reads the coefficients at t_{n+1} (simulate does not)",
-        [(STEP, "x_next = em_update(eqx.combine(self.params, self.static), t, dt, x, z)", "x_next = em_update(eqx.combine(self.params, self.static), t + dt, dt, x, z)")],
+        [(STEP, "increment = batch_increment(self.static, t, dt, z)\n        step, transpose",
+          "increment = batch_increment(self.static, t + dt, dt, z)\n        step, transpose")],
         [EST + "test_time_dependent_ou_score_and_responses_match_em_chain"],
     ),
     _mutation(
@@ -175,34 +176,33 @@ MUTATIONS = [
     _mutation(
         "response_mix_divergence_unweighted",
         "the (1 - b) factor on the divergence response dropped (0 < b < 1)",
-        [(STEP, "value = value - (1 - self.response_mix) * divergence", "value = value - divergence")],
+        [(STEP, "lambda g: -(1 - self.response_mix) * g, d_div", "lambda g: -g, d_div")],
         [RESP + "test_observable_response_ou_matches_em_chain[0.5-float64]"],
     ),
     # ---- the DK step and estimator
     _mutation(
         "matrix_free_logdet_first_order",
         "matrix-free log|det J| probe without its second-order part (dual probe v instead of v - A^T v)",
-        [(JACOBIAN, "return self.pushforward(increment, x, params, probe, None, order=1)[0]", "return probe")],
+        [(JACOBIAN, "return (v - at(v))[:, None, :]", "return v[:, None, :]")],
         [EST + "test_matrix_free_agrees_with_exact_in_10d"],
     ),
     _mutation(
         "exact_logdet_untransposed",
-        "exact mode: d log|det J| as sum(J^-1 * dJ) instead of tr(J^-1 dJ)",
-        [(JACOBIAN, "jnp.sum(jax.lax.stop_gradient(prepared) * _step_jacobian(",
-          "jnp.sum(jax.lax.stop_gradient(prepared).T * _step_jacobian(")],
+        "exact mode: the Jacobian assembled from its columns as rows (d log|det J| = sum(J^-1 * dJ))",
+        [(JACOBIAN, "jacobian = eye + jnp.swapaxes(images, 1, 2)", "jacobian = eye + images")],
         [EST + "test_linear_sde_general_noise_parameters_in_drift_and_noise_matrix"],
     ),
     _mutation(
         "exact_pushforward_untransposed",
         "exact mode: J^-1 w instead of J^-T w",
-        [(JACOBIAN, "return prepared @ w, ", "return prepared.T @ w, ")],
+        [(JACOBIAN, 'return jnp.einsum("bki,bk->bi", duals, w)', 'return jnp.einsum("bik,bk->bi", duals, w)')],
         [EST + "test_linear_sde_general_noise_parameters_in_drift_and_noise_matrix"],
     ),
     _mutation(
         "logdet_response_sign",
         "the log|det J| term enters the response with the wrong sign",
-        [(STEP, "divergence = u @ increment(x, params) + self.jacobian.logdet_carrier(",
-          "divergence = u @ increment(x, params) - self.jacobian.logdet_carrier(")],
+        [(STEP, "d_div = transpose((_scale_rows(c, u), _scale_rows(c, duals)))[0]",
+          "d_div = transpose((_scale_rows(c, u), _scale_rows(-c, duals)))[0]")],
         [EST + "test_ou_score_and_response_match_em_chain"],
     ),
     _mutation(
@@ -221,7 +221,8 @@ MUTATIONS = [
     _mutation(
         "point_mass_first_step_response_dropped",
         "from a point mass the first (kernel) step adds no response",
-        [(STEP, "kernel_step = DivergenceKernelStep(params, static, jacobian, None, response_mix=1.0,", "kernel_step = DivergenceKernelStep(params, static, jacobian, None, response_mix=0.0,")],
+        [(STEP, "DivergenceKernelStep(params, static, jacobian, None, 1.0, kernel_plan, weights)",
+          "DivergenceKernelStep(params, static, jacobian, None, 0.0, kernel_plan, weights)")],
         [EST + "test_kernel_response_general_noise_from_a_point_mass"],
     ),
     _mutation(
@@ -233,7 +234,7 @@ MUTATIONS = [
     _mutation(
         "initial_response_ignored",
         "dlogp0 (the initial response, also the chain link of stationary segments) ignored",
-        [(ESTIMATOR, "fold=PerPathResponse(parameters(sde)), acc=dlogp0,", "fold=PerPathResponse(parameters(sde)), acc=jax.tree.map(jnp.zeros_like, dlogp0),")],
+        [(ESTIMATOR, "fold=PerPathResponse(), acc=dlogp0,", "fold=PerPathResponse(), acc=jax.tree.map(jnp.zeros_like, dlogp0),")],
         [RESP + "test_stationary_response_ou_matches_exact_truncated_windows"],
     ),
     _mutation(
@@ -340,17 +341,39 @@ MUTATIONS = [
         [(BASELINES, "2 * h.reshape((1, -1)", "h.reshape((1, -1)")],
         [BASE + "test_finite_difference_stationary_ou"],
     ),
+    # ---- the fused step: one linearisation, batch reverse passes
+    _mutation(
+        "fused_weighted_logdet_unweighted",
+        "weighted response: the log|det J| term not weighted by the paths' weights",
+        [(STEP, "d_div = transpose((_scale_rows(c, u), _scale_rows(c, duals)))[0]",
+          "d_div = transpose((_scale_rows(c, u), duals))[0]")],
+        ["tests/test_engine.py::test_fused_step_equals_the_unfused_reference"],
+    ),
+    _mutation(
+        "fused_logdet_gradient_stray_cotangent",
+        "grad_x log|det J| read from the linearisation with a stray cotangent on the increment",
+        [(STEP, "grad_logdet = transpose_images((jnp.zeros_like(x), duals))[0]",
+          "grad_logdet = transpose_images((x, duals))[0]")],
+        ["tests/test_engine.py::test_fused_step_equals_the_unfused_reference"],
+    ),
+    _mutation(
+        "fused_step_weights_one_step_late",
+        "weighted replay: step n's increments weighted as step n + 1's (snapshot weights switch a step late)",
+        [(STEP, "d_eta = self.response(t, dt, x, z, x_next, *fixed, self.weights(n), batched=True)",
+          "d_eta = self.response(t, dt, x, z, x_next, *fixed, self.weights(n + 1), batched=True)")],
+        [SNAP + "test_snapshot_gradient_is_the_weighted_sum_of_single_time_gradients"],
+    ),
     # ---- population snapshots
     _mutation(
         "snapshot_replay_counts_one_step_late",
         "two-pass snapshots: a step's increment also counts towards the observation at that step",
-        [(SNAPSHOTS, "c_paths @ (n < steps_arr)", "c_paths @ (n <= steps_arr)")],
+        [(STEP, "return self.c @ (n < self.steps)", "return self.c @ (n <= self.steps)")],
         [SNAP + "test_snapshot_gradient_is_the_weighted_sum_of_single_time_gradients"],
     ),
     _mutation(
         "snapshot_response_read_one_step_early",
         "per-path snapshots: the response recorded one step before the observation time",
-        [(SNAPSHOTS, "(eta, inputs[2]), n + 1, steps)", "(eta, inputs[2]), n + 2, steps)")],
+        [(OBJECTIVE, "(eta, x_next), n + 1, self.steps)", "(eta, x_next), n + 2, self.steps)")],
         [SNAP + "test_snapshot_gradient_is_the_weighted_sum_of_single_time_gradients",
          SNAP + "test_snapshot_energy_gradient_matches_exact_ou"],
     ),

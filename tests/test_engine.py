@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import dkjax
-from dkjax._engine._dk_step import dk_scan
+from dkjax._engine._dk_step import StepWeights, SumResponses, dk_scan
 from dkjax._generative._objective import dk_gradient
 from dkjax._engine._simulate import path_ids_for, time_grid
 
@@ -36,15 +36,13 @@ def test_two_training_passes_replay_bit_identical_chaotic_paths(dtype):
     first = dkjax.simulate(sde, x0, t1=t1, num_steps=num_steps, key=key)
     t0_arr, _ = time_grid(0.0, t1, num_steps, dtype)
     params = dkjax.parameters(sde)
-
-    def add_weighted_gradient(acc, surrogate, inputs):
-        weighted = lambda p: jnp.sum(jax.vmap(surrogate, in_axes=(None,) + (0,) * len(inputs))(p, *inputs))
-        return jax.tree.map(jnp.add, acc, jax.grad(weighted)(params))
+    weights = StepWeights(jnp.ones((x0.shape[0], 1), dtype), jnp.asarray([num_steps], jnp.int32))
 
     # As in the trainer, the model and the grid are arguments of the compiled replay, not constants.
     replay = eqx.filter_jit(lambda sde, x, t0, t1, rate, key: dk_scan(
         sde, x, jnp.zeros_like(x), path_ids_for(x.shape[0], 0), t0=t0, t1=t1, num_steps=num_steps, key=key,
-        kernel_rate=rate, accumulate=add_weighted_gradient, acc0=jax.tree.map(jnp.zeros_like, params), point_mass=True,
+        kernel_rate=rate, fold=SumResponses(), acc0=jax.tree.map(jnp.zeros_like, params), weights=weights,
+        point_mass=True,
     ))  # fmt: skip
     second = replay(sde, x0, t0_arr, jnp.asarray(t1, dtype), jnp.asarray(10.0, dtype), key)[0]
     estimator = dkjax.divergence_kernel(sde, x0, t1=t1, num_steps=num_steps, key=key, kernel_rate=10.0).x
@@ -145,14 +143,14 @@ def test_matrix_free_order_sets_the_truncation_error():
     """On a linear increment A x, the order-k expansion of J^{-T} w errs by about |A|^(k+1)."""
     a = 0.2 * jax.random.normal(jax.random.key(0), (6, 6))
     a = 0.2 * a / jnp.linalg.norm(a, 2)
-    increment = lambda x, params: a @ x
-    w = jax.random.normal(jax.random.key(1), (6,))
-    exact = jnp.linalg.solve((jnp.eye(6) + a).T, w)
+    at = lambda w: w @ a  # A^T w for a batch of covectors (B, d)
+    w = jax.random.normal(jax.random.key(1), (1, 6))
+    exact = jnp.linalg.solve((jnp.eye(6) + a).T, w[0])
     errors = []
     for order in (1, 2, 3, 4):
-        pushed, ratio = dkjax.MatrixFree(order).pushforward(increment, jnp.zeros(6), None, w, None)
-        errors.append(float(jnp.linalg.norm(pushed - exact) / jnp.linalg.norm(w)))
-        assert float(ratio) == pytest.approx(float(jnp.linalg.norm(a.T @ w) / jnp.linalg.norm(w)))
+        pushed, ratio = dkjax.MatrixFree(order).pushforward(at, w, None)
+        errors.append(float(jnp.linalg.norm(pushed[0] - exact) / jnp.linalg.norm(w)))
+        assert float(ratio[0]) == pytest.approx(float(jnp.linalg.norm(a.T @ w[0]) / jnp.linalg.norm(w)))
     for lower, higher in zip(errors, errors[1:]):
         assert higher < 0.25 * lower
     with pytest.raises(ValueError, match="order must be a positive int"):
@@ -204,3 +202,77 @@ def test_gauss_jordan_only_on_the_cpu(monkeypatch):
     inverse, logabsdet = _linalg.inverse_and_logabsdet(matrix)
     np.testing.assert_allclose(inverse, jnp.linalg.inv(matrix), rtol=1e-12)
     np.testing.assert_allclose(logabsdet, jnp.linalg.slogdet(matrix)[1], rtol=1e-12)
+
+
+class _GeneralMultiplicative(dkjax.AbstractSDE):
+    """General (matrix) noise whose rows scale with the state: parameters in the drift and the noise."""
+
+    A: jax.Array
+    S: jax.Array
+
+    def drift(self, t, x):
+        return self.A @ x - 0.1 * x**3
+
+    def diffusion(self, t, x):
+        return (1.0 + 0.3 * jnp.tanh(x))[:, None] * self.S
+
+
+def _fused_case(name, dtype):
+    key = jax.random.key(11)
+    if name == "lorenz96":
+        return _lorenz96(dtype, num_paths=6, dim=8)
+    if name == "neural_state_dependent":
+        sde = dkjax.NeuralSDE(3, key=key, width=8, noise="diagonal", state_dependent=True, sigma_min=0.05)
+        sde = jax.tree.map(lambda leaf: leaf.astype(dtype) if eqx.is_inexact_array(leaf) else leaf, sde)
+        # A non-zero last layer of the noise net, so the noise really depends on the state.
+        sde = eqx.tree_at(lambda m: m.sigma_net.layers[-1].weight, sde,
+                          0.3 * jax.random.normal(key, sde.sigma_net.layers[-1].weight.shape, dtype))  # fmt: skip
+        return sde, jax.random.normal(jax.random.key(3), (6, 3), dtype)
+    A = jnp.asarray([[-1.0, 0.4, 0.0], [-0.3, -0.5, 0.2], [0.1, 0.0, -0.8]], dtype)
+    S = jnp.asarray([[0.5, 0.1, 0.0], [0.0, 0.4, 0.1], [0.2, 0.0, 0.6]], dtype)
+    return _GeneralMultiplicative(A, S), jax.random.normal(jax.random.key(3), (6, 3), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ["lorenz96", "neural_state_dependent", "general_multiplicative"])
+@pytest.mark.parametrize("mode", ["matrix_free", "exact"])
+def test_fused_step_equals_the_unfused_reference(dtype, case, mode):
+    """One fused DK step (one linearisation, batch reverse passes) against today's unfused per-path
+    formulas: new states, scores, per-path responses and their weighted sum, with the kernel response on."""
+    from dkjax._engine._dk_step import DivergenceKernelStep, StepWeights, _step_plan
+    from dkjax._engine._noise import noise_and_probe
+    from tests.unfused_step import unfused_path_step
+
+    sde, x = _fused_case(case, dtype)
+    num_paths, dim = x.shape
+    params, static = eqx.partition(sde, eqx.is_inexact_array)
+    nu = jax.random.normal(jax.random.key(4), x.shape, dtype)
+    t, dt, mix, response_mix = jnp.asarray(0.3, dtype), jnp.asarray(0.01, dtype), 0.05, 0.25
+    plan = _step_plan(sde, x, True, response_mix, t)
+    key_n, ids = jnp.asarray([7, 9], jnp.uint32), jnp.arange(num_paths, dtype=jnp.int32)
+    z, probe = jax.vmap(lambda i: noise_and_probe(key_n, i, plan.noise_dim, dim, dtype))(ids)
+    rate = dkjax.ConstantRate(jnp.asarray(mix / 0.01, dtype))
+    jacobian = dkjax.MatrixFree() if mode == "matrix_free" else dkjax.Dense()
+    c = jax.random.normal(jax.random.key(5), (num_paths, 1), dtype)
+    carry = (x, nu, jnp.full((num_paths,), -1, jnp.int32), jnp.zeros((num_paths,), dtype))
+    outputs = {}
+    for route, weights in (("per_path", None), ("weighted", StepWeights(c, jnp.asarray([10], jnp.int32)))):
+        step = DivergenceKernelStep(params, static, jacobian, rate, response_mix, plan, weights)
+        (x_next, nu_next, _, _), (_, d_eta) = eqx.filter_jit(step)(jnp.int32(2), t, dt, key_n, ids, carry)
+        outputs[route] = (x_next, nu_next, d_eta)
+    reference = jax.jit(jax.vmap(lambda *row: unfused_path_step(sde, t, dt, *row, mix_score=jnp.minimum(rate(t) * dt, 1.0),
+                                                        response_mix=response_mix, dense=mode == "exact")))(x, nu, z, probe)  # fmt: skip
+    tolerance = 1e-10 if dtype == jnp.float64 else 64 * float(jnp.finfo(dtype).eps)
+
+    def close(actual, expected, what):
+        for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+            scale = max(float(jnp.max(jnp.abs(e))), float(jnp.finfo(dtype).tiny))
+            error = float(jnp.max(jnp.abs(a - e))) / scale
+            assert error <= tolerance, f"{what}: relative error {error:.3g} > {tolerance:.3g}"
+
+    close(outputs["per_path"][0], reference[0], "states")
+    close(outputs["per_path"][1], reference[1], "scores")
+    close(outputs["per_path"][2], reference[2], "per-path responses")
+    weighted_reference = jax.tree.map(lambda eta: jnp.tensordot(c[:, 0], eta, axes=1), reference[2])
+    close(outputs["weighted"][2], weighted_reference, "weighted response")
+    close(outputs["weighted"][:2], outputs["per_path"][:2], "weighted route's states and scores")

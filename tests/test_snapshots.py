@@ -13,7 +13,7 @@ from helpers import em_ou_moments
 
 import dkjax
 from dkjax._generative._objective import dk_gradient, energy_weights
-from dkjax._generative._snapshots import grid_steps, per_time_weights, snapshot_gradient
+from dkjax._generative._snapshots import grid_steps, per_time_weights
 
 DTYPES = [jnp.float32, jnp.float64]
 # Recoveries by training: float32 in the quick suite, float64 with the slow cases (the snapshot
@@ -52,7 +52,7 @@ def test_snapshot_gradient_is_the_weighted_sum_of_single_time_gradients(dtype):
     # float32 takes the chunked replay only: each route is a compilation of its own.
     routes = (("two_pass", 64),) if dtype == jnp.float32 else (("per_path", None), ("two_pass", None), ("two_pass", 64))
     for method, chunk in routes:
-        _, g, _, _ = snapshot_gradient(sde, x0, score0, weights, steps, t1=t1, num_steps=num_steps, key=jr.key(1),
+        _, g, _, _ = dk_gradient(sde, x0, score0, weights, steps, t1=t1, num_steps=num_steps, key=jr.key(1),
                                        kernel_rate=1.0, method=method, path_chunk=chunk)  # fmt: skip
         for name, value in expected.items():
             assert float(getattr(g, name)) == pytest.approx(value, rel=rtol, abs=rtol * 1e-2), (method, chunk, name)
@@ -89,7 +89,7 @@ def test_snapshot_energy_gradient_matches_exact_ou(method):
         x0 = 1.0 + 0.3 * jr.normal(jr.fold_in(key, 3), (2048, 1))
         data = tuple(a + b * jr.normal(jr.fold_in(key, 10 + k), (1024, 1)) for k, (a, b) in enumerate(targets))
         weights = per_time_weights("energy", data, (1.0, 1.0), 32.0, key, (0.1,) * 2, (1.0,) * 2)
-        _, g, _, _ = snapshot_gradient(sde, x0, -(x0 - 1.0) / 0.09, weights, steps, t1=T_OBS[-1], num_steps=STEPS_OBS,
+        _, g, _, _ = dk_gradient(sde, x0, -(x0 - 1.0) / 0.09, weights, steps, t1=T_OBS[-1], num_steps=STEPS_OBS,
                                        key=key, kernel_rate=2.0, method=method)  # fmt: skip
         return jnp.stack([g.theta, g.sigma])
 

@@ -115,11 +115,31 @@ def test_training_step_compiles_once_for_a_model_built_from_python_numbers():
     # OU(1.5, 0.8) holds weakly typed parameters; the optimiser's updates are not. Three steps
     # must compile what one step compiles (the step and the validation, once each).
     data = 0.5 * jr.normal(jr.key(0), (64, 1))
-    run = lambda steps: dkjax.fit(dkjax.OrnsteinUhlenbeck(1.5, 0.8), data, dkjax.gaussian_initial([0.0], [1.0]),
-                                  t1=1.0, num_steps=10, key=jr.key(1), steps=steps, num_paths=32, progress=False)  # fmt: skip
-    run(1)  # compiles the eager operations fit shares between calls
-    counts = [compilations_during(lambda: run(steps))[0] for steps in (1, 3)]
-    assert counts[0] == counts[1], counts
+    run = lambda steps, lr: dkjax.fit(dkjax.OrnsteinUhlenbeck(1.5, 0.8), data, dkjax.gaussian_initial([0.0], [1.0]),
+                                      t1=1.0, num_steps=10, key=jr.key(1), steps=steps, num_paths=32, progress=False,
+                                      learning_rate=lr)  # fmt: skip
+    run(1, 1e-3)  # compiles the eager operations fit shares between calls
+    counts = [compilations_during(lambda: run(steps, 2e-3))[0] for steps in (1, 3)]
+    assert counts[0] == counts[1] > 0, counts
+
+
+@pytest.mark.parametrize("snapshots", [False, True])
+def test_a_repeated_fit_compiles_nothing(snapshots):
+    """Same settings, shapes and model structure: the second fit reuses the compiled step, validation
+    and pilot, also with new data, a new key, a new t1 and new initial weights."""
+    def run(seed, t1):
+        key = jr.key(seed)
+        points = lambda k: 0.5 * jr.normal(jr.fold_in(key, k), (64, 2))
+        data = {0.5 * t1: points(0), t1: points(1)} if snapshots else points(0)
+        model = dkjax.NeuralSDE(2, key=jr.fold_in(key, 2), width=8)
+        initial = dkjax.gaussian_initial(jnp.zeros(2), 1.0)
+        return dkjax.fit(model, data, initial, t1=t1, num_steps=10, key=jr.fold_in(key, 3), steps=3, num_paths=32,
+                         validate_every=2, kernel_rate_every=2, progress=False)  # fmt: skip
+
+    first, _ = compilations_during(lambda: run(0, 1.0))
+    second, (model, history) = compilations_during(lambda: run(1, 2.0))
+    assert first > 0 and second == 0, (first, second)
+    assert len(history.records) == 3 and history.best_step is not None
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,14 @@
 
 The exact discrete-time recursion for the Euler-Maruyama chain, with the Jacobian terms
 treated by a Jacobian module (dense, or matrix-free) and the kernel weight by a kernel-rate
-module. ``dk_run`` drives it with any fold: per-path response weights for the estimator, one
-weighted response for the memory-lean trainer.
+module. A step linearises the increment of its batch of paths once, in the states and the
+parameters together, and feeds every product it needs through that linearisation: the new
+states, the pushforward of the score, the dual probes, and the parameter response. The
+second-order (log-determinant) term comes from one more linearisation whose single reverse
+pass gives its state and parameter gradients together.
+
+``dk_run`` drives it with any fold: per-path response weights for the estimator, or one
+weighted response summed over paths for the memory-lean trainer.
 """
 
 import dataclasses
@@ -13,13 +19,13 @@ import jax
 import jax.numpy as jnp
 
 from .._custom_types import Array, Scalar, State
-from ._driver import AbstractStep, FoldWith, drive
+from ._driver import AbstractFold, AbstractStep, drive
 from ._jacobian import AbstractJacobian, as_jacobian
 from ._kernel_rate import AbstractKernelRate, as_kernel_rate
 from ._linalg import inverse_and_logabsdet
 from ._noise import noise_and_probe
 from .._sde._abstract import AbstractSDE, em_increment, noise_dimension
-from ._simulate import em_update, time_grid
+from ._simulate import batch_increment, time_grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,16 +71,49 @@ def log_kernel_carrier(sde: AbstractSDE, t: Scalar, dt: Scalar, x: State, y: Sta
     return drift @ scaled + scaled @ covariance @ scaled / (2 * dt) - 0.5 * jnp.sum(precision * covariance)
 
 
-def _increment_fn(static, t, dt, z):
-    """``(x, params) -> F dt + sigma z sqrt(dt)`` at frozen noise ``z``."""
-    return lambda x_, params_: em_increment(eqx.combine(params_, static), t, x_, z, dt)
+def _with_images(increment, tangents, axis):
+    """``(x, params) -> (increment, A V_k)``: the increment and its derivative along each ``V_k``.
+
+    ``tangents`` holds the ``V_k`` along ``axis`` (``(B, K, d)`` for a batch, ``(K, d)`` for one path).
+    """
+
+    def images(x, params):
+        along = lambda v: jax.jvp(lambda x_: increment(x_, params), (x,), (v,))
+        if tangents.shape[axis] == 1:  # one probe: a vmap of size one doubles XLA's cost of the reverse pass
+            step, image = along(jnp.squeeze(tangents, axis))
+            return step, jnp.expand_dims(image, axis)
+        return jax.vmap(along, in_axes=axis, out_axes=(None, axis))(tangents)
+
+    return images
+
+
+def _scale_rows(c, leaf: Array) -> Array:
+    """``c_b * leaf[b]`` for a batch's weights ``c`` ``(B,)``, or ``c * leaf`` for one path."""
+    c = jnp.asarray(c, leaf.dtype)
+    return c.reshape(c.shape + (1,) * (leaf.ndim - c.ndim)) * leaf
+
+
+class StepWeights(eqx.Module):
+    """The weight of each path's response increment at step ``n``: ``c @ (n < steps)``.
+
+    ``c`` is ``(M, K)``, one column per observation step in ``steps`` (``(K,)``, increasing): an
+    increment counts towards every observation after it. One final time is ``K = 1``.
+    """
+
+    c: Array
+    steps: Array
+
+    def __call__(self, n) -> Array:
+        return self.c @ (n < self.steps).astype(self.c.dtype)
 
 
 class DivergenceKernelStep(AbstractStep):
-    """The EM step with the score recursion; outputs the response surrogate and its inputs.
+    """The EM step with the score recursion; outputs the new states and the response increment.
 
     The carry is ``(x, score, nonfinite_step, expansion_ratio)``. ``kernel_rate=None`` makes
-    the pure-kernel step (``a = b = 1``) that starts a run from a point mass.
+    the pure-kernel step (``a = b = 1``) that starts a run from a point mass. With
+    ``weights=None`` the increment is per path (a leading path axis); with ``StepWeights``
+    it is the weighted sum over paths, formed by one reverse pass over the whole batch.
     """
 
     params: object
@@ -83,59 +122,80 @@ class DivergenceKernelStep(AbstractStep):
     kernel_rate: AbstractKernelRate | None
     response_mix: float = eqx.field(static=True)
     plan: _StepPlan = eqx.field(static=True)
+    weights: StepWeights | None = None
 
     def __call__(self, n, t, dt, key_n, path_ids, carry):
         x, nu, bad_step, ratio = carry
         noise = lambda i: noise_and_probe(key_n, i, self.plan.noise_dim, x.shape[1], x.dtype)
         z, probe = jax.vmap(noise)(path_ids)
         mix_score = 1.0 if self.kernel_rate is None else jnp.minimum(self.kernel_rate(t) * dt, 1.0)
-        transition = lambda *args: self.transition(t, dt, mix_score, *args)
-        nu_next, u, prepared, step_ratio = jax.vmap(transition)(x, nu, z, probe)
-        x_next = em_update(eqx.combine(self.params, self.static), t, dt, x, z)
+        x_next, nu_next, fixed, step_ratio = self.transition(t, dt, mix_score, x, nu, z, probe)
+        if self.weights is None:
+            # Per path, not as batches of one: XLA compiles a vmap over one-row batches ~20x slower.
+            d_eta = jax.vmap(lambda *row: self.response(t, dt, *row, 1.0, batched=False))(x, z, x_next, *fixed)
+        else:
+            d_eta = self.response(t, dt, x, z, x_next, *fixed, self.weights(n), batched=True)
         bad_step = jnp.where((bad_step < 0) & nonfinite_paths(x_next, nu_next), n, bad_step)
-        surrogate = lambda params, *inputs: self.surrogate(params, t, dt, *inputs)
-        inputs = (x, u, jax.lax.stop_gradient(x_next), z, probe, prepared)
-        return (x_next, nu_next, bad_step, jnp.maximum(ratio, step_ratio)), (surrogate, inputs)
+        return (x_next, nu_next, bad_step, jnp.maximum(ratio, step_ratio)), (x_next, d_eta)
 
     def transition(self, t, dt, mix_score, x, nu, z, probe):
-        """Score update of one path: ``(nu_next, u, prepared, ratio)``.
+        """The new states and scores of a batch: ``(x_next, nu_next, (u, tangents, duals), ratio)``.
 
-        ``u = J^{-T}(nu - grad_x log|det J|)`` is the divergence part of the score and
-        ``prepared`` the Jacobian module's fixed data, both held fixed by the response.
+        ``nu_next = (1 - a) u + a grad_y log k`` with ``u = J^{-T}(nu - grad_x log|det J|)``.
+        ``u``, the carrier's tangents and its duals are held fixed by the response.
         """
-        increment = _increment_fn(self.static, t, dt, z)
-        u, nu_next, prepared, ratio = jnp.zeros_like(nu), jnp.zeros_like(nu), None, jnp.zeros((), x.dtype)
+        increment = batch_increment(self.static, t, dt, z)
+        step, transpose = jax.vjp(lambda x_: increment(x_, self.params), x)
+        at = lambda w: transpose(w)[0]
+        u, ratio = jnp.zeros_like(nu), jnp.zeros(x.shape[:1], x.dtype)
+        tangents = duals = jnp.zeros(x.shape[:1] + (1,) + x.shape[1:], x.dtype)
         if self.plan.divergence:
-            prepared = self.jacobian.prepare(increment, x, self.params, probe)
-            carrier = lambda x_: self.jacobian.logdet_carrier(increment, x_, self.params, probe, prepared)
-            u, ratio = self.jacobian.pushforward(increment, x, self.params, nu - jax.grad(carrier)(x), prepared)
-            nu_next = (1 - mix_score) * u
+            tangents = self.jacobian.tangents(probe)
+            images = lambda x_: _with_images(increment, tangents, 1)(x_, self.params)
+            (_, image), transpose_images = jax.vjp(images, x)
+            duals = self.jacobian.duals(at, tangents, image)
+            grad_logdet = transpose_images((jnp.zeros_like(x), duals))[0]
+            u, ratio = self.jacobian.pushforward(at, nu - grad_logdet, duals)
+        nu_next = (1 - mix_score) * u
         if self.plan.kernel_score:
-            sigma = eqx.combine(self.params, self.static).diffusion(t, x)
-            nu_next = nu_next + mix_score * kernel_score(sigma, z, dt)
-        return nu_next, u, prepared, ratio
+            sigma = jax.vmap(lambda x_: eqx.combine(self.params, self.static).diffusion(t, x_))(x)
+            nu_next = nu_next + mix_score * jax.vmap(kernel_score, in_axes=(0, 0, None))(sigma, z, dt)
+        return x + step, nu_next, (u, tangents, duals), ratio
 
-    def surrogate(self, params, t, dt, x, u, x_next, z, probe, prepared) -> Scalar:
-        """A scalar of the parameters whose gradient is the response increment of one path.
+    def response(self, t, dt, x, z, x_next, u, tangents, duals, c, *, batched: bool):
+        """The response increment, weighted by ``c`` and summed over a batch (or of one path): one reverse pass.
 
-        ``eta_{n+1} - eta_n = grad_params [ -(1 - b)(u . g(x) + log|det J|) + b log k(x, x_next) ]``
-        with ``x``, ``u``, ``x_next`` and ``prepared`` held fixed. Summing it over paths with
-        weights gives the weighted response in one VJP (the memory-lean training gradient).
+        ``sum_b c_b [-(1 - b)(u . d g + d log|det J|) + b d log k]``: parameter derivatives at fixed
+        states, noise, ``u`` and duals (``d log|det J|`` through the carrier ``sum_k P_k . (A V_k)``).
         """
-        value = jnp.zeros((), x.dtype)
+        if batched:
+            increment, axis = batch_increment(self.static, t, dt, z), 1
+        else:
+            increment, axis = (lambda x_, p: em_increment(eqx.combine(p, self.static), t, x_, z, dt)), 0
+        d_eta = jax.tree.map(jnp.zeros_like, self.params)
         if self.plan.divergence_response:
-            increment = _increment_fn(self.static, t, dt, z)
-            divergence = u @ increment(x, params) + self.jacobian.logdet_carrier(increment, x, params, probe, prepared)
-            value = value - (1 - self.response_mix) * divergence
+            _, transpose = jax.vjp(lambda p: _with_images(increment, tangents, axis)(x, p), self.params)
+            d_div = transpose((_scale_rows(c, u), _scale_rows(c, duals)))[0]
+            d_eta = jax.tree.map(lambda g: -(1 - self.response_mix) * g, d_div)
         if self.plan.kernel_response:
-            value = value + self.response_mix * log_kernel_carrier(eqx.combine(params, self.static), t, dt, x, x_next)
-        return value
+            log_k = lambda p, x_, y_: log_kernel_carrier(eqx.combine(p, self.static), t, dt, x_, y_)
+            total = (lambda p: jnp.sum(c * jax.vmap(log_k, in_axes=(None, 0, 0))(p, x, x_next))) if batched else (
+                lambda p: c * log_k(p, x, x_next))  # fmt: skip
+            d_eta = jax.tree.map(lambda a, g: a + self.response_mix * g, d_eta, jax.grad(total)(self.params))
+        return d_eta
 
 
 def nonfinite_paths(*trees) -> Array:
     """Per path, whether any leaf of ``trees`` (leading path axis) is non-finite."""
     leaves = [leaf.reshape(leaf.shape[0], -1) for leaf in jax.tree.leaves(trees)]
     return ~jnp.all(jnp.concatenate([jnp.isfinite(leaf) for leaf in leaves], axis=1), axis=1)
+
+
+class SumResponses(AbstractFold):
+    """Adds each step's (already weighted and summed) response increment: the trainer's one accumulator."""
+
+    def update(self, total, n, output):
+        return jax.tree.map(jnp.add, total, output[1])
 
 
 def _step_plan(sde, x0, use_kernel_score, response_mix, t0) -> _StepPlan:
@@ -159,11 +219,12 @@ def _step_plan(sde, x0, use_kernel_score, response_mix, t0) -> _StepPlan:
 
 
 def dk_run(sde, x0, score0, path_ids, t0, dt, key, num_steps, *, jacobian, kernel_rate, use_kernel_score,
-           response_mix, point_mass, fold, acc):  # fmt: skip
-    """Drives the DK step over ``num_steps`` steps of ``t0 + n dt``, folding each step's surrogate.
+           response_mix, point_mass, fold, acc, weights=None):  # fmt: skip
+    """Drives the DK step over ``num_steps`` steps of ``t0 + n dt``, folding each step's response increment.
 
     From a point mass (no initial score) the first step is pure kernel (``a_0 = b_0 = 1``),
-    exact whenever the initial law does not depend on the parameters. Returns
+    exact whenever the initial law does not depend on the parameters. ``weights=None`` gives
+    the fold per-path increments, ``StepWeights`` their weighted sum. Returns
     ``(x, score, acc, nonfinite_step, expansion_ratio)``; noise is drawn from
     ``(key, step, path_id)``, so two runs replay the same paths.
     """
@@ -181,27 +242,24 @@ def dk_run(sde, x0, score0, path_ids, t0, dt, key, num_steps, *, jacobian, kerne
         kernel_plan = dataclasses.replace(
             plan, divergence=False, kernel_score=True, divergence_response=False, kernel_response=True
         )
-        kernel_step = DivergenceKernelStep(params, static, jacobian, None, response_mix=1.0, plan=kernel_plan)
+        kernel_step = DivergenceKernelStep(params, static, jacobian, None, 1.0, kernel_plan, weights)
         carry, acc = drive(kernel_step, fold, carry, acc, **grid, first=0, stop=1)
         first = 1
-    step = DivergenceKernelStep(params, static, jacobian, kernel_rate, response_mix, plan)
+    step = DivergenceKernelStep(params, static, jacobian, kernel_rate, response_mix, plan, weights)
     (x, nu, bad_step, ratio), acc = drive(step, fold, carry, acc, **grid, first=first, stop=num_steps)
     return x, nu, acc, bad_step, ratio
 
 
-def dk_scan(sde, x0, score0, path_ids, *, t0, t1, num_steps, key, kernel_rate, accumulate, acc0,
+def dk_scan(sde, x0, score0, path_ids, *, t0, t1, num_steps, key, kernel_rate, fold, acc0, weights=None,
             jacobian="matrix_free", point_mass=False, use_kernel_score=True, response_mix=0.0):  # fmt: skip
-    """``dk_run`` on the grid ``t0 .. t1`` of ``num_steps`` steps, each step folded by ``accumulate``.
+    """``dk_run`` on the grid ``t0 .. t1`` of ``num_steps`` steps; ``jacobian`` and ``kernel_rate`` take shorthands.
 
-    ``accumulate(acc, surrogate, inputs)`` receives the per-path surrogate
-    ``surrogate(params, *per_path_inputs) -> scalar`` and the batched inputs; the memory-lean
-    trainer adds one weighted gradient summed over paths. ``jacobian`` and ``kernel_rate`` take
-    the modules or their shorthands. Returns ``(x, score, acc, nonfinite_step)``.
+    Returns ``(x, score, acc, nonfinite_step)``.
     """
     t0, dt = time_grid(t0, t1, num_steps, x0.dtype)
     x, nu, acc, bad_step, _ = dk_run(
         sde, x0, score0, path_ids, t0, dt, key, num_steps, jacobian=as_jacobian(jacobian),
         kernel_rate=as_kernel_rate(kernel_rate), use_kernel_score=use_kernel_score, response_mix=response_mix,
-        point_mass=point_mass, fold=FoldWith(accumulate), acc=acc0,
+        point_mass=point_mass, fold=fold, acc=acc0, weights=weights,
     )  # fmt: skip
     return x, nu, acc, bad_step

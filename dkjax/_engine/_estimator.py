@@ -72,12 +72,8 @@ class DKResult(eqx.Module):
 class PerPathResponse(AbstractFold):
     """Adds every path's response increment to its own ``dlogp`` (the estimator's weights)."""
 
-    params: Params
-
     def update(self, eta, n, output):
-        surrogate, inputs = output
-        grads = jax.vmap(jax.grad(surrogate), in_axes=(None,) + (0,) * len(inputs))(self.params, *inputs)
-        return jax.tree.map(jnp.add, eta, grads)
+        return jax.tree.map(jnp.add, eta, output[1])
 
 
 def dk_weights(sde, x0, score0, dlogp0, path_ids, t0, dt, key, num_steps, *, jacobian, kernel_rate,
@@ -86,7 +82,7 @@ def dk_weights(sde, x0, score0, dlogp0, path_ids, t0, dt, key, num_steps, *, jac
     x, nu, eta, bad_step, ratio = dk_run(
         sde, x0, score0, path_ids, t0, dt, key, num_steps, jacobian=jacobian, kernel_rate=kernel_rate,
         use_kernel_score=use_kernel_score, response_mix=response_mix, point_mass=point_mass,
-        fold=PerPathResponse(parameters(sde)), acc=dlogp0,
+        fold=PerPathResponse(), acc=dlogp0,
     )  # fmt: skip
     bad_step = jnp.where((bad_step < 0) & nonfinite_paths(eta), jnp.int32(num_steps - 1), bad_step)
     ratio = ratio if isinstance(jacobian, MatrixFree) else None

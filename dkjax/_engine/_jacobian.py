@@ -1,29 +1,39 @@
 """How a step's Jacobian ``J = I + A`` enters the divergence-kernel recursion.
 
-``A = D_x increment`` is the derivative of the Euler-Maruyama increment at frozen noise.
-The recursion needs ``J^{-T} w`` (the pushforward of a covector) and a scalar whose
-gradient is that of ``log|det J|``. ``Dense`` forms ``J`` and inverts it (a reference for
-``d`` up to about 100); ``MatrixFree`` uses VJPs and one Hutchinson probe per step, with
-cost linear in ``d``, and expands ``J^{-T} = I - A^T + (A^T)^2 - ...`` to a given order:
-valid while ``|A|`` is small, which it reports.
+``A = D_x increment`` is the derivative of the Euler-Maruyama increment at frozen noise. The
+recursion needs ``J^{-T} w`` (the pushforward of a covector) and the gradients of
+``log|det J|``. Both come from one linearisation of the increment per step: ``A^T w`` is a
+vector-Jacobian product with it, and ``log|det J|`` enters through a carrier
+``h = sum_k P_k . (A V_k)``: tangent directions ``V_k`` and dual probes ``P_k`` held fixed,
+whose gradient in the state and the parameters (one reverse pass) is that of ``log|det J|``.
+
+``Dense`` uses the ``d`` unit vectors and ``P = J^{-1}``: exact, a reference for ``d`` up to
+about 100. ``MatrixFree`` uses one Rademacher probe ``v`` and its dual ``v - A^T v``, and
+expands ``J^{-T} = I - A^T + (A^T)^2 - ...`` to a given order: cost linear in ``d``, valid
+while ``|A|`` is small, which it reports.
+
+Every method acts on a batch of ``B`` paths; ``at(w)`` is the batch's ``A^T w`` (``(B, d)``).
 """
 
 import abc
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._custom_types import Array, Scalar, State
+from .._custom_types import Array, State
 from ._linalg import inverse_and_logabsdet
+
+Transpose = Callable[[Array], Array]
 
 
 class AbstractJacobian(eqx.Module):
-    """How the Jacobian of the step map is treated; ``increment(x, params)`` is the EM increment.
+    """How the Jacobian of the step map is treated, for a batch of paths.
 
-    Subclasses implement ``prepare`` (per path and step, the data that ``pushforward`` and
-    ``logdet_carrier`` hold fixed, computed once and reused by the response), ``pushforward``
-    and ``logdet_carrier``; pass an instance as ``mode`` to ``dkjax.divergence_kernel``.
+    Subclasses implement ``tangents`` (the directions ``V_k`` of the log-determinant
+    carrier), ``duals`` (its dual probes ``P_k``, held fixed) and ``pushforward``
+    (``J^{-T} w``); pass an instance as ``mode`` to ``dkjax.divergence_kernel``.
 
     Arguments:
         None here; each subclass documents its own fields.
@@ -37,21 +47,19 @@ class AbstractJacobian(eqx.Module):
     """
 
     @abc.abstractmethod
-    def prepare(self, increment, x: State, params, probe: State) -> Array:
-        """Data held fixed in one step: ``J^{-T}`` (``Dense``) or the dual probe (``MatrixFree``)."""
+    def tangents(self, probe: Array) -> Array:
+        """The carrier's directions ``V``, shape ``(B, K, d)``, from the step's probes ``(B, d)``."""
 
     @abc.abstractmethod
-    def pushforward(self, increment, x: State, params, w: State, prepared) -> tuple[State, Scalar]:
-        """``(J^{-T} w, |A^T w| / |w|)``; the ratio measures the expansion's validity (``0`` if unused)."""
+    def duals(self, at: Transpose, tangents: Array, images: Array) -> Array:
+        """The dual probes ``P`` ``(B, K, d)``, from ``A^T`` and the images ``A V_k`` ``(B, K, d)``.
+
+        ``E[sum_k P_k . dA V_k]`` must equal ``d log|det J|`` (to the module's order).
+        """
 
     @abc.abstractmethod
-    def logdet_carrier(self, increment, x: State, params, probe: State, prepared) -> Scalar:
-        """A scalar whose gradients in ``x`` and the parameters are those of ``log|det J|``."""
-
-
-def _step_jacobian(increment, x, params) -> Array:
-    """The dense Jacobian ``J = I + D_x increment`` of the step map at frozen noise."""
-    return jnp.eye(x.shape[0], dtype=x.dtype) + jax.jacfwd(lambda x_: increment(x_, params))(x)
+    def pushforward(self, at: Transpose, w: Array, duals: Array) -> tuple[Array, Array]:
+        """``(J^{-T} w, |A^T w| / |w|)`` per path; the ratio measures the expansion's validity (``0`` if unused)."""
 
 
 class Dense(AbstractJacobian):
@@ -73,15 +81,19 @@ class Dense(AbstractJacobian):
         True
     """
 
-    def prepare(self, increment, x, params, probe):
-        return inverse_and_logabsdet(_step_jacobian(increment, x, params))[0].T
+    def tangents(self, probe):
+        batch, dim = probe.shape
+        return jnp.broadcast_to(jnp.eye(dim, dtype=probe.dtype), (batch, dim, dim))
 
-    def pushforward(self, increment, x, params, w, prepared):
-        return prepared @ w, jnp.zeros((), x.dtype)
+    def duals(self, at, tangents, images):
+        # images[:, k] = A e_k is column k of A; with P = J^{-1}, sum_k P_k . dA e_k = tr(J^{-1} dA).
+        eye = jnp.eye(images.shape[-1], dtype=images.dtype)
+        jacobian = eye + jnp.swapaxes(images, 1, 2)
+        return jax.vmap(lambda j: inverse_and_logabsdet(j)[0])(jacobian)
 
-    def logdet_carrier(self, increment, x, params, probe, prepared):
-        # d log|det J| = tr(J^{-1} dJ) with J^{-1} held fixed; ``prepared`` is J^{-T}.
-        return jnp.sum(jax.lax.stop_gradient(prepared) * _step_jacobian(increment, x, params))
+    def pushforward(self, at, w, duals):
+        # J^{-T} w = (J^{-1})^T w.
+        return jnp.einsum("bki,bk->bi", duals, w), jnp.zeros(w.shape[:1], w.dtype)
 
 
 class MatrixFree(AbstractJacobian):
@@ -113,28 +125,26 @@ class MatrixFree(AbstractJacobian):
         if isinstance(self.order, bool) or not isinstance(self.order, int) or self.order < 1:
             raise ValueError(f"MatrixFree order must be a positive int; got {self.order!r}.")
 
-    def prepare(self, increment, x, params, probe):
-        # The log|det J| carrier's dual probe J^{-T} v ~ v - A^T v, held fixed.
-        return self.pushforward(increment, x, params, probe, None, order=1)[0]
+    def tangents(self, probe):
+        return probe[:, None, :]
 
-    def pushforward(self, increment, x, params, w, prepared, order=None):
-        _, vjp_increment = jax.vjp(lambda x_: increment(x_, params), x)
-        at_w = vjp_increment(w)[0]
-        ratio = jnp.linalg.norm(at_w) / jnp.linalg.norm(w)
+    def duals(self, at, tangents, images):
+        # With one Rademacher probe v and its dual p = v - A^T v ~ J^{-T} v held fixed, the
+        # carrier p . (A v) has gradient of mean tr(dA) - tr(A dA), that of tr A - tr(A^2)/2;
+        # the exact gradient adds terms of conditional mean O(dt^2), like those the expansion
+        # drops. Without the second-order part of the dual, OU at dt = 0.02 showed an O(dt)
+        # bias of about ten standard errors.
+        v = tangents[:, 0]
+        return (v - at(v))[:, None, :]
+
+    def pushforward(self, at, w, duals):
+        at_w = at(w)
+        ratio = jnp.linalg.norm(at_w, axis=-1) / jnp.linalg.norm(w, axis=-1)
         total, term = w - at_w, at_w
-        for k in range(2, (self.order if order is None else order) + 1):
-            term = vjp_increment(term)[0]
+        for k in range(2, self.order + 1):
+            term = at(term)
             total = total + term if k % 2 == 0 else total - term
         return total, jnp.where(jnp.isfinite(ratio), ratio, 0.0)
-
-    def logdet_carrier(self, increment, x, params, probe, prepared):
-        # With one Rademacher probe v: (J^{-T} v) . (A v), where A acts by a JVP and the dual
-        # probe J^{-T} v ~ v - A^T v is held fixed. Its gradient has mean tr(dA) - tr(A dA), the
-        # gradient of tr A - tr(A^2)/2; the exact gradient adds terms of conditional mean
-        # O(dt^2), like those the expansion drops. Without the second-order part of the dual
-        # probe, OU at dt = 0.02 showed an O(dt) bias of about ten standard errors.
-        _, a_probe = jax.jvp(lambda x_: increment(x_, params), (x,), (probe,))
-        return jax.lax.stop_gradient(prepared) @ a_probe
 
 
 _SHORTHANDS = {"matrix_free": MatrixFree, "exact": Dense}

@@ -19,8 +19,8 @@ from .._custom_types import Array, Key, RealScalarLike, Scalar, States
 from ._driver import AbstractFold, AbstractStep, drive
 from ._jacobian import AbstractJacobian, as_jacobian
 from ._noise import brownian_normal
-from .._sde._abstract import AbstractSDE, em_increment, noise_dimension
-from ._simulate import check_common, path_ids_for, time_grid
+from .._sde._abstract import AbstractSDE, noise_dimension
+from ._simulate import batch_increment, check_common, path_ids_for, time_grid
 from .._validation import is_concrete
 
 # fold_in values above every int32 step index: the pilot's key and its covectors' key
@@ -206,15 +206,16 @@ class CovectorStep(AbstractStep):
     noise_dim: int = eqx.field(static=True)
 
     def __call__(self, n, t, dt, key_n, path_ids, carry):
-        def path_step(path_id, x, w):
-            z = brownian_normal(key_n, path_id, self.noise_dim, x.dtype)
-            increment = lambda x_, params_: em_increment(eqx.combine(params_, self.static), t, x_, z, dt)
-            pushed, _ = self.jacobian.pushforward(increment, x, self.params, w, None)
-            norm = jnp.linalg.norm(pushed)
-            return x + increment(x, self.params), pushed / norm, jnp.log(norm)
-
-        x, w, log_growth = jax.vmap(path_step)(path_ids, *carry)
-        return (x, w), log_growth
+        x, w = carry
+        z = jax.vmap(lambda i: brownian_normal(key_n, i, self.noise_dim, x.dtype))(path_ids)
+        increment = batch_increment(self.static, t, dt, z)
+        step, transpose = jax.vjp(lambda x_: increment(x_, self.params), x)
+        at = lambda v: transpose(v)[0]
+        tangents = self.jacobian.tangents(w)
+        images = jax.vmap(lambda v: jax.jvp(lambda x_: increment(x_, self.params), (x,), (v,))[1], 1, 1)(tangents)
+        pushed, _ = self.jacobian.pushforward(at, w, self.jacobian.duals(at, tangents, images))
+        norm = jnp.linalg.norm(pushed, axis=-1, keepdims=True)
+        return (x + step, pushed / norm), jnp.log(norm[:, 0])
 
 
 class GrowthRate(AbstractFold):

@@ -4,8 +4,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._custom_types import Key, PathIds, RealScalarLike, States
-from ._driver import AbstractStep, KeepNothing, drive
+from .._custom_types import Array, Key, PathIds, RealScalarLike, States
+from ._driver import AbstractFold, AbstractStep, KeepNothing, drive
 from ._noise import brownian_normal
 from .._sde._abstract import AbstractSDE, em_increment, noise_dimension
 from .._validation import check_finite, check_key, check_parameter_dtypes, check_states, check_time_grid
@@ -46,6 +46,12 @@ def em_update(sde: AbstractSDE, t, dt, x: States, z) -> States:
     return x + jax.vmap(lambda xi, zi: em_increment(sde, t, xi, zi, dt))(x, z)
 
 
+def batch_increment(static, t, dt, z):
+    """``(x, params) -> F dt + sigma z sqrt(dt)`` for a batch of states ``(B, d)`` at frozen noise ``z``."""
+    one = lambda params, x, z_: em_increment(eqx.combine(params, static), t, x, z_, dt)
+    return lambda x, params: jax.vmap(one, in_axes=(None, 0, 0))(params, x, z)
+
+
 class EulerMaruyama(AbstractStep):
     """The plain Euler-Maruyama step of every path; the carry is the states."""
 
@@ -62,6 +68,50 @@ def simulate_paths(sde, x0, path_ids, t0, dt, key, num_steps: int) -> States:
     _, noise_dim = noise_dimension(sde, t0, x0[0])
     step = EulerMaruyama(sde, noise_dim)
     return drive(step, KeepNothing(), x0, None, path_ids=path_ids, t0=t0, dt=dt, key=key, first=0, stop=num_steps)[0]
+
+
+def record_at(recorded, value, n, steps):
+    """``recorded[k] = value`` where ``steps[k] == n`` (at most one ``k``); one slice touched."""
+    k = jnp.clip(jnp.searchsorted(steps, n), 0, steps.shape[0] - 1)
+    hit = steps[k] == n
+    return jax.tree.map(lambda r, v: r.at[k].set(jnp.where(hit, v, r[k])), recorded, value)
+
+
+class _StatesOut(AbstractStep):
+    """The Euler-Maruyama step of ``dkjax.simulate``, handing each step's new states to the fold."""
+
+    step: EulerMaruyama
+
+    def __call__(self, n, t, dt, key_n, path_ids, x):
+        x, _ = self.step(n, t, dt, key_n, path_ids, x)
+        return x, x
+
+
+class _RecordAt(AbstractFold):
+    """Keeps the states after the steps in ``steps`` (increasing step indices)."""
+
+    steps: Array
+
+    def update(self, acc, n, x):
+        return record_at(acc, x, n + 1, self.steps)
+
+
+@eqx.filter_jit
+def record_states(sde, x0, t0, t1, key, num_steps, steps):
+    """States at the step indices ``steps`` (increasing), shape ``(K, M, d)``, and at ``num_steps``.
+
+    The engine's driver with ``dkjax.simulate``'s step (noise addressed by ``(key, step,
+    path)``), so the divergence-kernel replay follows the same paths.
+    """
+    t0, dt = time_grid(t0, t1, num_steps, x0.dtype)
+    _, noise_dim = noise_dimension(sde, t0, x0[0])
+    steps = jnp.asarray(steps, jnp.int32)
+    recorded = jnp.zeros((steps.shape[0],) + x0.shape, x0.dtype)
+    step, fold = _StatesOut(EulerMaruyama(sde, noise_dim)), _RecordAt(steps)
+    x, recorded = drive(
+        step, fold, x0, recorded, path_ids=path_ids_for(x0.shape[0], 0), t0=t0, dt=dt, key=key, first=0, stop=num_steps
+    )
+    return recorded, x
 
 
 @eqx.filter_jit

@@ -18,11 +18,11 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from .._custom_types import Array, Float, Key, Params, Scalar, States
-from .._engine._dk_step import dk_scan
-from .._engine._estimator import divergence_kernel
+from .._engine._dk_step import StepWeights, SumResponses, dk_scan
+from .._engine._driver import AbstractFold
 from ._metrics import energy_terms, kde_sums
 from .._sde._abstract import AbstractSDE, parameters
-from .._engine._simulate import path_ids_for, simulate, time_grid
+from .._engine._simulate import path_ids_for, record_at, record_states
 from ._settings import TRAIN_DEFAULTS
 
 GradientMethod = Literal["per_path", "two_pass"]
@@ -188,33 +188,40 @@ def dk_gradient(
     sde: AbstractSDE,
     x0: States,
     score0: States | None,
-    weights: Callable[[States], tuple[Scalar, Float[Array, " m"], Any]],
+    weights: Callable,
+    steps: tuple[int, ...] | None = None,
     *,
     t1: Scalar,
     num_steps: int,
     key: Key,
     kernel_rate: Scalar,
-    method: GradientMethod = "per_path",
+    method: GradientMethod = "two_pass",
     t0: Scalar = 0.0,
     mode: str = "matrix_free",
     path_chunk: int | None = None,
 ) -> tuple[Scalar, Params, Any, States]:
-    """Loss and its forward-only gradient ``sum_m c_m eta_m`` for path weights from ``weights(X_T)``.
+    """Loss and its forward-only gradient ``sum_k sum_m c_km eta_m(t_k)`` for path weights from the states.
 
-    Both methods follow the same paths (noise addressed by ``(key, step, path)``) and give
-    the same gradient up to rounding.
+    With ``steps=None`` the objective reads the final states: ``weights(X_T)`` with ``X_T``
+    ``(M, d)`` returns ``(loss, c, aux)``, ``c`` of shape ``(M,)``. With observation steps
+    ``steps`` (increasing grid indices, for snapshots) ``weights`` reads the states at those
+    steps, ``(K, M, d)``, and returns ``c`` of shape ``(K, M)``: one final time is the case
+    ``K = 1``. ``c`` is treated as a constant and ``aux`` passed through. Both methods follow
+    the same paths (noise addressed by ``(key, step, path)``) and give the same gradient up to
+    rounding.
 
     Arguments:
         sde: the model; its parameters are ``dkjax.parameters(sde)``.
         x0: initial states ``(M, d)``; ``score0`` their initial score or ``None``.
-        weights: ``X_T -> (loss, c, aux)`` such as ``kl_weights`` or ``energy_weights``
-            with the data bound in; ``c`` is treated as a constant, ``aux`` passed through.
+        weights: the objective's path weights, see above.
+        steps: observation steps, or ``None`` for the final time alone.
         t1, num_steps, key, kernel_rate, t0, mode: as for ``dkjax.divergence_kernel``.
-        method: ``"per_path"`` (every path's response, memory grows with ``M`` times the
-            parameter count) or ``"two_pass"`` (the memory-lean replay).
-        path_chunk: two-pass only: replay the paths this many at a time (one after the
-            other), so the replay's working memory (the drift's activations, for a neural
-            drift) scales with ``path_chunk`` instead of ``M``; ``None`` replays all at once.
+        method: ``"two_pass"`` (record the states at the observation steps, compute ``c``, then
+            replay the paths folding the ``c``-weighted response increments into one
+            accumulator: memory ``O(K M d + size(theta))``) or ``"per_path"`` (every path's
+            response, read off at the observation steps: memory ``O(K M size(theta))``).
+        path_chunk: two-pass only: replay the paths this many at a time, so the replay's
+            working memory scales with ``path_chunk`` instead of ``M``; ``None``: all at once.
 
     Returns:
         ``(loss, grad, aux, x_T)``; ``grad`` is shaped like ``dkjax.parameters(sde)``.
@@ -223,30 +230,74 @@ def dk_gradient(
         raise ValueError(
             f"path_chunk must be an integer >= 1 with method='two_pass'; got {path_chunk!r} with method={method!r}."
         )
+    observed = (num_steps,) if steps is None else tuple(int(n) for n in steps)
+    per_time = _as_per_time(weights) if steps is None else weights
+    t0_arr, t1_arr = jnp.asarray(t0, x0.dtype), jnp.asarray(t1, x0.dtype)
     if method == "per_path":
-        result = divergence_kernel(
-            sde, x0, t1=t1, num_steps=num_steps, key=key, t0=t0, score0=score0,
-            kernel_rate=kernel_rate, mode=mode, on_nonfinite="ignore",
-        )  # fmt: skip
-        loss, c, aux = weights(result.x)
-        c = jax.lax.stop_gradient(c)
-        grad = jax.tree.map(lambda eta: jnp.tensordot(c, eta, axes=1), result.dlogp)
-        return loss, grad, aux, result.x
-    x_final = simulate(sde, x0, t1=t1, num_steps=num_steps, key=key, t0=t0)
-    loss, c, aux = weights(x_final)
-    grad = weighted_replay(
-        sde, x0, score0, jax.lax.stop_gradient(c), lambda n, c_paths: c_paths, t1=t1, num_steps=num_steps, key=key,
-        kernel_rate=kernel_rate, t0=t0, mode=mode, path_chunk=path_chunk,
-    )  # fmt: skip
+        states, eta_at, x_final = _per_path_responses(sde, x0, score0, observed, t0_arr, t1_arr, num_steps, key,
+                                                      kernel_rate, mode)  # fmt: skip
+        loss, c, aux = per_time(states)
+        grad = jax.tree.map(lambda eta: jnp.einsum("km,km...->...", jax.lax.stop_gradient(c), eta), eta_at)
+        return loss, grad, aux, x_final
+    states, x_final = record_states(sde, x0, t0_arr, t1_arr, key, num_steps, observed)
+    loss, c, aux = per_time(states)
+    step_weights = StepWeights(jax.lax.stop_gradient(c).T, jnp.asarray(observed, jnp.int32))
+    grad = weighted_replay(sde, x0, score0, step_weights, t1=t1, num_steps=num_steps, key=key,
+                           kernel_rate=kernel_rate, t0=t0, mode=mode, path_chunk=path_chunk)  # fmt: skip
     return loss, grad, aux, x_final
+
+
+def _as_per_time(weights):
+    """A final-time objective ``X_T -> (loss, c, aux)`` as the one-time case ``X (1, M, d) -> (loss, c (1, M), aux)``."""
+
+    def per_time(states):
+        loss, c, aux = weights(states[0])
+        return loss, c[None], aux
+
+    return per_time
+
+
+class _RecordResponses(AbstractFold):
+    """Adds each path's response increment to its own and keeps the responses after ``steps`` (not the last)."""
+
+    steps: Array
+
+    def update(self, acc, n, output):
+        x_next, d_eta = output
+        eta, eta_at, x_at = acc
+        eta = jax.tree.map(jnp.add, eta, d_eta)
+        if self.steps.shape[0]:
+            eta_at, x_at = record_at((eta_at, x_at), (eta, x_next), n + 1, self.steps)
+        return eta, eta_at, x_at
+
+
+def _per_path_responses(sde, x0, score0, steps, t0, t1, num_steps, key, kernel_rate, mode):
+    """Each path's states and DK responses at the observation steps: ``(K, M, d)`` and ``(K, M, ...)`` leaves.
+
+    The responses at the last step are the final accumulator; only earlier steps are recorded.
+    """
+    params = parameters(sde)
+    point_mass = score0 is None
+    earlier = steps[:-1] if steps[-1] == num_steps else steps
+    eta0 = jax.tree.map(lambda p: jnp.zeros(x0.shape[:1] + p.shape, p.dtype), params)
+    acc0 = (eta0, jax.tree.map(lambda e: jnp.zeros((len(earlier),) + e.shape, e.dtype), eta0),
+            jnp.zeros((len(earlier),) + x0.shape, x0.dtype))  # fmt: skip
+    x_final, _, (eta, eta_at, x_at), _ = dk_scan(
+        sde, x0, jnp.zeros_like(x0) if point_mass else score0, path_ids_for(x0.shape[0], 0), t0=t0, t1=t1,
+        num_steps=num_steps, key=key, kernel_rate=jnp.asarray(kernel_rate, x0.dtype),
+        fold=_RecordResponses(jnp.asarray(earlier, jnp.int32)), acc0=acc0, jacobian=mode, point_mass=point_mass,
+    )  # fmt: skip
+    if len(earlier) < len(steps):
+        eta_at = jax.tree.map(lambda at, e: jnp.concatenate([at, e[None]]), eta_at, eta)
+        x_at = jnp.concatenate([x_at, x_final[None]])
+    return x_at, eta_at, x_final
 
 
 def weighted_replay(
     sde: AbstractSDE,
     x0: States,
     score0: States | None,
-    c: Float[Array, "m ..."],
-    step_weights: Callable[[Any, Array], Float[Array, " m"]],
+    step_weights: StepWeights,
     *,
     t1: Scalar,
     num_steps: int,
@@ -258,31 +309,23 @@ def weighted_replay(
 ) -> Params:
     """The second pass of the two-pass gradient: ``sum_n sum_m w_nm (eta_{n+1} - eta_n)_m``.
 
-    Replays the paths of ``x0`` under ``key`` and folds each step's response increments into
-    one parameter-shaped accumulator, path ``m`` at step ``n`` weighted by
-    ``step_weights(n, c)[m]``; ``c`` (leading path axis) is held constant. A single final
-    time has ``step_weights = lambda n, c: c``.
+    Replays the paths of ``x0`` under ``key`` and folds each step's response increments,
+    path ``m`` at step ``n`` weighted by ``step_weights(n)[m]``, into one parameter-shaped
+    accumulator: one reverse pass over the whole batch per step, no per-path parameter arrays.
     """
     params = parameters(sde)
     point_mass = score0 is None
-    t0_arr, _ = time_grid(t0, t1, num_steps, x0.dtype)
-    grid = dict(t0=t0_arr, t1=jnp.asarray(t1, x0.dtype), num_steps=num_steps)
+    grid = dict(t0=jnp.asarray(t0, x0.dtype), t1=jnp.asarray(t1, x0.dtype), num_steps=num_steps)
 
     def replay(x0_chunk, score0_chunk, ids_chunk, c_chunk):
-        def add_weighted_gradient(acc, surrogate, inputs):
-            total, n = acc
-            w = step_weights(n, c_chunk)
-            in_axes = (None,) + (0,) * len(inputs)
-            weighted = lambda p: jnp.sum(w * jax.vmap(surrogate, in_axes=in_axes)(p, *inputs))
-            return jax.tree.map(jnp.add, total, jax.grad(weighted)(params)), n + 1
-
-        zeros = (jax.tree.map(jnp.zeros_like, params), jnp.int32(0))
         return dk_scan(
             sde, x0_chunk, score0_chunk, ids_chunk, **grid, key=key, kernel_rate=jnp.asarray(kernel_rate, x0.dtype),
-            accumulate=add_weighted_gradient, acc0=zeros, jacobian=mode, point_mass=point_mass,
-        )[2][0]  # fmt: skip
+            fold=SumResponses(), acc0=jax.tree.map(jnp.zeros_like, params), jacobian=mode, point_mass=point_mass,
+            weights=StepWeights(c_chunk, step_weights.steps),
+        )[2]  # fmt: skip
 
     num_paths = x0.shape[0]
+    c = step_weights.c
     inputs = (x0, jnp.zeros_like(x0) if point_mass else score0, path_ids_for(num_paths, 0), c)
     if path_chunk is None or path_chunk >= num_paths:
         return replay(*inputs)

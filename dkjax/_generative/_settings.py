@@ -25,7 +25,8 @@ class TrainSettings:
         objective: ``"kl"`` (smoothed likelihood) or ``"energy"`` (energy distance).
         gradient: ``"auto"``, ``"per_path"`` or ``"two_pass"``.
         lean_threshold: with ``gradient="auto"``, models with more parameters than this use
-            the memory-lean two-pass gradient.
+            the two-pass gradient (measured faster above a few hundred parameters: it never
+            forms per-path parameter arrays); smaller models carry per-path responses.
         clip_norm: gradients are clipped to this global norm.
         validation_fraction: share of the data held out for model selection when no
             validation set is given.
@@ -47,7 +48,7 @@ class TrainSettings:
     ess_target: float = 32.0
     objective: str = "kl"
     gradient: str = "auto"
-    lean_threshold: int = 20_000
+    lean_threshold: int = 256
     clip_norm: float = 1.0
     validation_fraction: float = 0.1
     validate_every: int = 50

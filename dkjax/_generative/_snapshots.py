@@ -17,12 +17,10 @@ import jax.random as jr
 import numpy as np
 
 from .._custom_types import Array, Float, Key, Params, RealScalarLike, Scalar, States
-from .._engine._dk_step import dk_scan
 from ._metrics import distance_column_sums, energy_distance
-from .._engine._driver import AbstractFold, AbstractStep, drive
-from ._objective import AbstractObjective, as_objective, weighted_replay
+from ._objective import AbstractObjective, as_objective
 from .._sde._abstract import AbstractSDE, noise_dimension, parameters
-from .._engine._simulate import EulerMaruyama, check_common, path_ids_for, time_grid
+from .._engine._simulate import check_common, record_states
 
 # Relative tolerance of "on the step grid": times written in decimal (0.1, 0.3) miss the
 # grid of dt = 0.1 by rounding only.
@@ -171,50 +169,6 @@ def grid_steps(times: Sequence[float], t0: float, t1: float, num_steps: int) -> 
     return tuple(steps)
 
 
-def _record(recorded, value, n, steps):
-    """``recorded[k] = value`` where ``steps[k] == n`` (at most one ``k``); one slice touched."""
-    k = jnp.clip(jnp.searchsorted(steps, n), 0, steps.shape[0] - 1)
-    hit = steps[k] == n
-    return jax.tree.map(lambda r, v: r.at[k].set(jnp.where(hit, v, r[k])), recorded, value)
-
-
-class _StatesOut(AbstractStep):
-    """The Euler-Maruyama step of ``dkjax.simulate``, handing each step's new states to the fold."""
-
-    step: EulerMaruyama
-
-    def __call__(self, n, t, dt, key_n, path_ids, x):
-        x, _ = self.step(n, t, dt, key_n, path_ids, x)
-        return x, x
-
-
-class _RecordAt(AbstractFold):
-    """Keeps the states after the steps in ``steps`` (increasing step indices)."""
-
-    steps: Array
-
-    def update(self, acc, n, x):
-        return _record(acc, x, n + 1, self.steps)
-
-
-@eqx.filter_jit
-def _record_states(sde, x0, t0, t1, key, num_steps, steps):
-    """States at the step indices ``steps`` (increasing), shape ``(K, M, d)``, and at ``num_steps``.
-
-    The engine's driver with ``dkjax.simulate``'s step (noise addressed by ``(key, step,
-    path)``), so the divergence-kernel replay follows the same paths.
-    """
-    t0, dt = time_grid(t0, t1, num_steps, x0.dtype)
-    _, noise_dim = noise_dimension(sde, t0, x0[0])
-    steps = jnp.asarray(steps, jnp.int32)
-    recorded = jnp.zeros((steps.shape[0],) + x0.shape, x0.dtype)
-    step, fold = _StatesOut(EulerMaruyama(sde, noise_dim)), _RecordAt(steps)
-    x, recorded = drive(
-        step, fold, x0, recorded, path_ids=path_ids_for(x0.shape[0], 0), t0=t0, dt=dt, key=key, first=0, stop=num_steps
-    )
-    return recorded, x
-
-
 def _as_times(t0, t1, x0):
     """``(t0, t1)`` as arrays of the states' dtype: a new ``t1`` does not retrace."""
     return jnp.asarray(t0, x0.dtype), jnp.asarray(t1, x0.dtype)
@@ -265,86 +219,10 @@ def simulate_snapshots(
     check_common(sde, x0, t0, t1, num_steps, key)
     steps = grid_steps(times, t0, t1, num_steps)
     x0 = jnp.asarray(x0)
-    return _record_states(sde, x0, *_as_times(t0, t1, x0), key, num_steps, steps)[0]
+    return record_states(sde, x0, *_as_times(t0, t1, x0), key, num_steps, steps)[0]
 
 
 SnapshotWeights = Callable[[Float[Array, "K m d"]], tuple[Scalar, Float[Array, "K m"], object]]
-
-
-def snapshot_gradient(
-    sde: AbstractSDE,
-    x0: States,
-    score0: States | None,
-    weights: SnapshotWeights,
-    steps: tuple[int, ...],
-    *,
-    t1: Scalar,
-    num_steps: int,
-    key: Key,
-    kernel_rate: Scalar,
-    method: str = "per_path",
-    t0: Scalar = 0.0,
-    mode: str = "matrix_free",
-    path_chunk: int | None = None,
-) -> tuple[Scalar, Params, object, States]:
-    """Loss and forward-only gradient of a per-time objective, from one forward pass over the paths.
-
-    ``weights(X)`` maps the states ``X`` at the observation steps ``steps`` (shape
-    ``(K, M, d)``) to ``(loss, c, aux)`` with ``c`` of shape ``(K, M)`` (the per-time
-    weights included); the gradient is ``sum_k sum_m c_km eta_m(t_k)``.
-
-    ``"per_path"`` carries every path's response and reads it off at the observation
-    steps (memory ``O(K M size(theta))``); ``"two_pass"`` first records only the ``K M``
-    states at those steps, then replays the paths folding the weighted response
-    increments into one accumulator (memory ``O(K M d + size(theta))``).
-
-    Returns:
-        ``(loss, grad, aux, x_final)``; ``x_final`` are the states at ``t1``.
-    """
-    steps_arr = jnp.asarray(steps, jnp.int32)
-    if method == "per_path":
-        states, eta_at, x_final = _per_path_responses(
-            sde, x0, score0, steps_arr, t0, t1, num_steps, key, kernel_rate, mode
-        )
-        loss, c, aux = weights(states)
-        c = jax.lax.stop_gradient(c)
-        grad = jax.tree.map(lambda eta: jnp.einsum("km,km...->...", c, eta), eta_at)
-        return loss, grad, aux, x_final
-    states, x_final = _record_states(sde, x0, *_as_times(t0, t1, x0), key, num_steps, steps)
-    loss, c, aux = weights(states)
-    # Step n's increment counts towards every observation after it.
-    upcoming = lambda n, c_paths: c_paths @ (n < steps_arr).astype(c_paths.dtype)
-    grad = weighted_replay(
-        sde, x0, score0, jax.lax.stop_gradient(c).T, upcoming, t1=t1, num_steps=num_steps, key=key,
-        kernel_rate=kernel_rate, t0=t0, mode=mode, path_chunk=path_chunk,
-    )  # fmt: skip
-    return loss, grad, aux, x_final
-
-
-def _per_path_responses(sde, x0, score0, steps, t0, t1, num_steps, key, kernel_rate, mode):
-    """Each path's states and DK responses at the observation steps: ``(K, M, d)`` and ``(K, M, ...)`` leaves."""
-    params = parameters(sde)
-    point_mass = score0 is None
-    score0 = jnp.zeros_like(x0) if point_mass else score0
-    num_times, num_paths = steps.shape[0], x0.shape[0]
-
-    def add_and_record(acc, surrogate, inputs):
-        eta, eta_at, x_at, n = acc
-        grads = jax.vmap(jax.grad(surrogate), in_axes=(None,) + (0,) * len(inputs))(params, *inputs)
-        eta = jax.tree.map(jnp.add, eta, grads)
-        eta_at, x_at = _record((eta_at, x_at), (eta, inputs[2]), n + 1, steps)
-        return eta, eta_at, x_at, n + 1
-
-    eta0 = jax.tree.map(lambda p: jnp.zeros((num_paths,) + p.shape, p.dtype), params)
-    eta_at0 = jax.tree.map(lambda e: jnp.zeros((num_times,) + e.shape, e.dtype), eta0)
-    acc0 = (eta0, eta_at0, jnp.zeros((num_times,) + x0.shape, x0.dtype), jnp.int32(0))
-    t0_arr, _ = time_grid(t0, t1, num_steps, x0.dtype)
-    rate = jnp.asarray(kernel_rate, x0.dtype)
-    x_final, _, (_, eta_at, x_at, _), _ = dk_scan(
-        sde, x0, score0, path_ids_for(num_paths, 0), t0=t0_arr, t1=jnp.asarray(t1, x0.dtype), num_steps=num_steps,
-        key=key, kernel_rate=rate, accumulate=add_and_record, acc0=acc0, jacobian=mode, point_mass=point_mass,
-    )  # fmt: skip
-    return x_at, eta_at, x_final
 
 
 def per_time_weights(
@@ -395,30 +273,3 @@ def split_snapshots(snaps: Snapshots, validation, key: Key, split) -> tuple[Snap
     if held.dim != snaps.dim:
         raise ValueError(f"validation has dimension {held.dim} but data has {snaps.dim}.")
     return snaps, held.replace_points([jnp.asarray(p, snaps.points[0].dtype) for p in held.points])
-
-
-def make_snapshot_validator(initial, held: Snapshots, steps, *, t0, t1, num_steps, num_samples, key, salt):
-    """Held-out score: ``sum_k w_k ED_k`` between model samples and the held-out points at each time.
-
-    Also returns per-point terms whose mean is the held-out-dependent part of the score
-    (each time's terms scaled by ``w_k N / n_k``, ``N`` the total count), from which
-    ``dkjax.fit``'s model selection takes the standard error of a difference of scores.
-    Pooling the times this way also counts the spread between times: a conservative error.
-    """
-    init_key, path_key = jr.split(jr.fold_in(key, salt))
-    total = sum(p.shape[0] for p in held.points)
-
-    @eqx.filter_jit
-    def validate(params, static):
-        sde = eqx.combine(params, static)
-        x0 = initial(init_key, num_samples)[0]
-        states = _record_states(sde, x0, *_as_times(t0, t1, x0), path_key, num_steps, steps)[0]
-        finite = jnp.all(jnp.isfinite(states))
-        states = jnp.where(jnp.isfinite(states), states, 0.0)
-        score, terms = 0.0, []
-        for k, (points, w) in enumerate(zip(held.points, held.weights)):
-            score = score + w * energy_distance(states[k], points)
-            terms.append(w * total / points.shape[0] * distance_column_sums(states[k], points) / num_samples)
-        return jnp.where(finite, score, jnp.inf), jnp.concatenate(terms)
-
-    return validate

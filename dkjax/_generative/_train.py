@@ -1,5 +1,7 @@
 """DK-SDE training: fit an SDE's law at time T to data, forward only."""
 
+import dataclasses
+import functools
 import math
 import time
 import warnings
@@ -13,21 +15,19 @@ import jax.random as jr
 import optax
 
 from .._custom_types import Array, Float, InitialSampler, Key, RealScalarLike, States
-from .._engine._simulate import simulate
+from .._engine._simulate import record_states, simulate
 from .._sde._abstract import AbstractSDE
 from .._validation import check_key, check_positive
 from ._arguments import check_data, check_fit_arguments
 from ._callbacks import last_checkpoint, make_callbacks
 from ._metrics import distance_column_sums, energy_distance
-from ._objective import as_objective, dk_gradient, parameter_count
+from ._objective import AbstractObjective, as_objective, dk_gradient, parameter_count
 from ._policies import PILOT_PATHS, AutoRate, FixedRate, Pilot, StiffnessCheck
 from ._settings import TRAIN_DEFAULTS
 from ._snapshots import (
     Snapshots,
     grid_steps,
-    make_snapshot_validator,
     per_time_weights,
-    snapshot_gradient,
     split_snapshots,
 )
 from ._state import TrainHistory, TrainState
@@ -36,68 +36,78 @@ from ._state import TrainHistory, TrainState
 _VALIDATION_SALT = 2**31 + 2
 
 
-def _array_gradient(*, objective, method, t0, t1, num_steps, batch_size, ess_target=TRAIN_DEFAULTS.ess_target,
-                    path_chunk=None):  # fmt: skip
-    """The loss and DK gradient of one data array at ``t1``: ``(sde, x0, score0, data, keys, rate, h range)``."""
+@dataclasses.dataclass(frozen=True)
+class _StepPlan:
+    """What shapes a training step's program: fixed per fit, hashed by value (equal plans share a compilation)."""
+
+    num_paths: int
+    batch_size: int
+    num_steps: int
+    method: str
+    path_chunk: int | None
+    observed: tuple[int, ...] | None  # observation steps of snapshots; None: one array at t1
+    time_weights: tuple[float, ...] | None
+
+
+def _batch(points, key, batch_size: int):
+    """``batch_size`` rows of ``points`` drawn without replacement (all of them if there are fewer)."""
+    if batch_size >= points.shape[0]:
+        return points
+    return points[jr.choice(key, points.shape[0], (batch_size,), replace=False)]
+
+
+def _path_weights(objective: AbstractObjective, data, plan: _StepPlan, keys, h_min, h_max):
+    """The objective's path weights on this step's data batch (one per time for snapshots)."""
+    batch_key, jitter_key = keys
+    if plan.observed is None:
+        batch = _batch(data, batch_key, plan.batch_size)
+        return lambda x: objective.weights(x, batch, jitter_key, h_min, h_max)
+    batches = tuple(_batch(points, jr.fold_in(batch_key, k), plan.batch_size) for k, points in enumerate(data))
+    return per_time_weights(objective, batches, plan.time_weights, None, jitter_key, h_min, h_max)
+
+
+@eqx.filter_jit
+def _train_step(params, static, opt_state, data, key, kernel_rate, h_min, h_max, times, *, initial, objective,
+                optimizer, plan: _StepPlan):  # fmt: skip
+    """One optimisation step of ``fit``, compiled once per plan, model structure and argument shapes.
+
+    Everything that varies between fits with the same settings (parameters, data, keys, the
+    kernel rate, the bandwidth range, the grid's ``(t0, t1)``) is an argument, not a constant.
+    """
+    init_key, path_key, batch_key, jitter_key = jr.split(key, 4)
+    x0, score0 = initial(init_key, plan.num_paths)
+    weights = _path_weights(objective, data, plan, (batch_key, jitter_key), h_min, h_max)
+    loss, grad, (ess, h), x_final = dk_gradient(
+        eqx.combine(params, static), x0, score0, weights, plan.observed, t0=times[0], t1=times[1],
+        num_steps=plan.num_steps, key=path_key, kernel_rate=kernel_rate, method=plan.method, path_chunk=plan.path_chunk,
+    )  # fmt: skip
+    updates, opt_state = optimizer.update(grad, opt_state, params)
+    params = eqx.apply_updates(params, updates)
+    metrics = {
+        "loss": loss,
+        "grad_norm": optax.tree.norm(grad),
+        "bandwidth": h,
+        "ess": ess,
+        "num_nonfinite": jnp.sum(~jnp.all(jnp.isfinite(x_final), axis=1)),
+    }
+    return params, opt_state, metrics, x_final[:PILOT_PATHS]
+
+
+def _make_train_step(initial, optimizer, *, num_paths, objective, method, t0, t1, num_steps, batch_size,
+                     ess_target=TRAIN_DEFAULTS.ess_target, path_chunk=None, observed=None, time_weights=None):  # fmt: skip
+    """``(params, static, opt_state, data, key, kernel_rate, h_min, h_max) -> (params, opt_state, metrics, states)``.
+
+    ``data`` is one array, or one array per time with ``observed`` (the observation steps)
+    and ``time_weights``; ``h_min``, ``h_max`` are then one per time.
+    """
+    plan = _StepPlan(num_paths, batch_size, num_steps, method, path_chunk, observed, time_weights)
     objective = as_objective(objective, ess_target)
 
-    def gradient(sde, x0, score0, data, keys, kernel_rate, h_min, h_max):
-        path_key, batch_key, jitter_key = keys
-        if batch_size < data.shape[0]:
-            data = data[jr.choice(batch_key, data.shape[0], (batch_size,), replace=False)]
-        weights = lambda x: objective.weights(x, data, jitter_key, h_min, h_max)
-        return dk_gradient(
-            sde, x0, score0, weights, t1=t1, num_steps=num_steps, key=path_key, t0=t0,
-            kernel_rate=kernel_rate, method=method, path_chunk=path_chunk,
-        )  # fmt: skip
-
-    return gradient
-
-
-def _snapshot_gradient(
-    snaps: Snapshots, steps, *, objective, method, t0, t1, num_steps, batch_size,
-    ess_target=TRAIN_DEFAULTS.ess_target, path_chunk=None,
-):  # fmt: skip
-    """As ``_array_gradient`` for snapshots: a batch per time, the weighted sum of the per-time objectives."""
-
-    def gradient(sde, x0, score0, data, keys, kernel_rate, h_min, h_max):
-        path_key, batch_key, jitter_key = keys
-        batches = tuple(
-            points[jr.choice(jr.fold_in(batch_key, k), points.shape[0], (batch_size,), replace=False)]
-            if batch_size < points.shape[0] else points
-            for k, points in enumerate(data)
-        )  # fmt: skip
-        weights = per_time_weights(objective, batches, snaps.weights, ess_target, jitter_key, h_min, h_max)
-        return snapshot_gradient(
-            sde, x0, score0, weights, steps, t1=t1, num_steps=num_steps, key=path_key, t0=t0,
-            kernel_rate=kernel_rate, method=method, path_chunk=path_chunk,
-        )  # fmt: skip
-
-    return gradient
-
-
-def _make_train_step(initial, optimizer, *, num_paths, gradient=None, **array_options):
-    """The jitted step of ``fit``: ``gradient`` (from ``_snapshot_gradient``) or ``_array_gradient(**array_options)``."""
-    gradient = _array_gradient(**array_options) if gradient is None else gradient
-
-    @eqx.filter_jit
     def train_step(params, static, opt_state, data, key, kernel_rate, h_min, h_max):
-        sde = eqx.combine(params, static)
-        init_key, path_key, batch_key, jitter_key = jr.split(key, 4)
-        x0, score0 = initial(init_key, num_paths)
-        loss, grad, (ess, h), x_final = gradient(
-            sde, x0, score0, data, (path_key, batch_key, jitter_key), kernel_rate, h_min, h_max
-        )
-        updates, opt_state = optimizer.update(grad, opt_state, params)
-        params = eqx.apply_updates(params, updates)
-        metrics = {
-            "loss": loss,
-            "grad_norm": optax.tree.norm(grad),
-            "bandwidth": h,
-            "ess": ess,
-            "num_nonfinite": jnp.sum(~jnp.all(jnp.isfinite(x_final), axis=1)),
-        }
-        return params, opt_state, metrics, x_final[:PILOT_PATHS]
+        dtype = jnp.asarray(kernel_rate).dtype
+        times = (jnp.asarray(t0, dtype), jnp.asarray(t1, dtype))
+        return _train_step(params, static, opt_state, data, key, kernel_rate, h_min, h_max, times, initial=initial,
+                           objective=objective, optimizer=optimizer, plan=plan)  # fmt: skip
 
     return train_step
 
@@ -138,29 +148,46 @@ def _split_validation(data, validation, dim: int, key: Key):
     return data, jnp.asarray(validation, data.dtype)
 
 
-def _make_validator(initial, held_out, *, t0, t1, num_steps, num_samples, key):
-    """Held-out energy distance of the model's samples, on the same noise at every evaluation.
+@eqx.filter_jit
+def _held_out_score(params, static, initial, held_out, keys, times, *, num_samples, num_steps, observed, time_weights):
+    """``sum_k w_k ED_k`` between model samples and the held-out points at each observation time.
 
-    Also returns each held-out point's mean distance to the samples: the part of the score
-    that depends on the held-out set, from which ``_Selection`` gets the standard error of the
-    difference between two evaluations.
+    Also returns per-point terms whose mean is the held-out-dependent part of the score (each
+    time's terms scaled by ``w_k N / n_k``, ``N`` the total count), from which the model
+    selection takes the standard error of a difference of scores; pooling the times this way
+    also counts the spread between times, a conservative error.
     """
-    init_key, path_key = jr.split(jr.fold_in(key, _VALIDATION_SALT))
+    init_key, path_key = keys
+    x0 = initial(init_key, num_samples)[0]
+    states = record_states(eqx.combine(params, static), x0, times[0], times[1], path_key, num_steps, observed)[0]
+    finite = jnp.all(jnp.isfinite(states))
+    states = jnp.where(jnp.isfinite(states), states, 0.0)
+    total = sum(points.shape[0] for points in held_out)
+    score, terms = 0.0, []
+    for k, (points, w) in enumerate(zip(held_out, time_weights)):
+        score = score + w * energy_distance(states[k], points)
+        terms.append(w * total / points.shape[0] * distance_column_sums(states[k], points) / num_samples)
+    return jnp.where(finite, score, jnp.inf), jnp.concatenate(terms)
 
-    @eqx.filter_jit
-    def validate(params, static):
-        x0 = initial(init_key, num_samples)[0]
-        xs = simulate(eqx.combine(params, static), x0, t1=t1, num_steps=num_steps, key=path_key, t0=t0)
-        finite = jnp.all(jnp.isfinite(xs))
-        xs = jnp.where(jnp.isfinite(xs), xs, 0.0)
-        to_points = distance_column_sums(xs, held_out) / num_samples
-        return jnp.where(finite, energy_distance(xs, held_out), jnp.inf), to_points
 
-    return validate
+def _make_validator(initial, held_out: tuple, time_weights, observed, *, t0, t1, num_steps, num_samples, key):
+    """``(params, static) -> (score, terms)`` on the same noise at every evaluation (see ``_held_out_score``)."""
+    keys = tuple(jr.split(jr.fold_in(key, _VALIDATION_SALT)))
+    dtype = held_out[0].dtype
+    times = (jnp.asarray(t0, dtype), jnp.asarray(t1, dtype))
+    return lambda params, static: _held_out_score(
+        params, static, initial, held_out, keys, times, num_samples=num_samples, num_steps=num_steps,
+        observed=observed, time_weights=time_weights,
+    )  # fmt: skip
 
 
+@functools.lru_cache(maxsize=32)
 def _optimizer(optimizer, learning_rate, steps, final_lr_fraction, clip_norm):
-    """``(optimizer, default)``: the optimiser (default Adam, cosine-decayed over ``steps``) behind the clipping."""
+    """``(optimizer, default)``: the optimiser (default Adam, cosine-decayed over ``steps``) behind the clipping.
+
+    Cached, so that fits with the same settings get the same transformation, whose functions
+    are part of the compiled step's key: a repeated fit compiles nothing.
+    """
     default = optimizer is None
     if default:
         optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, final_lr_fraction))
@@ -181,32 +208,28 @@ def _as_fraction(validation):
     return float(validation) if isinstance(validation, int) and not isinstance(validation, bool) else validation
 
 
-def _array_setup(data, initial, optimizer, dtype, dim, a: dict, step_options: dict):
-    """``(train_step, validate, data, h_range)`` for one data array, a held-out share split off."""
-    data, held_out = _split_validation(jnp.asarray(data, dtype), _as_fraction(a["validation"]), dim, a["key"])
-    h_range = step_options["objective"].bandwidth_range(data)
-    batch_size = min(a["batch_size"], data.shape[0])
-    train_step = _make_train_step(initial, optimizer, num_paths=a["num_paths"], batch_size=batch_size, **step_options)
-    grid = {name: step_options[name] for name in ("t0", "t1", "num_steps")}
-    validate = None if held_out is None else _make_validator(
-        initial, held_out, num_samples=a["validation_samples"], key=a["key"], **grid)  # fmt: skip
-    return train_step, validate, data, h_range
+def _split_data(data, validation, dtype, dim, key, grid):
+    """``(train, held_out, observed, time_weights)``: one array, or one array per snapshot time.
+
+    ``held_out`` is a tuple of arrays (one per time) or ``None``; ``observed`` the snapshot
+    times' grid steps (``None`` for one array, observed at ``t1``).
+    """
+    validation = _as_fraction(validation)
+    if not isinstance(data, Snapshots):
+        train, held = _split_validation(jnp.asarray(data, dtype), validation, dim, key)
+        return train, None if held is None else (held,), None, (1.0,)
+    observed = grid_steps(data.times, **grid)
+    snaps = data.replace_points([jnp.asarray(p, dtype) for p in data.points])
+    snaps, held = split_snapshots(snaps, validation, key, _split_fraction)
+    return snaps.points, None if held is None else held.points, observed, snaps.weights
 
 
-def _snapshot_setup(snaps: Snapshots, initial, optimizer, dtype, dim, a: dict, step_options: dict):
-    """As ``_array_setup`` for snapshots: a bandwidth range per time, and a held-out share of each time."""
-    grid = {name: step_options[name] for name in ("t0", "t1", "num_steps")}
-    record_steps = grid_steps(snaps.times, **grid)
-    snaps = snaps.replace_points([jnp.asarray(p, dtype) for p in snaps.points])
-    snaps, held_out = split_snapshots(snaps, _as_fraction(a["validation"]), a["key"], _split_fraction)
-    ranges = [step_options["objective"].bandwidth_range(points) for points in snaps.points]
-    h_range = tuple(tuple(r[i] for r in ranges) for i in (0, 1))
-    gradient = _snapshot_gradient(snaps, record_steps, batch_size=a["batch_size"], **step_options)
-    train_step = _make_train_step(initial, optimizer, num_paths=a["num_paths"], gradient=gradient)
-    validate = None if held_out is None else make_snapshot_validator(
-        initial, held_out, record_steps, salt=_VALIDATION_SALT, num_samples=a["validation_samples"], key=a["key"],
-        **grid)  # fmt: skip
-    return train_step, validate, snaps.points, h_range
+def _bandwidth_range(objective: AbstractObjective, train, observed, dtype):
+    """``(h_min, h_max)`` as arrays: of the one data array, or one pair per snapshot time."""
+    if observed is None:
+        return tuple(jnp.asarray(h, dtype) for h in objective.bandwidth_range(train))
+    ranges = [objective.bandwidth_range(points) for points in train]
+    return tuple(tuple(jnp.asarray(r[i], dtype) for r in ranges) for i in (0, 1))
 
 
 def _finish(state: TrainState, callbacks, keep_going: bool, patience) -> None:
@@ -356,10 +379,13 @@ def fit(
     objective = as_objective(objective, ess_target, bandwidth, min_bandwidth)
     grid = dict(t0=t0, t1=t1, num_steps=num_steps)
     optimizer, spans_steps = _optimizer(optimizer, learning_rate, steps, final_lr_fraction, clip_norm)
+    train, held_out, observed, time_weights = _split_data(data, validation, dtype, dim, key, grid)
     method = _gradient_route(gradient, path_chunk, sde, lean_threshold)
-    step_options = dict(objective=objective, method=method, path_chunk=path_chunk, **grid)
-    setup = _snapshot_setup if isinstance(data, Snapshots) else _array_setup
-    train_step, validate, data, h_range = setup(data, initial, optimizer, dtype, dim, arguments, step_options)
+    plan = _StepPlan(num_paths, batch_size, num_steps, method, path_chunk, observed, observed and time_weights)
+    train_step = functools.partial(_train_step, initial=initial, objective=objective, optimizer=optimizer, plan=plan)
+    validate = None if held_out is None else _make_validator(
+        initial, held_out, time_weights, observed or (num_steps,), **grid, num_samples=validation_samples, key=key)  # fmt: skip
+    times = (jnp.asarray(t0, dtype), jnp.asarray(t1, dtype))
     params, static = eqx.partition(sde, eqx.is_inexact_array)
     control = AutoRate() if kernel_rate == "auto" else FixedRate(float(kernel_rate))
     state = TrainState.start(params, optimizer, control.start())
@@ -372,7 +398,7 @@ def fit(
                                metrics_file=metrics_file, progress=progress)  # fmt: skip
     history, recent_states, keep_going = state.history, None, True
     elapsed = history.records[-1].get("time", 0.0) if history.records else 0.0
-    h_min, h_max = (jnp.asarray(h, dtype) for h in h_range)
+    h_min, h_max = _bandwidth_range(objective, train, observed, dtype)
     try:
         if validate is not None and not history.validation:
             state.evaluate(validate, static, 0, 0.0, patience)
@@ -380,8 +406,8 @@ def fit(
             step, started = state.step, time.perf_counter()
             state.rate = pilot(step, state.rate, eqx.combine(state.params, static), recent_states)
             params, opt_state, metrics, recent_states = train_step(
-                state.params, static, state.opt_state, data, jr.fold_in(key, step), jnp.asarray(state.rate, dtype),
-                h_min, h_max,
+                state.params, static, state.opt_state, train, jr.fold_in(key, step), jnp.asarray(state.rate, dtype),
+                h_min, h_max, times,
             )  # fmt: skip
             metrics = {name: value.item() for name, value in metrics.items()}
             elapsed += time.perf_counter() - started
