@@ -57,6 +57,9 @@ from ._generative._data import lorenz96_snapshots as lorenz96_snapshots
 from ._generative._data import toy_data as toy_data
 from ._generative._train import TrainHistory as TrainHistory
 from ._generative._train import fit as fit
+from ._generative._objective import AbstractObjective as AbstractObjective
+from ._generative._objective import Energy as Energy
+from ._generative._objective import KL as KL
 from ._generative._train import sample as sample
 from ._generative._settings import TRAIN_DEFAULTS as TRAIN_DEFAULTS
 from ._generative._settings import TrainSettings as TrainSettings

@@ -225,7 +225,9 @@ def test_matrix_free_agrees_with_exact_in_10d():
     kwargs = dict(score0=-x0 / 0.25, t1=0.5, num_steps=50, key=jax.random.key(4), kernel_rate=4.0)
     exact = dkjax.divergence_kernel(sde, x0, mode="exact", **kwargs)
     free = dkjax.divergence_kernel(sde, x0, mode="matrix_free", **kwargs)
-    np.testing.assert_array_equal(exact.x, free.x)  # same key, same paths
+    # Same key, same paths; the new states come from each mode's own linearisation of the step, whose
+    # compiled form may round the last bit differently (simulate and the two-pass replay share one mode).
+    np.testing.assert_allclose(exact.x, free.x, rtol=0, atol=1e-12)
     x = np.asarray(exact.x)
     centred = x - x.mean(0)
 

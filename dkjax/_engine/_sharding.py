@@ -79,7 +79,7 @@ def shard_paths(tree, mesh: Mesh | None = None):
     """Places the leading (path) axis of every array in ``tree`` across the devices of ``mesh``.
 
     Pass the result (initial states ``x0``, ``score0``, per-path ``dlogp0``) to
-    ``simulate``, ``divergence_kernel``, ``observable_response`` or ``dk_gradient``: the
+    ``simulate``, ``divergence_kernel``, ``observable_response`` or ``dkjax.fit``: the
     computation then runs on all devices, with outputs sharded the same way and
     reductions over paths done as collectives.
 

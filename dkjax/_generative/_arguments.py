@@ -8,7 +8,7 @@ import numpy as np
 
 from .._sde._abstract import AbstractSDE, noise_dimension
 from .._validation import check_choice, check_key, check_positive, check_time_grid
-from ._objective import GRADIENT_METHODS, OBJECTIVES
+from ._objective import GRADIENT_METHODS, OBJECTIVES, AbstractObjective
 from ._snapshots import Snapshots, as_snapshots, grid_steps
 
 
@@ -114,7 +114,8 @@ def _check_numbers(a: dict) -> None:
 
 
 def _check_choices(a: dict, dt: float) -> None:
-    check_choice("objective", a["objective"], OBJECTIVES)
+    if not isinstance(a["objective"], AbstractObjective):
+        check_choice("objective", a["objective"], OBJECTIVES)
     check_choice("gradient", a["gradient"], ("auto",) + GRADIENT_METHODS)
     kernel_rate = a["kernel_rate"]
     if kernel_rate != "auto":

@@ -135,7 +135,22 @@ class BandwidthRule(eqx.Module):
 
 
 class AbstractObjective(eqx.Module):
-    """A training objective: model states and a data batch to a loss and DK path weights."""
+    """A training objective of ``dkjax.fit``: model states and a data batch to a loss and DK path weights.
+
+    Subclasses implement ``bandwidth_range`` (fixed per data set, before training) and
+    ``weights``, which returns the loss and per-path weights ``c`` with
+    ``grad loss = sum_m c_m eta_m`` in expectation (``eta_m`` path ``m``'s DK response).
+
+    Arguments:
+        None here; each subclass documents its own fields.
+
+    Raises:
+        TypeError: when instantiated itself (it is abstract).
+
+    Example:
+        >>> isinstance(dkjax.KL(), dkjax.AbstractObjective), isinstance(dkjax.Energy(), dkjax.AbstractObjective)
+        (True, True)
+    """
 
     @abc.abstractmethod
     def bandwidth_range(self, points: Float[Array, "j d"]) -> tuple[float, float]:
@@ -147,11 +162,35 @@ class AbstractObjective(eqx.Module):
 
 
 class KL(AbstractObjective):
-    """The smoothed negative log-likelihood ``L_h`` (see ``kl_weights``), ``h`` from a ``BandwidthRule``."""
+    """The smoothed negative log-likelihood ``L_h``: maximum likelihood through a Gaussian kernel of width ``h``.
+
+    The same kernel smooths the model's samples and the (jittered) data, so the data law
+    minimises ``L_h`` for every ``h``. ``h`` is fixed, or chosen at every step as the smallest
+    width (between ``min_bandwidth`` and 4 data standard deviations) whose kernel weights keep a
+    mean effective sample size of at least ``ess_target``. The string ``objective="kl"`` is its
+    shorthand, with ``fit``'s ``ess_target``, ``bandwidth`` and ``min_bandwidth``.
+
+    Arguments:
+        ess_target: the bandwidth rule's target mean effective sample size.
+        bandwidth: a fixed kernel width, or ``None`` for the rule.
+        min_bandwidth: the rule's lower end (``None``: 0.05 times the data's mean
+            per-coordinate standard deviation).
+
+    Raises:
+        ValueError: a non-positive ``ess_target``, ``bandwidth`` or ``min_bandwidth``.
+
+    Example:
+        >>> objective = dkjax.KL(ess_target=16.0)  # pass it to dkjax.fit(objective=...)
+        >>> print([round(h, 3) for h in objective.bandwidth_range(jnp.ones((4, 2)) * jnp.arange(4.0)[:, None])])
+        [0.056, 4.472]
+    """
 
     rule: BandwidthRule
 
     def __init__(self, ess_target: float = TRAIN_DEFAULTS.ess_target, bandwidth=None, min_bandwidth=None):
+        for name, value in (("ess_target", ess_target), ("bandwidth", bandwidth), ("min_bandwidth", min_bandwidth)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0; got {value!r}.")
         self.rule = BandwidthRule(ess_target, bandwidth, min_bandwidth)
 
     def bandwidth_range(self, points):
@@ -164,7 +203,18 @@ class KL(AbstractObjective):
 
 
 class Energy(AbstractObjective):
-    """The energy distance to the data (see ``energy_weights``): no bandwidth (reported as 0)."""
+    """The energy distance to the data: no density estimate, no bandwidth (reported as 0), no ratio bias.
+
+    Its DK path weights are unbiased for any number of paths (three or more). The string
+    ``objective="energy"`` is its shorthand.
+
+    Arguments:
+        None.
+
+    Example:
+        >>> print(dkjax.Energy().bandwidth_range(jnp.zeros((3, 2))))
+        (0.0, 0.0)
+    """
 
     def bandwidth_range(self, points):
         return 0.0, 0.0

@@ -17,7 +17,7 @@ from .._sde._abstract import AbstractSDE
 _POWER_ITERATIONS = 20
 PILOT_PATHS = 256
 # A fold_in salt that keeps the pilot runs off the training steps' keys (fold_in(key, step), step < 2**31).
-_PILOT_SALT = 2**31 + 1
+_TRAINING_PILOT_SALT = 2**31 + 1
 
 
 class AbstractRateControl(eqx.Module):
@@ -51,7 +51,7 @@ class FixedRate(AbstractRateControl):
         return rate
 
 
-class AutoRate(AbstractRateControl):
+class RisingRate(AbstractRateControl):
     """The rate measured by ``dkjax.estimate_kernel_rate`` at every pilot run, never lowered."""
 
     def start(self):
@@ -128,7 +128,7 @@ class Pilot:
     def __call__(self, step: int, rate: float, model: AbstractSDE, recent_states: States | None) -> float:
         if step % self.every:
             return rate
-        pilot_key = jr.fold_in(jr.fold_in(self.key, _PILOT_SALT), step)
+        pilot_key = jr.fold_in(jr.fold_in(self.key, _TRAINING_PILOT_SALT), step)
         x0 = self.initial(pilot_key, PILOT_PATHS)[0]
         rate = self.control.update(rate, model, x0, pilot_key, self.grid)
         at_start = recent_states is None

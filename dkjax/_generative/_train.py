@@ -22,7 +22,7 @@ from ._arguments import check_data, check_fit_arguments
 from ._callbacks import last_checkpoint, make_callbacks
 from ._metrics import distance_column_sums, energy_distance
 from ._objective import AbstractObjective, as_objective, dk_gradient, parameter_count
-from ._policies import PILOT_PATHS, AutoRate, FixedRate, Pilot, StiffnessCheck
+from ._policies import PILOT_PATHS, FixedRate, Pilot, RisingRate, StiffnessCheck
 from ._settings import TRAIN_DEFAULTS
 from ._snapshots import (
     Snapshots,
@@ -264,7 +264,7 @@ def fit(
     min_bandwidth: float | None = None,
     kernel_rate: float | str = TRAIN_DEFAULTS.kernel_rate,
     kernel_rate_every: int = TRAIN_DEFAULTS.kernel_rate_every,
-    objective: str = TRAIN_DEFAULTS.objective,
+    objective: "str | AbstractObjective" = TRAIN_DEFAULTS.objective,
     gradient: str = TRAIN_DEFAULTS.gradient,
     lean_threshold: int = TRAIN_DEFAULTS.lean_threshold,
     path_chunk: int | None = None,
@@ -337,7 +337,9 @@ def fit(
         ess_target, min_bandwidth: the bandwidth rule's parameters.
         kernel_rate, kernel_rate_every: a number, or ``"auto"``, re-measured every
             ``kernel_rate_every`` steps (see above).
-        objective: ``"kl"`` or ``"energy"``.
+        objective: an objective module (``dkjax.KL(...)``, ``dkjax.Energy()``, or your own
+            ``dkjax.AbstractObjective``), or its shorthand ``"kl"`` (with ``ess_target``,
+            ``bandwidth`` and ``min_bandwidth``) or ``"energy"``.
         gradient: ``"per_path"``, ``"two_pass"`` (memory-lean) or ``"auto"``: two-pass when
             the model has more than ``lean_threshold`` parameters.
         path_chunk: replay the two-pass gradient's paths this many at a time, so that its
@@ -387,7 +389,7 @@ def fit(
         initial, held_out, time_weights, observed or (num_steps,), **grid, num_samples=validation_samples, key=key)  # fmt: skip
     times = (jnp.asarray(t0, dtype), jnp.asarray(t1, dtype))
     params, static = eqx.partition(sde, eqx.is_inexact_array)
-    control = AutoRate() if kernel_rate == "auto" else FixedRate(float(kernel_rate))
+    control = RisingRate() if kernel_rate == "auto" else FixedRate(float(kernel_rate))
     state = TrainState.start(params, optimizer, control.start())
     if resume and state.restore(checkpoint_dir, control, steps, schedule_spans_steps=spans_steps):
         if progress and jax.process_index() == 0:
