@@ -3,6 +3,7 @@ and configuration errors raised before any work."""
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import jax
@@ -247,6 +248,40 @@ def test_train_model_and_data_errors_before_any_work(tmp_path, monkeypatch, caps
     assert exit_info.value.code == 2
     assert match in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+DUFFING = """
+import jax, jax.numpy as jnp, dkjax
+
+class Duffing(dkjax.AbstractSDE):
+    a: jax.Array
+    s: jax.Array
+    def __init__(self, a, s):
+        self.a, self.s = a, s
+    def drift(self, t, x):
+        return self.a * x - x**3
+    def diffusion(self, t, x):
+        return self.s * jnp.ones_like(x)
+"""
+
+
+def test_response_reports_the_matrix_free_warning_once_after_the_batches(tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_sdes.py").write_text(DUFFING)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    overrides = [
+        "system.name=my_sdes:Duffing", "system.parameters={ a = 1.0, s = 0.5 }", "initial.dim=1",
+        "initial.std=1.5", "response.num_steps=10", "response.num_paths=200", "response.chunk_size=100",
+        "response.kernel_rate=2.0", 'response.observables=["mean_square"]',
+    ]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # none escapes into the progress bar
+        status, run = _run([arg for o in overrides for arg in ("--set", o)], tmp_path)
+    assert status == 0
+    err = capsys.readouterr().err
+    assert err.count("matrix-free expansion of J^-T was biased on") == 1 and "response.mode=exact" in err
+    notes = json.loads((run / "results.json").read_text())["warnings"]
+    assert len(notes) == 1 and " of 200 paths" in notes[0]
 
 
 @pytest.mark.parametrize("command", ["train", "sample", "response"])
