@@ -6,26 +6,20 @@ of ``dkjax train``; other subcommands pass their own to ``load_config``.
 """
 
 import dataclasses
-import importlib
-import importlib.util
 import inspect
 import math
-import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ._references import ConfigError, is_reference, resolve_reference
 from ._systems import SYSTEMS
 from .._generative._data import TOY_DATA
 from .._generative._objective import GRADIENT_METHODS, OBJECTIVES
 from .._generative._settings import TRAIN_DEFAULTS, TrainSettings
 from .._sde._neural import NeuralSDE
 from .._validation import is_positive
-
-
-class ConfigError(ValueError):
-    """A configuration key is unknown, of the wrong type or has an impossible value."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -350,51 +344,6 @@ def _toml_value(value) -> str:
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     return repr(value)
-
-
-def is_reference(text: str) -> bool:
-    """Whether ``text`` has the form ``module:name`` (or ``path/to/file.py:name``)."""
-    module, _, name = text.partition(":")
-    return bool(module) and name.isidentifier()
-
-
-def resolve_reference(text: str, key: str):
-    """The object that ``module:name`` or ``path/to/file.py:name`` names, for config key ``key``.
-
-    A module is imported as usual, with the working directory on the import path; a
-    ``.py`` file is loaded from its path.
-
-    Raises:
-        ConfigError: the text is not of that form, the module or file cannot be found or
-            fails to import, or it has no attribute ``name``; the message names ``key``.
-
-    Example:
-        >>> resolve_reference("dkjax:Lorenz96", "system.name")
-    """
-    if not is_reference(text):
-        raise ConfigError(f"{key} must be module:name or path/to/file.py:name; got {text!r}.")
-    module_name, _, name = text.partition(":")
-    try:
-        if module_name.endswith(".py"):
-            path = Path(module_name)
-            if not path.is_file():
-                raise ConfigError(
-                    f"{key}: the file {path} does not exist (relative to the working directory {Path.cwd()})."
-                )
-            spec = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
-            if "" not in sys.path:
-                sys.path.insert(0, "")  # console scripts leave the working directory off the path
-            module = importlib.import_module(module_name)
-    except ConfigError:
-        raise
-    except Exception as error:
-        raise ConfigError(f"{key}: cannot import {module_name!r} ({type(error).__name__}: {error}).") from error
-    if not hasattr(module, name):
-        raise ConfigError(f"{key}: {module_name!r} has no attribute {name!r}.")
-    return getattr(module, name)
 
 
 def dump_config(config: dict[str, dict[str, Any]]) -> str:
