@@ -79,3 +79,30 @@ def test_examples_run(script, args, expect):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert expect in done.stdout
+
+
+def test_examples_and_docs_use_only_the_public_api():
+    """No example, doc or README imports or names a private ``dkjax._...`` module (docs/api.md's generated
+    signatures aside)."""
+    import re
+
+    files = [*(ROOT / "examples").glob("*.py"), *(ROOT / "docs" / "examples").glob("*.py"), ROOT / "README.md"]
+    files += [path for path in (ROOT / "docs").rglob("*.md") if path.name != "api.md"]
+    private = re.compile(r"\bdkjax\._[a-z]")
+    found = {str(path.relative_to(ROOT)): private.findall(path.read_text()) for path in files}
+    assert {path: hits for path, hits in found.items() if hits} == {}
+
+
+def test_the_model_selection_rule_is_stated_one_way():
+    """README, cli.md, guide.md, eval.json's note and fit's docstring state the rule ``_Selection`` applies."""
+    import dkjax
+    from dkjax._cli._evaluation import _NOTES
+
+    rule = "the latest model whose held-out energy distance is within two standard errors of the lowest seen"
+    flat = lambda text: " ".join(text.split())
+    for name in ("README.md", "docs/cli.md", "docs/guide.md"):
+        text = flat((ROOT / name).read_text())
+        assert rule in text, name
+        assert "model with the lowest" not in text and "returns the best" not in text, name
+    for text in (_NOTES["selected_step"], dkjax.fit.__doc__):
+        assert "latest one whose" in flat(text) and "within two standard errors of the lowest seen" in flat(text)
