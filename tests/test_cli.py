@@ -328,3 +328,23 @@ def test_the_cli_modules_import_one_another_without_a_circle():
 
     cycles = [c for c in (cycle_from(m, []) for m in graph) if c]
     assert not cycles, cycles
+
+
+def test_a_data_file_names_the_run_and_model_sigma_min_reaches_the_model(tmp_path):
+    from dkjax._cli._config import ConfigError
+    from dkjax._cli._run_dir import _new_run_dir
+    from dkjax._cli._run_setup import _plan
+
+    data = tmp_path / "measurements.csv"
+    data.write_text("a,b\n" + "\n".join(f"{i},{i * i % 7}" for i in range(20)) + "\n")
+    overrides = [f"data.path={json.dumps(str(data))}", "model.sigma_min=0.05", "model.width=4"]
+    config = train_config(ROOT / "configs" / "two_moons.toml", overrides)
+    assert config["run"]["name"] == "measurements" and _new_run_dir(config, None).name.startswith("measurements-")
+    assert _plan(config).model.sigma_min == 0.05
+    assert "sigma_min = 0.05" in dump_config(applicable(config))
+    named = train_config(ROOT / "configs" / "two_moons.toml", overrides + ["run.name=mine"])
+    assert named["run"]["name"] == "mine"  # a name of the user's own is kept
+    with pytest.raises(ConfigError, match="model.sigma_min must be below model.sigma_init = 0.5; got 0.5"):
+        train_config(None, ["model.sigma_min=0.5"])
+    with pytest.raises(ConfigError, match="model.sigma_min must be a number >= 0"):
+        train_config(None, ["model.sigma_min=-1.0"])

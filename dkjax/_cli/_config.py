@@ -148,6 +148,10 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "depth": _positive_int(_NEURAL_DEFAULTS["depth"]),
         "noise": _choice(_NEURAL_DEFAULTS["noise"], ("scalar", "diagonal")),
         "sigma_init": _positive_float(_NEURAL_DEFAULTS["sigma_init"]),
+        "sigma_min": _Key(
+            _NEURAL_DEFAULTS["sigma_min"], (int, float), lambda v: math.isfinite(v) and v >= 0,
+            "a number >= 0 (below model.sigma_init)",
+        ),  # fmt: skip
         "state_dependent": _Key(_NEURAL_DEFAULTS["state_dependent"], (bool,), lambda v: True, "true or false"),
         "seed": _Key(1, (int,), lambda v: v >= 0, "an integer >= 0"),
     },
@@ -269,14 +273,22 @@ def resolve_train_config(config) -> dict[str, dict[str, Any]]:
     """Checks the keys of a ``dkjax train`` config that constrain each other, and settles ``data.name``.
 
     ``data.path``, when given, takes the place of ``data.name`` (so that ``--set data.path=FILE``
-    works on any config); without either, the data are ``two_moons``.
+    works on any config), and a ``run.name`` that names a toy set becomes the file's name (so
+    that the run folder of ``two_moons.toml --set data.path=mine.csv`` is ``runs/mine-...``);
+    without either, the data are ``two_moons``.
 
     Raises:
-        ConfigError: ``data.standardize = true`` for a model that is an SDE class, or a fixed
-            ``train.kernel_rate`` above ``1 / dt``.
+        ConfigError: ``data.standardize = true`` for a model that is an SDE class, a fixed
+            ``train.kernel_rate`` above ``1 / dt``, or ``model.sigma_min`` not below ``model.sigma_init``.
     """
-    data, train = config["data"], config["train"]
+    data, train, model = config["data"], config["train"], config["model"]
     data["name"] = "" if data["path"] else data["name"] or "two_moons"
+    if data["path"] and config["run"]["name"] in TOY_DATA:  # e.g. two_moons.toml's name, for a user's file
+        config["run"]["name"] = Path(data["path"]).stem or "data"
+    if model["name"] == "neural" and not model["sigma_min"] < model["sigma_init"]:
+        raise ConfigError(
+            f"model.sigma_min must be below model.sigma_init = {model['sigma_init']}; got {model['sigma_min']}."
+        )
     if train["kernel_rate"] != "auto" and train["kernel_rate"] * train["t1"] > train["num_steps"]:
         raise ConfigError(
             f"train.kernel_rate must be <= 1 / dt = {train['num_steps'] / train['t1']:.4g} (dt = t1 / num_steps); "
@@ -320,7 +332,7 @@ def applicable(config) -> dict[str, dict[str, Any]]:
     drop = {("data", name) for name in unused}
     if not config["data"]["time_column"]:  # a table without a time column: one law, not snapshots
         drop.add(("data", "time_column"))
-    structured = {"width", "depth", "noise", "sigma_init", "state_dependent", "seed"}
+    structured = {"width", "depth", "noise", "sigma_init", "sigma_min", "state_dependent", "seed"}
     drop |= {("model", name) for name in ({"parameters"} if model["name"] == "neural" else structured)}
     if train["objective"] == "energy":
         drop |= {("train", name) for name in ("bandwidth", "min_bandwidth", "ess_target")}
