@@ -348,3 +348,34 @@ def test_a_data_file_names_the_run_and_model_sigma_min_reaches_the_model(tmp_pat
         train_config(None, ["model.sigma_min=0.5"])
     with pytest.raises(ConfigError, match="model.sigma_min must be a number >= 0"):
         train_config(None, ["model.sigma_min=-1.0"])
+
+
+def test_sample_writes_csv_with_the_data_header_and_refuses_other_suffixes(odd_run, tmp_path, capsys):
+    run, _ = odd_run
+    metrics = json.loads((run / "eval.json").read_text())
+    assert metrics["columns"] == ["length_mm", "charge"]
+    out = tmp_path / "s.csv"
+    assert main(["sample", "--run", str(run), "--num", "20", "--out", str(out), "--seed", "7"]) == 0
+    assert out.read_text().splitlines()[0] == "length_mm,charge" and not (tmp_path / "s.csv.npy").exists()
+    model = dkjax.load_model(run / "model.eqx")
+    np.testing.assert_allclose(np.loadtxt(out, delimiter=",", skiprows=1), model.sample(20, key=jr.key(7)), rtol=1e-6)
+    err = _error(capsys, ["sample", "--run", str(run), "--num", "5", "--out", str(tmp_path / "s.txt")])
+    assert "--out: " in err and "must end in .npy (a NumPy array) or .csv" in err and not (tmp_path / "s.txt").exists()
+
+
+def test_metrics_jsonl_holds_the_held_out_scores_of_loss_png(odd_run):
+    run, _ = odd_run
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    scored = {r["step"] + 1: r["validation_energy_distance"] for r in records if "validation_energy_distance" in r}
+    assert sorted(scored) == [2, 4] and "initial_validation_energy_distance" in records[0]  # every 2 of 4 steps
+
+
+def test_loss_and_samples_figures_explain_their_curves_and_name_the_columns():
+    records = [{"step": s, "loss": 3.0, "bandwidth": 0.5} for s in range(4)]
+    fig = loss_figure(records, [{"step": 2, "energy_distance": 0.1}])
+    assert "h adapts every step, so losses at different h" in fig.get_suptitle()
+    assert "fixed noise" in fig.axes[-1].get_title() or "fixed noise" in fig.axes[1].get_title()
+    energy = loss_figure([{"step": s, "loss": 0.1, "bandwidth": 0.0} for s in range(4)])
+    assert energy.get_suptitle().startswith("Training loss: energy distance")
+    fig = samples_figure(np.zeros((5, 2)), np.ones((5, 2)), columns=["length_mm", "charge"])
+    assert fig.axes[0].get_xlabel() == "length_mm" and fig.axes[0].get_ylabel() == "charge"
