@@ -106,3 +106,51 @@ def test_the_model_selection_rule_is_stated_one_way():
         assert "model with the lowest" not in text and "returns the best" not in text, name
     for text in (_NOTES["selected_step"], dkjax.fit.__doc__):
         assert "latest one whose" in flat(text) and "within two standard errors of the lowest seen" in flat(text)
+
+
+def _commands(prefix: str) -> list[list[str]]:
+    """Every command line of README.md and docs/*.md that starts with ``prefix``, split as a shell would."""
+    import shlex
+
+    commands = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        fenced = False
+        for line in path.read_text().replace("\\\n", " ").splitlines():  # continued lines joined
+            if line.lstrip().startswith("```"):
+                fenced = not fenced
+                continue
+            if not (fenced or line.startswith("    ")):  # code: fenced or indented blocks
+                continue
+            line = line.strip()
+            start = line.find(prefix)
+            if start < 0 or (start > 0 and not line[:start].rstrip().endswith("&&")):
+                continue
+            commands.append(shlex.split(line[start:].split(" #")[0]))
+    return commands
+
+
+def test_the_docs_dkjax_commands_parse():
+    from dkjax._cli._main import build_parser
+
+    commands = _commands("dkjax ")
+    assert len(commands) > 10
+    for words in commands:
+        build_parser().parse_args(words[1:])  # SystemExit on an unknown subcommand or option
+
+
+def test_the_docs_benchmark_commands_exist_with_their_options():
+    import re
+    import shlex
+
+    spans = [span for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+             for span in re.findall(r"`(python -m benchmarks\.[^`<]*)`", path.read_text())]  # fmt: skip
+    commands = _commands("python -m benchmarks.") + [shlex.split(span) for span in spans]
+    assert {words[2] for words in commands} >= {"benchmarks.run", "benchmarks.generative"}
+    helps = {}
+    for words in commands:
+        if words[2] not in helps:
+            done = subprocess.run([sys.executable, "-m", words[2], "--help"], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=300)  # fmt: skip
+            assert done.returncode == 0, (words, done.stderr[-1000:])
+            helps[words[2]] = done.stdout
+        assert all(word in helps[words[2]] for word in words[3:] if word.startswith("--")), (words, helps[words[2]])
