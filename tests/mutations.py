@@ -360,6 +360,34 @@ MUTATIONS = [
         [(SNAPSHOTS, "c = w[:, None] * jnp.stack", "c = jnp.stack")],
         [SNAP + "test_snapshot_gradient_is_the_weighted_sum_of_single_time_gradients"],
     ),
+    # ---- issue 23: the stationary window chosen on the plateau, and the FD baseline's lost paths
+    _mutation(
+        "plateau_differences_ignore_shared_paths",
+        "window differences paired across different paths: their error is the two errors combined",
+        [("dkjax/_response/_stationary.py", "batch_means(leaf[:, j] - leaf[:, i], batch_mask",
+          "batch_means(leaf[:, j] - leaf[:, i][:, ::-1], batch_mask")],
+        ["tests/test_stationary.py::test_auto_window_lands_on_the_ou_plateau"],
+    ),
+    _mutation(
+        "plateau_takes_the_shortest_window",
+        "the shortest window is chosen without comparing it with the longer ones",
+        [("dkjax/_response/_stationary.py", "if not any(moved(i, j) for j in order[rank + 1 :]):", "if True:")],
+        ["tests/test_stationary.py::test_auto_window_lands_on_the_ou_plateau"],
+    ),
+    _mutation(
+        "no_plateau_goes_unsaid",
+        "no warning when no window reaches the plateau",
+        [("dkjax/_response/_stationary.py", "    if worst is not None:\n        _warn_no_plateau(",
+          "    if False:\n        _warn_no_plateau(")],
+        ["tests/test_stationary.py::test_windows_too_short_warn_and_report_no_plateau"],
+    ),
+    _mutation(
+        "fd_stationary_counts_only_nonfinite_states",
+        "finite-difference stationary: a copy still finite but diverging is averaged in",
+        [("dkjax/_response/_baselines.py", "lost = ~jnp.all(jnp.abs(xs) <= bound, axis=-1)",
+          "lost = ~jnp.all(jnp.isfinite(xs), axis=-1)")],
+        ["tests/test_stationary.py::test_finite_difference_stationary_counts_lost_paths"],
+    ),
 ]
 
 

@@ -8,6 +8,7 @@ own, and a ring of the last segment ends' ``dlogp`` gives the windowed products.
 import math
 import warnings
 from collections.abc import Sequence
+from statistics import NormalDist
 from typing import Literal
 
 import equinox as eqx
@@ -273,27 +274,42 @@ def _entry_name(path, shape, flat_index) -> str:
     return f"d/d{name}[" + ", ".join(str(int(k)) for k in np.unravel_index(flat_index, shape)) + "]"
 
 
+def family_threshold(threshold: float, comparisons: int) -> float:
+    """``threshold`` raised for ``comparisons`` comparisons (Bonferroni): same chance of a false move.
+
+    One comparison at ``threshold`` standard errors has the two-sided level ``alpha``; each of
+    ``n`` comparisons is judged at ``alpha / n``, so a window on the plateau is rejected by chance
+    with probability at most ``alpha`` however many windows and entries are compared.
+    """
+    alpha = 2.0 * (1.0 - NormalDist().cdf(threshold))
+    return NormalDist().inv_cdf(1.0 - alpha / (2.0 * max(int(comparisons), 1)))
+
+
 def choose_window(windows, diff_mean, diff_se, threshold: float):
-    """The shortest window past which the estimate no longer moves beyond ``threshold`` errors.
+    """The shortest window past which the estimate no longer moves beyond its errors.
 
     Window ``i`` is on the plateau when, for every longer window ``j`` and every entry, the
-    difference ``estimate[j] - estimate[i]`` is at most ``threshold`` standard errors of that
-    difference (NaN errors count as moves). Returns ``(index, plateau, worst)``: the chosen
-    window's index into ``windows`` (the longest one when no plateau is found), whether a
-    plateau was found, and, when it was not, ``(name, i, j, delta, in_errors)`` for the largest
-    move between the two longest windows.
+    difference ``estimate[j] - estimate[i]`` is at most ``family_threshold(threshold, n)``
+    standard errors of that difference, ``n`` being the number of those comparisons (NaN
+    errors count as moves). Returns ``(index, plateau, worst)``: the chosen window's index into
+    ``windows`` (the longest one when no plateau is found), whether a plateau was found, and,
+    when it was not, ``(name, i, j, delta, in_errors, threshold used)`` for the largest move
+    between the two longest windows.
     """
     order = [int(i) for i in np.argsort(np.asarray(windows), kind="stable")]
     leaves = jax.tree_util.tree_flatten_with_path(diff_mean)[0]
     ses = jax.tree.leaves(diff_se)
     flat = [(path, np.asarray(m).reshape(m.shape[:2] + (-1,)), np.asarray(se).reshape(m.shape[:2] + (-1,)), m.shape[2:])
             for (path, m), se in zip(leaves, ses)]
+    entries = sum(m.shape[2] for _, m, _, _ in flat)
 
-    def moved(i, j):
-        return any(bool(np.any(~(np.abs(m[i, j]) <= threshold * se[i, j]))) for _, m, se, _ in flat)
+    def moved(i, j, z):
+        return any(bool(np.any(~(np.abs(m[i, j]) <= z * se[i, j]))) for _, m, se, _ in flat)
 
     for rank, i in enumerate(order[:-1]):
-        if not any(moved(i, j) for j in order[rank + 1 :]):
+        longer = order[rank + 1 :]
+        z = family_threshold(threshold, entries * len(longer))
+        if not any(moved(i, j, z) for j in longer):
             return i, True, None
     last = order[-1]
     if len(order) < 2:
@@ -306,11 +322,11 @@ def choose_window(windows, diff_mean, diff_se, threshold: float):
             score = np.inf if not np.isfinite(ratio[e]) else ratio[e]
             if worst is None or score > worst[0]:
                 worst = (score, _entry_name(path, shape, e), float(m[i, last, e]), float(ratio[e]))
-    return last, False, (worst[1], i, last, worst[2], worst[3])
+    return last, False, (worst[1], i, last, worst[2], worst[3], family_threshold(threshold, entries))
 
 
-def _warn_no_plateau(worst, windows, dt, auto: bool, threshold: float) -> None:
-    name, i, j, delta, in_errors = worst
+def _warn_no_plateau(worst, windows, dt, auto: bool) -> None:
+    name, i, j, delta, in_errors, threshold = worst
     advice = (
         f"windows='auto' tries windows up to a quarter of a block (num_steps / num_blocks / 4 = {windows[j]} steps): "
         "run longer (num_steps) or use fewer blocks"
@@ -320,7 +336,7 @@ def _warn_no_plateau(worst, windows, dt, auto: bool, threshold: float) -> None:
     warnings.warn(
         f"stationary_response: no plateau within the windows tried: from W = {windows[i]} to the longest window "
         f"W = {windows[j]} steps ({windows[j] * dt:g} time units) the estimate of {name} moved by {delta:.3g}, "
-        f"{in_errors:.1f} standard errors of the difference (threshold {threshold:g}). The result reports the "
+        f"{in_errors:.1f} standard errors of the difference (threshold {threshold:.2f}). The result reports the "
         f"longest window (plateau=False); {advice}.",
         RuntimeWarning,
         stacklevel=3,
@@ -361,9 +377,12 @@ def stationary_response(
 
     Every window is estimated from the same run, and the window used is chosen on that
     plateau: the shortest window whose estimate differs from that of every longer window by
-    at most ``plateau_threshold`` standard errors of the difference, in every entry. The
-    differences are batch means over the same (path, block) batches, so their errors account
-    for the windows sharing paths (they are far smaller than the two errors combined). When no
+    at most ``plateau_threshold`` standard errors of the difference, in every entry. That
+    threshold is for one comparison; for ``n`` comparisons (longer windows times entries) it is
+    raised so that their family has the same chance of a false move (Bonferroni: 2 becomes 2.8
+    for 10, 3.3 for 40). The differences are batch means over the same (path, block)
+    batches, so their errors account for the windows sharing paths (they are far smaller than
+    the two errors combined). When no
     window qualifies, the longest one is reported with ``plateau=False`` and a
     ``RuntimeWarning`` names it and how far the estimate still moved. ``windows="auto"``
     tries a sqrt(2)-geometric grid from one segment to a quarter of a block
@@ -395,7 +414,8 @@ def stationary_response(
         kernel_rate, response_mix, mode: as in ``dkjax.divergence_kernel`` (``"auto"`` is
             chosen once, over the spin-up).
         plateau_threshold: how many standard errors of the difference between two windows'
-            estimates count as the estimate still moving (2 by default).
+            estimates count as the estimate still moving, for one comparison (2 by default;
+            raised for many, see above).
 
     Returns:
         A ``StationaryResponse``: the estimate at every window (the plateau curve), the chosen
@@ -447,7 +467,7 @@ def stationary_response(
     )
     index, plateau, worst = choose_window(windows, diff_mean, diff_se, plateau_threshold)
     if worst is not None:
-        _warn_no_plateau(worst, windows, float(dt), auto, plateau_threshold)
+        _warn_no_plateau(worst, windows, float(dt), auto)
     return StationaryResponse(
         windows=jnp.asarray(windows),
         window_times=jnp.asarray(windows, dtype) * dt,
