@@ -202,7 +202,10 @@ def _run_batches(plan: Plan, cfg: dict, x0, score0, dk_key, phi, quiet: bool):
     return estimates, values, num_nonfinite, rate
 
 
-_EXPANSION = re.compile(r"the matrix-free expansion of J\^-T is biased here: \|A\^T w\| / \|w\| reached ([0-9.eE+-]+) \(above ([0-9.eE+-]+) on (\d+) paths")
+_EXPANSION = re.compile(
+    r"the matrix-free expansion of J\^-T is biased here: \|A\^T w\| / \|w\| reached ([0-9.eE+-]+) "
+    r"\(above ([0-9.eE+-]+) on (\d+) paths"
+)
 
 
 def summarize_warnings(caught, num_paths: int) -> list[str]:
@@ -217,13 +220,19 @@ def summarize_warnings(caught, num_paths: int) -> list[str]:
     if expansion:
         ratio, bound = max(float(r) for r, _, _ in expansion), expansion[0][1]
         paths = sum(int(n) for _, _, n in expansion)
+        share = paths / max(num_paths, 1)
         notes.append(
-            f"the matrix-free expansion of J^-T was biased on {paths} of {num_paths} paths ({paths / max(num_paths, 1):.2%}): "
-            f"there |A^T w| / |w| (A = J - I, one Euler step's Jacobian less the identity) reached up to {ratio:.3g}, "
-            f"above {bound}, and each step's truncation error is about that ratio to the power order + 1. The other paths "
-            "are exact in expectation, so unless these few carry extreme weights the bias is far below the standard "
-            "errors. To check, rerun with --set response.mode=exact (d x d Jacobians) or a larger response.num_steps "
-            "and compare within the standard errors."
+            f"the matrix-free expansion of J^-T was biased on {paths} of {num_paths} paths ({share:.2%}): there "
+            f"|A^T w| / |w| (A = J - I, one Euler step's Jacobian less the identity) reached up to {ratio:.3g}, above "
+            f"{bound}, and each step's truncation error is about that ratio to the power order + 1. "
+            + (
+                "The other paths are unaffected, so unless these few carry extreme weights the bias is far below "
+                "the standard errors. To check, rerun"
+                if share < 0.01
+                else "That is a sizeable share of the paths: the estimates may be biased. Rerun"
+            )
+            + " with --set response.mode=exact (d x d Jacobians) or a larger response.num_steps and compare "
+            "within the standard errors."
         )
     others = {}
     for w in caught:
