@@ -82,11 +82,12 @@ def test_examples_run(script, args, expect):
 
 
 def test_examples_and_docs_use_only_the_public_api():
-    """No example, doc or README imports or names a private ``dkjax._...`` module (docs/api.md's generated
-    signatures aside)."""
+    """No example, doc, config script or README imports or names a private ``dkjax._...`` module (docs/api.md's
+    generated signatures aside)."""
     import re
 
     files = [*(ROOT / "examples").glob("*.py"), *(ROOT / "docs" / "examples").glob("*.py"), ROOT / "README.md"]
+    files += [*(ROOT / "configs").glob("*.py")]
     files += [path for path in (ROOT / "docs").rglob("*.md") if path.name != "api.md"]
     private = re.compile(r"\bdkjax\._[a-z]")
     found = {str(path.relative_to(ROOT)): private.findall(path.read_text()) for path in files}
