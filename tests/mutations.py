@@ -527,6 +527,20 @@ MUTATIONS += [
           "return snaps.replace_points([p[0] for p in pairs]), Snapshots(dict(zip(snaps.times, [p[1] for p in pairs])))")],
         [PROMISES + "test_snapshot_held_out_score_is_the_weighted_sum_of_the_per_time_distances"],
     ),
+    _mutation(
+        "interpolation_baseline_fraction_from_zero",
+        "score_held_out interpolates its baseline at (t - t_a) / t_b instead of (t - t_a) / (t_b - t_a)",
+        [("dkjax/_generative/_snapshot_eval.py", "fraction = (time - t_a) / (snaps.times[k] - t_a)",
+          "fraction = (time - t_a) / snaps.times[k]")],
+        [PROMISES + "test_score_held_out_baselines_interpolate_the_neighbours_or_repeat_the_last_snapshot"],
+    ),
+    _mutation(
+        "forecast_baseline_first_snapshot",
+        "past the last training time the baseline repeats the first snapshot, not the last",
+        [("dkjax/_generative/_snapshot_eval.py", 'return snaps.points[-1], "last snapshot"',
+          'return snaps.points[0], "last snapshot"')],
+        [PROMISES + "test_score_held_out_baselines_interpolate_the_neighbours_or_repeat_the_last_snapshot"],
+    ),
     # ---- issue 23: the stationary window chosen on the plateau, and the FD baseline's lost paths
     _mutation(
         "plateau_differences_ignore_shared_paths",
