@@ -379,3 +379,23 @@ def test_loss_and_samples_figures_explain_their_curves_and_name_the_columns():
     assert energy.get_suptitle().startswith("Training loss: energy distance")
     fig = samples_figure(np.zeros((5, 2)), np.ones((5, 2)), columns=["length_mm", "charge"])
     assert fig.axes[0].get_xlabel() == "length_mm" and fig.axes[0].get_ylabel() == "charge"
+
+
+def test_column_names_read_the_header_without_the_time_column_and_snapshot_plots_use_them(tmp_path):
+    import jax.numpy as jnp
+
+    from dkjax._cli._datafile import column_names
+    from dkjax._generative._plots import snapshots_figure
+
+    table = tmp_path / "cells.csv"
+    table.write_text("gene_a,day,gene_b\n1.0,0,2.0\n1.5,1,2.5\n")
+    assert column_names(table, 2, "day") == ["gene_a", "gene_b"]
+    assert column_names(table, 3) == ["gene_a", "day", "gene_b"]
+    assert column_names(table, 2) == ["x1", "x2"]  # a header of another width is not taken for names
+    assert column_names(None, 2) == ["x1", "x2"]
+    sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5, mean=jnp.zeros(2))
+    model = dkjax.GenerativeModel(sde=sde, initial=dkjax.GaussianInitial(jnp.zeros(2), jnp.ones(2)),
+                                  scaling=dkjax.DataScaling.identity(2), t0=0.0, t1=1.0, num_steps=4)  # fmt: skip
+    fig = snapshots_figure(model, {1.0: np.zeros((20, 2))}, key=jr.key(0), num_paths=2, columns=["gene_a", "gene_b"])
+    assert fig.axes[0].get_xlabel() == "gene_a" and fig.axes[0].get_ylabel() == "gene_b"
+    assert fig.axes[-1].get_title() == "2 model paths (gene_a)"

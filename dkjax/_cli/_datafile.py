@@ -58,12 +58,13 @@ def load_data_file(path: str | Path, *, key: str = "data.path") -> np.ndarray:
     return rows
 
 
-def column_names(path: str | Path | None, dim: int) -> list[str]:
+def column_names(path: str | Path | None, dim: int, time_column: str = "") -> list[str]:
     """The names of a data file's ``dim`` columns: a CSV's header, else ``x1``, ..., ``xd``.
 
     Arguments:
         path: the data file (``None``: generated data).
-        dim: the number of columns.
+        dim: the number of state columns.
+        time_column: a snapshot table's time column, left out of the names.
 
     Returns:
         ``dim`` names, for axis labels and the header of ``dkjax sample``'s CSV output.
@@ -75,7 +76,9 @@ def column_names(path: str | Path | None, dim: int) -> list[str]:
         for fields in csv.reader(file):
             fields = [field.strip() for field in fields]
             if any(fields):
-                header = all(_number(field) is None for field in fields) and len(fields) == dim
+                header = all(_number(field) is None for field in fields)
+                fields = [field for field in fields if not time_column or field != time_column]
+                header = header and len(fields) == dim
                 return [field or name for field, name in zip(fields, names)] if header else names
     return names
 

@@ -65,7 +65,7 @@ def _evaluate(config, model, data: _Data, history, run_dir: Path, quiet: bool) -
     values = compare(samples, (data.train, data.heldout, data.reference), model.scaling)
     metrics = {name: float(values[name]) for name in _METRICS}  # in this order (jit returns dicts sorted)
     metrics["selected_step"] = history.best_step if history.best_step is not None else len(history.records)
-    metrics["columns"] = column_names(config["data"]["path"] or None, model.dim)
+    metrics["columns"] = column_names(config["data"]["path"] or None, model.dim, config["data"]["time_column"])
     if config["model"]["name"] != "neural":
         import jax
         import numpy as np
@@ -102,6 +102,7 @@ def _evaluate_snapshots(config, model, data: _Data, history, run_dir: Path, quie
     and the data's own (more training points of that time); ``snapshots.png`` and ``loss.png``."""
     import jax.random as jr
 
+    from ._datafile import column_names
     from .._generative._metrics import energy_distance, sliced_wasserstein
     from .._generative._plots import plot_loss, plot_snapshots
 
@@ -120,10 +121,12 @@ def _evaluate_snapshots(config, model, data: _Data, history, run_dir: Path, quie
     mean = lambda name: sum(v[name] for v in per_time.values()) / len(per_time)
     metrics = {"energy_distance": mean("energy_distance"), "energy_distance_data": mean("energy_distance_data"),
                "selected_step": history.best_step if history.best_step is not None else len(history.records),
-               "times": per_time}  # fmt: skip
-    notes = {"units": _NOTES["units"], "energy_distance": "mean over the held-out times of the per-time values"}
+               "times": per_time,
+               "columns": column_names(config["data"]["path"] or None, model.dim, config["data"]["time_column"])}
+    notes = {"units": _NOTES["units"], "energy_distance": "mean over the held-out times of the per-time values",
+             "columns": _NOTES["columns"]}  # fmt: skip
     (run_dir / "eval.json").write_text(json.dumps({**metrics, "notes": notes}, indent=2) + "\n")
-    plot_snapshots(model, data.heldout, run_dir / "snapshots.png", key=key)
+    plot_snapshots(model, data.heldout, run_dir / "snapshots.png", key=key, columns=metrics["columns"])
     if history.records:
         plot_loss(history.records, run_dir / "loss.png", history.validation, history.best_step)
     if not quiet:

@@ -156,7 +156,8 @@ def loss_figure(records: list[dict], validation: list[dict] = (), best_step: int
 
 
 def plot_snapshots(
-    model, snapshots, path: str | Path, *, key, num_samples: int = 2000, num_paths: int = 8, held_out=()
+    model, snapshots, path: str | Path, *, key, num_samples: int = 2000, num_paths: int = 8, held_out=(),
+    columns=None,
 ) -> None:
     """Snapshots beside the model's marginals at their times, and a few of its sample paths.
 
@@ -173,6 +174,8 @@ def plot_snapshots(
         key: PRNG key; num_samples: model samples per time (at most the snapshot's size are
             drawn, so the two clouds weigh the same); num_paths: paths drawn.
         held_out: times never trained on, marked in their panel's title.
+        columns: names of the coordinates for the axes (e.g. a CSV file's header; default
+            ``coordinate 1``, ``coordinate 2``).
 
     Returns:
         ``None``; the figure is written to ``path``.
@@ -189,11 +192,13 @@ def plot_snapshots(
         >>> import os; print(os.path.exists("snapshots.png"))
         True
     """
-    _save(snapshots_figure(model, snapshots, key=key, num_samples=num_samples, num_paths=num_paths, held_out=held_out),
-          path)  # fmt: skip
+    figure = snapshots_figure(
+        model, snapshots, key=key, num_samples=num_samples, num_paths=num_paths, held_out=held_out, columns=columns
+    )
+    _save(figure, path)
 
 
-def snapshots_figure(model, snapshots, *, key, num_samples: int = 2000, num_paths: int = 8, held_out=()):
+def snapshots_figure(model, snapshots, *, key, num_samples: int = 2000, num_paths: int = 8, held_out=(), columns=None):
     """The figure of ``plot_snapshots`` (a matplotlib ``Figure``, left open)."""
     import jax.random as jr
 
@@ -225,12 +230,16 @@ def snapshots_figure(model, snapshots, *, key, num_samples: int = 2000, num_path
             ax.hist(samples[:, 0], bins, density=True, histtype="step", lw=1.5, color="C1", label="model")
         note = " (initial law)" if at_start else " (held out)" if time in held_out else ""
         ax.set_title(f"t = {time:g}{note}")
+    names = list(columns) if columns is not None else [f"coordinate {i + 1}" for i in range(data.shape[1])]
+    for ax in axes[:-1]:
+        ax.set_xlabel(names[0])
+    axes[0].set_ylabel(names[1] if two_d else "density")
     axes[0].legend(loc="best", fontsize="small", markerscale=3)
-    _draw_paths(axes[-1], model, snapshots, times, jr.fold_in(key, len(times)), num_paths)
+    _draw_paths(axes[-1], model, snapshots, times, jr.fold_in(key, len(times)), num_paths, names[0])
     return fig
 
 
-def _draw_paths(ax, model, snapshots, times, key, num_paths: int) -> None:
+def _draw_paths(ax, model, snapshots, times, key, num_paths: int, name: str = "coordinate 1") -> None:
     """``num_paths`` model paths of the first coordinate over the whole grid, snapshots as dots."""
     import jax.random as jr
 
@@ -249,4 +258,4 @@ def _draw_paths(ax, model, snapshots, times, key, num_paths: int) -> None:
                    alpha=0.5, linewidths=0)  # fmt: skip
     ax.plot(np.concatenate([[model.t0], grid]), paths, lw=0.8, color="C0")
     ax.set_xlabel("t")
-    ax.set_title(f"{num_paths} model paths (coordinate 1)")
+    ax.set_title(f"{num_paths} model paths ({name})")
