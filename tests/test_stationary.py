@@ -4,7 +4,7 @@ baseline's lost paths, against exact Ornstein-Uhlenbeck references.
 For ``dX = -theta X dt + sigma dB`` the windowed estimator ``mean_n phi(X_n) (eta_n - eta_{n-W})``
 has the expectation of the response of ``E[phi(X_n)]`` to moving the parameters of the last ``W``
 time units only. For ``phi = x^2`` the variance then relaxes from ``v* = sigma^2 / (2 theta)`` as
-``v(W) = v* e^{-2 theta W} + sigma'^2 / (2 theta') (1 - e^{-2 theta' W})``, and differentiating at
+``v(W) = v* e^{-2 theta' W} + sigma'^2 / (2 theta') (1 - e^{-2 theta' W})``, and differentiating at
 ``theta' = theta``, ``sigma' = sigma`` (the ``W e^{-2 theta W}`` terms cancel) gives
 
     E[estimate at W] = (1 - e^{-2 theta W}) * d<x^2>/dparam,

@@ -105,7 +105,7 @@ class StationaryResponse(eqx.Module):
 
     Example:
         >>> res = dkjax.stationary_response(dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5), lambda x: x[0] ** 2,
-        ...     jnp.zeros((16, 1)), dt=0.05, spinup_steps=100, num_steps=2000, windows=[20, 40, 80],
+        ...     jnp.zeros((256, 1)), dt=0.05, spinup_steps=100, num_steps=2000, windows=[20, 40, 80],
         ...     key=jax.random.key(0))
         >>> print(res.windows, res.window_times, res.estimate.theta.shape, res.window, res.plateau)
         [20 40 80] [1. 2. 4.] (3,) 40 True

@@ -436,7 +436,7 @@ def stationary_response(
         ...     sample_every=10, kernel_rate=5.0)
         >>> theta, se = float(res.chosen_estimate.theta), float(res.chosen_stderr.theta)
         >>> print(f"W = {res.window_time:.1f}, plateau {res.plateau}: {theta:.2f} +- {se:.2f}")  # exact -0.125
-        W = 3.2, plateau True: -0.13 +- 0.01
+        W = 2.3, plateau True: -0.13 +- 0.01
     """
     num, spinup_steps, num_steps, windows, sample_every, num_blocks, auto = _check_arguments(
         phi, x0, dt, spinup_steps, num_steps, windows, sample_every, num_blocks, plateau_threshold
