@@ -552,7 +552,7 @@ MUTATIONS += [
     _mutation(
         "plateau_takes_the_shortest_window",
         "the shortest window is chosen without comparing it with the longer ones",
-        [("dkjax/_response/_stationary.py", "if not any(moved(i, j) for j in order[rank + 1 :]):", "if True:")],
+        [("dkjax/_response/_stationary.py", "if not any(moved(i, j, z) for j in longer):", "if True:")],
         ["tests/test_stationary.py::test_auto_window_lands_on_the_ou_plateau"],
     ),
     _mutation(
