@@ -16,7 +16,11 @@ import jax.random as jr
 import optax
 
 import dkjax
-from dkjax._sde._systems import lorenz96_drift
+
+
+def lorenz96_drift(x, forcing):
+    """``dx_i/dt = (x_{i+1} - x_{i-2}) x_{i-1} - x_i + F`` with periodic indices."""
+    return (jnp.roll(x, -1, axis=-1) - jnp.roll(x, 2, axis=-1)) * jnp.roll(x, 1, axis=-1) - x + forcing
 
 
 class Lorenz96Prior(dkjax.AbstractSDE):

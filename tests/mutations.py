@@ -385,6 +385,215 @@ MUTATIONS = [
     ),
 ]
 
+# ---- the training machinery (issue 24): one planted bug per documented promise of fit,
+# fit_generative, save/load, checkpoints and resume, the policies and snapshot selection; the tests
+# are in tests/test_training_promises.py, or the older test of the same promise where one exists
+PROMISES = "tests/test_training_promises.py::"
+GEN, TRAIN_TESTS = "tests/test_generative.py::", "tests/test_train.py::"
+TRAIN, STATE, POLICIES = "dkjax/_generative/_train.py", "dkjax/_generative/_state.py", "dkjax/_generative/_policies.py"
+MODEL, CALLBACKS = "dkjax/_generative/_model.py", "dkjax/_generative/_callbacks.py"
+
+MUTATIONS += [
+    _mutation(
+        "default_schedule_floor_absolute",
+        "default schedule: final_lr_fraction * learning_rate passed where optax takes the fraction",
+        [(TRAIN, "optax.cosine_decay_schedule(learning_rate, steps, final_lr_fraction)",
+          "optax.cosine_decay_schedule(learning_rate, steps, final_lr_fraction * learning_rate)")],
+        [PROMISES + "test_default_optimizer_is_adam_cosine_decayed_to_the_final_fraction"],
+    ),
+    _mutation(
+        "clipping_after_the_optimizer",
+        "clip_norm clips the optimiser's update instead of the gradient it receives",
+        [(TRAIN, "optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)",
+          "optax.chain(optimizer, optax.clip_by_global_norm(clip_norm))")],
+        [PROMISES + "test_the_optimizer_receives_the_gradient_clipped_to_clip_norm"],
+    ),
+    _mutation(
+        "clipping_per_element",
+        "clip_norm clips each gradient entry, not the global norm",
+        [(TRAIN, "optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)", "optax.chain(optax.clip(clip_norm), optimizer)")],
+        [PROMISES + "test_the_optimizer_receives_the_gradient_clipped_to_clip_norm"],
+    ),
+    _mutation(
+        "no_evaluation_after_the_last_step",
+        "held-out evaluation only every validate_every steps, not after the last one",
+        [(TRAIN, "(state.step % validate_every == 0 or state.step == steps)", "(state.step % validate_every == 0)")],
+        [PROMISES + "test_history_validation_cadence_and_metrics_file"],
+    ),
+    _mutation(
+        "no_selection_returns_the_start_model",
+        "without held-out data fit returns the kept parameters (the start) instead of the last",
+        [(TRAIN, "chosen = state.best_params if validate is not None and history.best_step is not None else state.params",
+          "chosen = state.best_params")],
+        [PROMISES + "test_checkpoints_every_n_steps_and_at_the_end_and_no_selection_returns_the_last_model"],
+    ),
+    _mutation(
+        "resume_forgets_the_lowest_score",
+        "resume starts a fresh model selection instead of the checkpoint's",
+        [(STATE, 'self.selection = _Selection.from_record(record.get("selection"))', "self.selection = _Selection()")],
+        [PROMISES + "test_resume_restores_the_model_selection"],
+    ),
+    _mutation(
+        "resume_forgets_the_kept_parameters",
+        "resume restores the parameters and optimiser state but not the kept (best) parameters",
+        [(STATE, "(self.params, self.opt_state, self.best_params), record = loaded",
+          "(self.params, self.opt_state, _), record = loaded")],
+        [PROMISES + "test_resume_restores_the_model_selection"],
+    ),
+    _mutation(
+        "metrics_file_loses_the_resumed_history",
+        "on resume the metrics file holds only the new steps",
+        [(CALLBACKS, 'self.file.writelines(json.dumps(r) + "\\n" for r in records)',
+          'self.file.writelines(json.dumps(r) + "\\n" for r in records[:0])')],
+        [PROMISES + "test_resume_restores_the_model_selection"],
+    ),
+    _mutation(
+        "checkpoints_one_step_off",
+        "periodic checkpoints at steps 1, 1 + every, ... instead of every, 2 every, ...",
+        [(CALLBACKS, "if self.every is not None and state.step % self.every == 0:",
+          "if self.every is not None and state.step % self.every == 1:")],
+        [PROMISES + "test_checkpoints_every_n_steps_and_at_the_end_and_no_selection_returns_the_last_model"],
+    ),
+    _mutation(
+        "no_final_checkpoint_after_a_periodic_one",
+        "the end-of-run checkpoint skipped once any periodic checkpoint was written",
+        [(CALLBACKS, "if self.last != state.step:", "if self.last is None:")],
+        [PROMISES + "test_checkpoints_every_n_steps_and_at_the_end_and_no_selection_returns_the_last_model"],
+    ),
+    _mutation(
+        "auto_rate_lowered_when_the_flow_slackens",
+        "kernel_rate='auto' takes each pilot's measurement, lowering the rate",
+        [(POLICIES, "return max(rate, estimate_kernel_rate(model, x0, key=key, **grid))",
+          "return estimate_kernel_rate(model, x0, key=key, **grid)")],
+        [PROMISES + "test_auto_kernel_rate_follows_the_contraction_upward_never_down"],
+    ),
+    _mutation(
+        "pilot_runs_one_step_late",
+        "pilot runs at steps every - 1, 2 every - 1, ... (none before the first step)",
+        [(POLICIES, "if step % self.every:", "if (step + 1) % self.every:")],
+        [PROMISES + "test_auto_kernel_rate_follows_the_contraction_upward_never_down"],
+    ),
+    _mutation(
+        "auto_rate_restarts_on_resume",
+        "a resumed run with kernel_rate='auto' starts from rate 0 instead of the checkpoint's rate",
+        [(POLICIES, "def resume(self, saved):\n        return saved", "def resume(self, saved):\n        return self.start()")],
+        [TRAIN_TESTS + "test_resume_is_bit_identical"],
+    ),
+    _mutation(
+        "resume_keeps_the_old_fixed_rate",
+        "a fixed kernel rate given on resume loses to the checkpoint's",
+        [(POLICIES, "def resume(self, saved):\n        return self.rate", "def resume(self, saved):\n        return saved")],
+        [GEN + "test_resume_refuses_a_different_schedule_and_keeps_a_new_fixed_rate"],
+    ),
+    _mutation(
+        "stiffness_warns_every_pilot",
+        "the stiffness warning repeats at every pilot run",
+        [(POLICIES, "self.warned = True", "self.warned = False")],
+        [PROMISES + "test_stiffness_warns_once_when_the_drift_outpaces_the_time_step"],
+    ),
+    _mutation(
+        "stiffness_limit_raised",
+        "the stiffness check warns above ||grad F|| dt = 1.5 instead of 1",
+        [(POLICIES, "limit: float = 1.0", "limit: float = 1.5")],
+        [PROMISES + "test_stiffness_warns_once_when_the_drift_outpaces_the_time_step"],
+    ),
+    _mutation(
+        "selection_plain_minimum",
+        "model selection keeps the plain minimum, not the latest model within two standard errors",
+        [(STATE, "_SELECTION_Z = 2.0", "_SELECTION_Z = 0.0")],
+        [GEN + "test_selection_keeps_a_later_model_within_two_standard_errors_of_the_lowest"],
+    ),
+    _mutation(
+        "patience_one_evaluation_late",
+        "patience stops after one more evaluation without a new lowest score",
+        [(STATE, "return patience is None or since_lowest < patience", "return patience is None or since_lowest <= patience")],
+        [GEN + "test_patience_stops_after_evaluations_without_improvement"],
+    ),
+    _mutation(
+        "saved_model_time_origin_dropped",
+        "save_model writes t0 = 0 whatever the model's time origin",
+        [(MODEL, '"t0": model.t0,', '"t0": 0.0,')],
+        [PROMISES + "test_save_and_load_keep_every_field_and_the_samples"],
+    ),
+    _mutation(
+        "saved_model_noise_floor_dropped",
+        "save_model leaves a NeuralSDE's sigma_min out of the header (loaded with floor 0)",
+        [(MODEL, '"state_dependent": sde.sigma_net is not None,\n            "sigma_min": sde.sigma_min,',
+          '"state_dependent": sde.sigma_net is not None,')],
+        [PROMISES + "test_save_and_load_keep_every_field_and_the_samples"],
+    ),
+    _mutation(
+        "heldout_points_scaled_not_centred",
+        "fit_generative divides validation points by the data's scale without subtracting its mean",
+        [(MODEL, 'fit_options["validation"] = scaling.standardize(jnp.asarray(validation, data.dtype))',
+          'fit_options["validation"] = jnp.asarray(validation, data.dtype) / scaling.scale')],
+        [PROMISES + "test_fit_generative_standardises_held_out_points_given_in_data_units"],
+    ),
+    _mutation(
+        "standardize_false_ignored",
+        "fit_generative standardises even with standardize=False",
+        [(MODEL, "scaling = DataScaling.fit(data) if standardize else DataScaling.identity(dim, data.dtype)",
+          "scaling = DataScaling.fit(data)")],
+        [PROMISES + "test_fit_generative_standardises_held_out_points_given_in_data_units"],
+    ),
+    _mutation(
+        "snapshot_heldout_weights_normalised",
+        "snapshot held-out score: per-time weights divided by their sum",
+        [(SNAPSHOTS, "score = score + w * energy_distance(states[k], points)",
+          "score = score + w / sum(held.weights) * energy_distance(states[k], points)")],
+        [PROMISES + "test_snapshot_held_out_score_is_the_weighted_sum_of_the_per_time_distances"],
+    ),
+    _mutation(
+        "snapshot_heldout_fraction_unweighted",
+        "a held-out fraction of snapshots loses the data's per-time weights (all 1)",
+        [(SNAPSHOTS, "return snaps.replace_points([p[0] for p in pairs]), snaps.replace_points([p[1] for p in pairs])",
+          "return snaps.replace_points([p[0] for p in pairs]), Snapshots(dict(zip(snaps.times, [p[1] for p in pairs])))")],
+        [PROMISES + "test_snapshot_held_out_score_is_the_weighted_sum_of_the_per_time_distances"],
+    ),
+    _mutation(
+        "interpolation_baseline_fraction_from_zero",
+        "score_held_out interpolates its baseline at (t - t_a) / t_b instead of (t - t_a) / (t_b - t_a)",
+        [("dkjax/_generative/_snapshot_eval.py", "fraction = (time - t_a) / (snaps.times[k] - t_a)",
+          "fraction = (time - t_a) / snaps.times[k]")],
+        [PROMISES + "test_score_held_out_baselines_interpolate_the_neighbours_or_repeat_the_last_snapshot"],
+    ),
+    _mutation(
+        "forecast_baseline_first_snapshot",
+        "past the last training time the baseline repeats the first snapshot, not the last",
+        [("dkjax/_generative/_snapshot_eval.py", 'return snaps.points[-1], "last snapshot"',
+          'return snaps.points[0], "last snapshot"')],
+        [PROMISES + "test_score_held_out_baselines_interpolate_the_neighbours_or_repeat_the_last_snapshot"],
+    ),
+    # ---- issue 23: the stationary window chosen on the plateau, and the FD baseline's lost paths
+    _mutation(
+        "plateau_differences_ignore_shared_paths",
+        "window differences paired across different paths: their error is the two errors combined",
+        [("dkjax/_response/_stationary.py", "batch_means(leaf[:, j] - leaf[:, i], batch_mask",
+          "batch_means(leaf[:, j] - leaf[:, i][:, ::-1], batch_mask")],
+        ["tests/test_stationary.py::test_auto_window_lands_on_the_ou_plateau"],
+    ),
+    _mutation(
+        "plateau_takes_the_shortest_window",
+        "the shortest window is chosen without comparing it with the longer ones",
+        [("dkjax/_response/_stationary.py", "if not any(moved(i, j, z) for j in longer):", "if True:")],
+        ["tests/test_stationary.py::test_auto_window_lands_on_the_ou_plateau"],
+    ),
+    _mutation(
+        "no_plateau_goes_unsaid",
+        "no warning when no window reaches the plateau",
+        [("dkjax/_response/_stationary.py", "    if worst is not None:\n        _warn_no_plateau(",
+          "    if False:\n        _warn_no_plateau(")],
+        ["tests/test_stationary.py::test_windows_too_short_warn_and_report_no_plateau"],
+    ),
+    _mutation(
+        "fd_stationary_counts_only_nonfinite_states",
+        "finite-difference stationary: a copy still finite but diverging is averaged in",
+        [("dkjax/_response/_baselines.py", "lost = ~jnp.all(jnp.abs(xs) <= bound, axis=-1)",
+          "lost = ~jnp.all(jnp.isfinite(xs), axis=-1)")],
+        ["tests/test_stationary.py::test_finite_difference_stationary_counts_lost_paths"],
+    ),
+]
+
 
 # --------------------------------------------------------------------------------------
 

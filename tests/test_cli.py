@@ -305,3 +305,97 @@ def test_config_errors_fail_before_training(tmp_path, capsys, contents, override
 
 def test_missing_config_file(tmp_path, capsys):
     assert "does not exist" in _error(capsys, ["train", "--config", str(tmp_path / "absent.toml"), "--quiet"])
+
+
+def test_the_cli_modules_import_one_another_without_a_circle():
+    """Every ``from ._x import`` (at the top or inside a function) between ``dkjax/_cli`` modules, as a graph."""
+    import ast
+
+    folder = ROOT / "dkjax" / "_cli"
+    graph = {}
+    for path in folder.glob("*.py"):
+        nodes = ast.walk(ast.parse(path.read_text()))
+        graph[path.stem] = {n.module for n in nodes if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module}
+
+    def cycle_from(module, trail):
+        if module in trail:
+            return trail[trail.index(module):] + [module]
+        for imported in graph.get(module, ()):
+            found = cycle_from(imported, trail + [module])
+            if found:
+                return found
+        return None
+
+    cycles = [c for c in (cycle_from(m, []) for m in graph) if c]
+    assert not cycles, cycles
+
+
+def test_a_data_file_names_the_run_and_model_sigma_min_reaches_the_model(tmp_path):
+    from dkjax._cli._config import ConfigError
+    from dkjax._cli._run_dir import _new_run_dir
+    from dkjax._cli._run_setup import _plan
+
+    data = tmp_path / "measurements.csv"
+    data.write_text("a,b\n" + "\n".join(f"{i},{i * i % 7}" for i in range(20)) + "\n")
+    overrides = [f"data.path={json.dumps(str(data))}", "model.sigma_min=0.05", "model.width=4"]
+    config = train_config(ROOT / "configs" / "two_moons.toml", overrides)
+    assert config["run"]["name"] == "measurements" and _new_run_dir(config, None).name.startswith("measurements-")
+    assert _plan(config).model.sigma_min == 0.05
+    assert "sigma_min = 0.05" in dump_config(applicable(config))
+    named = train_config(ROOT / "configs" / "two_moons.toml", overrides + ["run.name=mine"])
+    assert named["run"]["name"] == "mine"  # a name of the user's own is kept
+    with pytest.raises(ConfigError, match="model.sigma_min must be below model.sigma_init = 0.5; got 0.5"):
+        train_config(None, ["model.sigma_min=0.5"])
+    with pytest.raises(ConfigError, match="model.sigma_min must be a number >= 0"):
+        train_config(None, ["model.sigma_min=-1.0"])
+
+
+def test_sample_writes_csv_with_the_data_header_and_refuses_other_suffixes(odd_run, tmp_path, capsys):
+    run, _ = odd_run
+    metrics = json.loads((run / "eval.json").read_text())
+    assert metrics["columns"] == ["length_mm", "charge"]
+    out = tmp_path / "s.csv"
+    assert main(["sample", "--run", str(run), "--num", "20", "--out", str(out), "--seed", "7"]) == 0
+    assert out.read_text().splitlines()[0] == "length_mm,charge" and not (tmp_path / "s.csv.npy").exists()
+    model = dkjax.load_model(run / "model.eqx")
+    np.testing.assert_allclose(np.loadtxt(out, delimiter=",", skiprows=1), model.sample(20, key=jr.key(7)), rtol=1e-6)
+    err = _error(capsys, ["sample", "--run", str(run), "--num", "5", "--out", str(tmp_path / "s.txt")])
+    assert "--out: " in err and "must end in .npy (a NumPy array) or .csv" in err and not (tmp_path / "s.txt").exists()
+
+
+def test_metrics_jsonl_holds_the_held_out_scores_of_loss_png(odd_run):
+    run, _ = odd_run
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    scored = {r["step"] + 1: r["validation_energy_distance"] for r in records if "validation_energy_distance" in r}
+    assert sorted(scored) == [2, 4] and "initial_validation_energy_distance" in records[0]  # every 2 of 4 steps
+
+
+def test_loss_and_samples_figures_explain_their_curves_and_name_the_columns():
+    records = [{"step": s, "loss": 3.0, "bandwidth": 0.5} for s in range(4)]
+    fig = loss_figure(records, [{"step": 2, "energy_distance": 0.1}])
+    assert "h adapts every step, so losses at different h" in fig.get_suptitle()
+    assert "fixed noise" in fig.axes[-1].get_title() or "fixed noise" in fig.axes[1].get_title()
+    energy = loss_figure([{"step": s, "loss": 0.1, "bandwidth": 0.0} for s in range(4)])
+    assert energy.get_suptitle().startswith("Training loss: energy distance")
+    fig = samples_figure(np.zeros((5, 2)), np.ones((5, 2)), columns=["length_mm", "charge"])
+    assert fig.axes[0].get_xlabel() == "length_mm" and fig.axes[0].get_ylabel() == "charge"
+
+
+def test_column_names_read_the_header_without_the_time_column_and_snapshot_plots_use_them(tmp_path):
+    import jax.numpy as jnp
+
+    from dkjax._cli._datafile import column_names
+    from dkjax._generative._plots import snapshots_figure
+
+    table = tmp_path / "cells.csv"
+    table.write_text("gene_a,day,gene_b\n1.0,0,2.0\n1.5,1,2.5\n")
+    assert column_names(table, 2, "day") == ["gene_a", "gene_b"]
+    assert column_names(table, 3) == ["gene_a", "day", "gene_b"]
+    assert column_names(table, 2) == ["x1", "x2"]  # a header of another width is not taken for names
+    assert column_names(None, 2) == ["x1", "x2"]
+    sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5, mean=jnp.zeros(2))
+    model = dkjax.GenerativeModel(sde=sde, initial=dkjax.GaussianInitial(jnp.zeros(2), jnp.ones(2)),
+                                  scaling=dkjax.DataScaling.identity(2), t0=0.0, t1=1.0, num_steps=4)  # fmt: skip
+    fig = snapshots_figure(model, {1.0: np.zeros((20, 2))}, key=jr.key(0), num_paths=2, columns=["gene_a", "gene_b"])
+    assert fig.axes[0].get_xlabel() == "gene_a" and fig.axes[0].get_ylabel() == "gene_b"
+    assert fig.axes[-1].get_title() == "2 model paths (gene_a)"

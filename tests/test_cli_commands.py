@@ -1,8 +1,9 @@
-"""``dkjax response``, ``--version`` and the benchmark suite's entry point: results against an exact reference, user systems, help,
-and configuration errors raised before any work."""
+"""``dkjax response``, ``--version`` and the benchmark suite's entry point: results against an exact
+reference, user systems, help, and configuration errors raised before any work."""
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import jax
@@ -249,6 +250,57 @@ def test_train_model_and_data_errors_before_any_work(tmp_path, monkeypatch, caps
     assert not (tmp_path / "run").exists()
 
 
+DUFFING = """
+import jax, jax.numpy as jnp, dkjax
+
+class Duffing(dkjax.AbstractSDE):
+    a: jax.Array
+    s: jax.Array
+    def __init__(self, a, s):
+        self.a, self.s = a, s
+    def drift(self, t, x):
+        return self.a * x - x**3
+    def diffusion(self, t, x):
+        return self.s * jnp.ones_like(x)
+"""
+
+
+def test_response_reports_the_matrix_free_warning_once_after_the_batches(tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_sdes.py").write_text(DUFFING)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    overrides = [
+        "system.name=my_sdes:Duffing", "system.parameters={ a = 1.0, s = 0.5 }", "initial.dim=1",
+        "initial.std=1.5", "response.num_steps=10", "response.num_paths=200", "response.chunk_size=100",
+        "response.kernel_rate=2.0", 'response.observables=["mean_square"]',
+    ]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # none escapes into the progress bar
+        status, run = _run([arg for o in overrides for arg in ("--set", o)], tmp_path)
+    assert status == 0
+    err = capsys.readouterr().err
+    assert err.count("matrix-free expansion of J^-T was biased on") == 1 and "response.mode=exact" in err
+    notes = json.loads((run / "results.json").read_text())["warnings"]
+    assert len(notes) == 1 and " of 200 paths" in notes[0]
+
+
+def test_response_warning_summary_pools_batches_and_judges_the_share_of_paths():
+    from dkjax._cli._response_command import summarize_warnings
+
+    text = "the matrix-free expansion of J^-T is biased here: |A^T w| / |w| reached {} (above 0.3 on {} paths"
+    caught = [
+        warnings.WarningMessage(text.format(0.48, 7), RuntimeWarning, "f.py", 1),
+        warnings.WarningMessage(text.format(0.65, 5), RuntimeWarning, "f.py", 1),
+        warnings.WarningMessage("other", UserWarning, "f.py", 1),
+        warnings.WarningMessage("other", UserWarning, "f.py", 1),
+    ]  # fmt: skip
+    few, other = summarize_warnings(caught, 10000)
+    assert "biased on 12 of 10000 paths (0.12%)" in few and "up to 0.65" in few and "far below" in few
+    assert other == "UserWarning: other (raised 2 time(s))"
+    many = summarize_warnings(caught[:2], 100)[0]
+    assert "12 of 100 paths" in many and "may be biased" in many and "far below" not in many
+
+
 @pytest.mark.parametrize("command", ["train", "sample", "response"])
 def test_every_subcommand_has_help_with_examples(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -265,8 +317,8 @@ def test_the_package_has_no_bench_subcommand_and_the_readme_suite_command_runs(c
         main(["bench", "--suite", "quick"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'bench'" in capsys.readouterr().err
-    readme = (ROOT / "README.md").read_text() + (ROOT / "docs" / "cli.md").read_text()
-    assert "dkjax bench" not in readme and "python -m benchmarks.run --suite quick" in readme
+    docs = "".join(path.read_text() for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+    assert "dkjax bench" not in docs and "`bench`" not in docs and "python -m benchmarks.run --suite quick" in docs
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )

@@ -186,6 +186,15 @@ def test_fit_generative_names_the_row_of_a_nan_before_standardising():
         dkjax.fit_generative(np.array([["a", "b"], ["c", "d"]]), key=jr.key(0), steps=1)
 
 
+def test_progress_off_a_terminal_writes_short_lines(capsys):
+    sde, initial, train, _ = _diverging_problem()
+    dkjax.fit(sde, train, initial, t1=1.0, num_steps=4, key=jr.key(2), steps=3, num_paths=16, progress=True)
+    err = capsys.readouterr().err  # not a terminal: no carriage-return redraws piling up into one line
+    lines = err.splitlines()
+    assert "\r" not in err and lines and max(map(len, lines)) <= 100
+    assert lines[-1].startswith("dkjax fit: 100%") and "3/3" in lines[-1]
+
+
 def test_validation_arguments_are_checked():
     sde, initial, train, held_out = _diverging_problem()
     common = dict(t1=1.0, num_steps=10, key=jr.key(2), steps=2, num_paths=16, progress=False)

@@ -6,26 +6,20 @@ of ``dkjax train``; other subcommands pass their own to ``load_config``.
 """
 
 import dataclasses
-import importlib
-import importlib.util
 import inspect
 import math
-import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ._references import ConfigError, is_reference, resolve_reference
 from ._systems import SYSTEMS
 from .._generative._data import TOY_DATA
 from .._generative._objective import GRADIENT_METHODS, OBJECTIVES
 from .._generative._settings import TRAIN_DEFAULTS, TrainSettings
 from .._sde._neural import NeuralSDE
 from .._validation import is_positive
-
-
-class ConfigError(ValueError):
-    """A configuration key is unknown, of the wrong type or has an impossible value."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +148,10 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "depth": _positive_int(_NEURAL_DEFAULTS["depth"]),
         "noise": _choice(_NEURAL_DEFAULTS["noise"], ("scalar", "diagonal")),
         "sigma_init": _positive_float(_NEURAL_DEFAULTS["sigma_init"]),
+        "sigma_min": _Key(
+            _NEURAL_DEFAULTS["sigma_min"], (int, float), lambda v: math.isfinite(v) and v >= 0,
+            "a number >= 0 (below model.sigma_init)",
+        ),  # fmt: skip
         "state_dependent": _Key(_NEURAL_DEFAULTS["state_dependent"], (bool,), lambda v: True, "true or false"),
         "seed": _Key(1, (int,), lambda v: v >= 0, "an integer >= 0"),
     },
@@ -275,14 +273,22 @@ def resolve_train_config(config) -> dict[str, dict[str, Any]]:
     """Checks the keys of a ``dkjax train`` config that constrain each other, and settles ``data.name``.
 
     ``data.path``, when given, takes the place of ``data.name`` (so that ``--set data.path=FILE``
-    works on any config); without either, the data are ``two_moons``.
+    works on any config), and a ``run.name`` that names a toy set becomes the file's name (so
+    that the run folder of ``two_moons.toml --set data.path=mine.csv`` is ``runs/mine-...``);
+    without either, the data are ``two_moons``.
 
     Raises:
-        ConfigError: ``data.standardize = true`` for a model that is an SDE class, or a fixed
-            ``train.kernel_rate`` above ``1 / dt``.
+        ConfigError: ``data.standardize = true`` for a model that is an SDE class, a fixed
+            ``train.kernel_rate`` above ``1 / dt``, or ``model.sigma_min`` not below ``model.sigma_init``.
     """
-    data, train = config["data"], config["train"]
+    data, train, model = config["data"], config["train"], config["model"]
     data["name"] = "" if data["path"] else data["name"] or "two_moons"
+    if data["path"] and config["run"]["name"] in TOY_DATA:  # e.g. two_moons.toml's name, for a user's file
+        config["run"]["name"] = Path(data["path"]).stem or "data"
+    if model["name"] == "neural" and not model["sigma_min"] < model["sigma_init"]:
+        raise ConfigError(
+            f"model.sigma_min must be below model.sigma_init = {model['sigma_init']}; got {model['sigma_min']}."
+        )
     if train["kernel_rate"] != "auto" and train["kernel_rate"] * train["t1"] > train["num_steps"]:
         raise ConfigError(
             f"train.kernel_rate must be <= 1 / dt = {train['num_steps'] / train['t1']:.4g} (dt = t1 / num_steps); "
@@ -326,7 +332,7 @@ def applicable(config) -> dict[str, dict[str, Any]]:
     drop = {("data", name) for name in unused}
     if not config["data"]["time_column"]:  # a table without a time column: one law, not snapshots
         drop.add(("data", "time_column"))
-    structured = {"width", "depth", "noise", "sigma_init", "state_dependent", "seed"}
+    structured = {"width", "depth", "noise", "sigma_init", "sigma_min", "state_dependent", "seed"}
     drop |= {("model", name) for name in ({"parameters"} if model["name"] == "neural" else structured)}
     if train["objective"] == "energy":
         drop |= {("train", name) for name in ("bandwidth", "min_bandwidth", "ess_target")}
@@ -350,51 +356,6 @@ def _toml_value(value) -> str:
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     return repr(value)
-
-
-def is_reference(text: str) -> bool:
-    """Whether ``text`` has the form ``module:name`` (or ``path/to/file.py:name``)."""
-    module, _, name = text.partition(":")
-    return bool(module) and name.isidentifier()
-
-
-def resolve_reference(text: str, key: str):
-    """The object that ``module:name`` or ``path/to/file.py:name`` names, for config key ``key``.
-
-    A module is imported as usual, with the working directory on the import path; a
-    ``.py`` file is loaded from its path.
-
-    Raises:
-        ConfigError: the text is not of that form, the module or file cannot be found or
-            fails to import, or it has no attribute ``name``; the message names ``key``.
-
-    Example:
-        >>> resolve_reference("dkjax:Lorenz96", "system.name")
-    """
-    if not is_reference(text):
-        raise ConfigError(f"{key} must be module:name or path/to/file.py:name; got {text!r}.")
-    module_name, _, name = text.partition(":")
-    try:
-        if module_name.endswith(".py"):
-            path = Path(module_name)
-            if not path.is_file():
-                raise ConfigError(
-                    f"{key}: the file {path} does not exist (relative to the working directory {Path.cwd()})."
-                )
-            spec = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
-            if "" not in sys.path:
-                sys.path.insert(0, "")  # console scripts leave the working directory off the path
-            module = importlib.import_module(module_name)
-    except ConfigError:
-        raise
-    except Exception as error:
-        raise ConfigError(f"{key}: cannot import {module_name!r} ({type(error).__name__}: {error}).") from error
-    if not hasattr(module, name):
-        raise ConfigError(f"{key}: {module_name!r} has no attribute {name!r}.")
-    return getattr(module, name)
 
 
 def dump_config(config: dict[str, dict[str, Any]]) -> str:

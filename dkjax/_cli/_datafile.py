@@ -58,6 +58,31 @@ def load_data_file(path: str | Path, *, key: str = "data.path") -> np.ndarray:
     return rows
 
 
+def column_names(path: str | Path | None, dim: int, time_column: str = "") -> list[str]:
+    """The names of a data file's ``dim`` columns: a CSV's header, else ``x1``, ..., ``xd``.
+
+    Arguments:
+        path: the data file (``None``: generated data).
+        dim: the number of state columns.
+        time_column: a snapshot table's time column, left out of the names.
+
+    Returns:
+        ``dim`` names, for axis labels and the header of ``dkjax sample``'s CSV output.
+    """
+    names = [f"x{i + 1}" for i in range(dim)]
+    if path is None or Path(path).suffix.lower() != ".csv" or not Path(path).is_file():
+        return names
+    with open(path, encoding="utf-8-sig", newline="") as file:
+        for fields in csv.reader(file):
+            fields = [field.strip() for field in fields]
+            if any(fields):
+                header = all(_number(field) is None for field in fields)
+                fields = [field for field in fields if not time_column or field != time_column]
+                header = header and len(fields) == dim
+                return [field or name for field, name in zip(fields, names)] if header else names
+    return names
+
+
 def _read_npy(path: Path, where: str) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)

@@ -13,8 +13,12 @@ _NOTES = {
     "training mean, over its training standard deviation) when data.standardize is on, so that every column "
     "counts alike; else the data's own units",
     "energy_distance": "between eval.num_samples model samples and the held-out data, which training never saw; "
-    "lower is better",
-    "sliced_wasserstein": "the same comparison by the sliced 1-Wasserstein distance",
+    "lower is better. It is estimated without bias (U-statistics within each sample), so it fluctuates around "
+    "its true value: a small negative value means a distance below the estimate's noise, as close to the "
+    "held-out data as more data of the same law (compare energy_distance_data)",
+    "sliced_wasserstein": "the same comparison by the sliced 2-Wasserstein distance: the root mean square, over "
+    "random directions and quantile levels, of the difference between the quantiles of the two projected samples",
+    "columns": "the names of the data's columns (a CSV file's header, else x1, x2, ...), as on the figures' axes",
     "heldout_nll": "negative log-likelihood (nats per point) of the held-out data under a Gaussian kernel density "
     "estimate of the model samples of bandwidth eval.bandwidth; lower is better",
     "*_gaussian": "the same measure for samples of the best-fit Gaussian (the training data's mean and "
@@ -22,7 +26,8 @@ _NOTES = {
     "energy_distance_data": "the same measure for further points of the data law (fresh draws of toy or "
     "simulated data; training rows of a data file): what a perfect model scores with these sample sizes",
     "selected_step": "the step whose model was kept: the latest one whose energy distance to the validation split "
-    "(train.validation_fraction) is within two standard errors of the lowest seen, or the last step without one",
+    "(train.validation_fraction) is within two standard errors of the lowest seen (the standard error of the "
+    "difference of two scores over the same validation points), or the last step without a validation split",
 }
 
 
@@ -31,6 +36,7 @@ def _evaluate(config, model, data: _Data, history, run_dir: Path, quiet: bool) -
     import jax.numpy as jnp
     import jax.random as jr
 
+    from ._datafile import column_names
     from ._systems import parameter_labels
     from .._generative._metrics import energy_distance, sliced_wasserstein, smoothed_nll
     from .._generative._plots import can_plot, plot_loss, plot_samples
@@ -59,6 +65,7 @@ def _evaluate(config, model, data: _Data, history, run_dir: Path, quiet: bool) -
     values = compare(samples, (data.train, data.heldout, data.reference), model.scaling)
     metrics = {name: float(values[name]) for name in _METRICS}  # in this order (jit returns dicts sorted)
     metrics["selected_step"] = history.best_step if history.best_step is not None else len(history.records)
+    metrics["columns"] = column_names(config["data"]["path"] or None, model.dim, config["data"]["time_column"])
     if config["model"]["name"] != "neural":
         import jax
         import numpy as np
@@ -75,7 +82,7 @@ def _evaluate(config, model, data: _Data, history, run_dir: Path, quiet: bool) -
             f"{metrics['energy_distance_gaussian']:.4f},\nmore data of the same law "
             f"{metrics['energy_distance_data']:.4f} (the floor; lower is better, see eval.json)"
         )
-        plot_samples(samples, data.heldout, run_dir / "samples.png", title)
+        plot_samples(samples, data.heldout, run_dir / "samples.png", title, metrics["columns"])
     if plots and history.records:
         plot_loss(history.records, run_dir / "loss.png", history.validation, history.best_step)
     if not quiet:
@@ -83,6 +90,8 @@ def _evaluate(config, model, data: _Data, history, run_dir: Path, quiet: bool) -
             if isinstance(value, dict):
                 for label, number in value.items():
                     print(f"  {name + ' ' + label:28s} {number:.5g}")
+            elif isinstance(value, list):
+                print(f"  {name:28s} {', '.join(value)}")
             else:
                 print(f"  {name:28s} {value:.5g}")
     return metrics
@@ -93,6 +102,7 @@ def _evaluate_snapshots(config, model, data: _Data, history, run_dir: Path, quie
     and the data's own (more training points of that time); ``snapshots.png`` and ``loss.png``."""
     import jax.random as jr
 
+    from ._datafile import column_names
     from .._generative._metrics import energy_distance, sliced_wasserstein
     from .._generative._plots import plot_loss, plot_snapshots
 
@@ -111,10 +121,12 @@ def _evaluate_snapshots(config, model, data: _Data, history, run_dir: Path, quie
     mean = lambda name: sum(v[name] for v in per_time.values()) / len(per_time)
     metrics = {"energy_distance": mean("energy_distance"), "energy_distance_data": mean("energy_distance_data"),
                "selected_step": history.best_step if history.best_step is not None else len(history.records),
-               "times": per_time}  # fmt: skip
-    notes = {"units": _NOTES["units"], "energy_distance": "mean over the held-out times of the per-time values"}
+               "times": per_time,
+               "columns": column_names(config["data"]["path"] or None, model.dim, config["data"]["time_column"])}
+    notes = {"units": _NOTES["units"], "energy_distance": "mean over the held-out times of the per-time values",
+             "columns": _NOTES["columns"]}  # fmt: skip
     (run_dir / "eval.json").write_text(json.dumps({**metrics, "notes": notes}, indent=2) + "\n")
-    plot_snapshots(model, data.heldout, run_dir / "snapshots.png", key=key)
+    plot_snapshots(model, data.heldout, run_dir / "snapshots.png", key=key, columns=metrics["columns"])
     if history.records:
         plot_loss(history.records, run_dir / "loss.png", history.validation, history.best_step)
     if not quiet:

@@ -52,14 +52,16 @@ def _add_train(subparsers) -> None:
 def _add_sample(subparsers) -> None:
     sample = _subparser(
         subparsers, "sample", help="draw samples from a trained run",
-        description="Draw samples of a dkjax train run's model (RUN_DIR/model.eqx) into a .npy file, in the "
-        "data's own units. In Python: dkjax.load_model('RUN_DIR/model.eqx').sample(n, key=...).",
+        description="Draw samples of a dkjax train run's model (RUN_DIR/model.eqx) into a .npy or .csv file, in "
+        "the data's own units (a CSV has a header row: the data file's column names, else x1, x2, ...). In Python: "
+        "dkjax.load_model('RUN_DIR/model.eqx').sample(n, key=...).",
         examples="  dkjax sample --run runs/pw --num 10000 --out samples.npy --seed 1\n"
-        "  dkjax sample --run runs/pw --num 1000 --out out/half_way.npy --time 0.5\n",
+        "  dkjax sample --run runs/pw --num 1000 --out out/half_way.npy --time 0.5\n"
+        "  dkjax sample --run runs/pw --num 1000 --out samples.csv\n",
     )  # fmt: skip
     sample.add_argument("--run", required=True, metavar="RUN_DIR", help="a folder written by dkjax train")
     sample.add_argument("--num", type=int, required=True, help="number of samples")
-    sample.add_argument("--out", required=True, help="output .npy file (its folder is created)")
+    sample.add_argument("--out", required=True, help="output .npy or .csv file (its folder is created)")
     sample.add_argument("--seed", type=int, default=0, help="sampling seed")
     sample.add_argument("--time", type=float, help="a time on the model's grid in (0, t1] (default: t1, the data)")
     sample.set_defaults(handler=_sample, parser=sample)

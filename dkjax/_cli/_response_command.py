@@ -9,7 +9,10 @@ simulating; ``run`` estimates ``d/dparam E[phi(X_T)]`` with ``dkjax.observable_r
 import dataclasses
 import json
 import math
+import re
+import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -171,19 +174,83 @@ def _pool(batches):
     return estimate, stderr
 
 
+def _run_batches(plan: Plan, cfg: dict, x0, score0, dk_key, phi, quiet: bool):
+    """``(estimates, values, num_nonfinite, kernel_rate)`` of ``observable_response`` over batches of paths."""
+    import jax
+    import jax.random as jr
+    import numpy as np
+    from .._generative._callbacks import progress_bar
+    from .._response._observable import observable_response
+
+    chunk, rate = cfg["chunk_size"], cfg["kernel_rate"]
+    estimates, values, num_nonfinite = [], [], 0
+    batches = progress_bar(range(math.ceil(x0.shape[0] / chunk)), desc="dkjax response", disable=quiet)
+    for b in batches:
+        rows = slice(b * chunk, (b + 1) * chunk)
+        result = observable_response(
+            plan.sde, phi, x0[rows], score0=None if score0 is None else score0[rows], t1=cfg["t1"],
+            num_steps=cfg["num_steps"], key=jr.fold_in(dk_key, b), kernel_rate=rate, mode=cfg["mode"],
+            chunk_size=chunk,
+        )  # fmt: skip
+        rate = result.kernel_rate
+        flat = [np.asarray(leaf).reshape(-1, len(plan.observables)) for leaf in jax.tree.leaves(result.estimate)]
+        flat_se = [np.asarray(leaf).reshape(-1, len(plan.observables)) for leaf in jax.tree.leaves(result.stderr)]
+        estimates.append((result.num_paths, np.concatenate(flat), np.concatenate(flat_se)))
+        values.append((result.num_paths, np.asarray(result.value), np.asarray(result.value_stderr)))
+        num_nonfinite += result.num_nonfinite
+    batches.close()
+    return estimates, values, num_nonfinite, rate
+
+
+_EXPANSION = re.compile(
+    r"the matrix-free expansion of J\^-T is biased here: \|A\^T w\| / \|w\| reached ([0-9.eE+-]+) "
+    r"\(above ([0-9.eE+-]+) on (\d+) paths"
+)
+
+
+def summarize_warnings(caught, num_paths: int) -> list[str]:
+    """One line per distinct warning ``caught`` during the batches, saying what it means for the result.
+
+    The matrix-free expansion warning (one per batch) is pooled: the largest ratio, the paths
+    it concerns out of ``num_paths``, and how to check the estimates. Other warnings are kept
+    once each, with the number of batches that raised them.
+    """
+    expansion = [m.groups() for w in caught if (m := _EXPANSION.search(str(w.message)))]
+    notes = []
+    if expansion:
+        ratio, bound = max(float(r) for r, _, _ in expansion), expansion[0][1]
+        paths = sum(int(n) for _, _, n in expansion)
+        share = paths / max(num_paths, 1)
+        notes.append(
+            f"the matrix-free expansion of J^-T was biased on {paths} of {num_paths} paths ({share:.2%}): there "
+            f"|A^T w| / |w| (A = J - I, one Euler step's Jacobian less the identity) reached up to {ratio:.3g}, above "
+            f"{bound}, and each step's truncation error is about that ratio to the power order + 1. "
+            + (
+                "The other paths are unaffected, so unless these few carry extreme weights the bias is far below "
+                "the standard errors. To check, rerun"
+                if share < 0.01
+                else "That is a sizeable share of the paths: the estimates may be biased. Rerun"
+            )
+            + " with --set response.mode=exact (d x d Jacobians) or a larger response.num_steps and compare "
+            "within the standard errors."
+        )
+    others = {}
+    for w in caught:
+        if not _EXPANSION.search(str(w.message)):
+            key = f"{w.category.__name__}: {w.message}"
+            others[key] = others.get(key, 0) + 1
+    notes += [f"{text} (raised {count} time(s))" if count > 1 else text for text, count in others.items()]
+    return notes
+
+
 def run(config: dict, plan: Plan, run_dir: Path, quiet: bool) -> dict:
     """Estimates every observable's response to every parameter; writes results.json and response.png.
 
     Paths run in batches of ``response.chunk_size`` (batch ``b`` uses ``fold_in(key, b)``), so a
     progress bar can follow long runs; batch estimates are pooled by path count.
     """
-    import jax
     import jax.numpy as jnp
     import jax.random as jr
-    import numpy as np
-    from tqdm.auto import tqdm
-
-    from .._response._observable import observable_response
 
     cfg = config["response"]
     started = time.perf_counter()
@@ -200,21 +267,12 @@ def run(config: dict, plan: Plan, run_dir: Path, quiet: bool) -> dict:
     def phi(x):
         return jnp.stack([f(x) for f in phis])
 
-    chunk, rate = cfg["chunk_size"], cfg["kernel_rate"]
-    estimates, values, num_nonfinite = [], [], 0
-    for b in tqdm(range(math.ceil(x0.shape[0] / chunk)), desc="dkjax response", disable=quiet, dynamic_ncols=True):
-        rows = slice(b * chunk, (b + 1) * chunk)
-        result = observable_response(
-            plan.sde, phi, x0[rows], score0=None if score0 is None else score0[rows], t1=cfg["t1"],
-            num_steps=cfg["num_steps"], key=jr.fold_in(dk_key, b), kernel_rate=rate, mode=cfg["mode"],
-            chunk_size=chunk,
-        )  # fmt: skip
-        rate = result.kernel_rate
-        flat = [np.asarray(leaf).reshape(-1, len(names)) for leaf in jax.tree.leaves(result.estimate)]
-        flat_se = [np.asarray(leaf).reshape(-1, len(names)) for leaf in jax.tree.leaves(result.stderr)]
-        estimates.append((result.num_paths, np.concatenate(flat), np.concatenate(flat_se)))
-        values.append((result.num_paths, np.asarray(result.value), np.asarray(result.value_stderr)))
-        num_nonfinite += result.num_nonfinite
+    with warnings.catch_warnings(record=True) as caught:  # reported once each after the progress bar
+        warnings.simplefilter("always")
+        estimates, values, num_nonfinite, rate = _run_batches(plan, cfg, x0, score0, dk_key, phi, quiet)
+    notes = summarize_warnings(caught, sum(n for n, _, _ in estimates))
+    for note in notes:
+        print(f"dkjax response: warning: {note}", file=sys.stderr)
     estimate, stderr = _pool(estimates)
     value, value_stderr = _pool(values)
     num_paths = sum(n for n, _, _ in estimates)
@@ -226,6 +284,7 @@ def run(config: dict, plan: Plan, run_dir: Path, quiet: bool) -> dict:
         "num_nonfinite": int(num_nonfinite),
         "num_nonfinite_spinup": spinup_lost,
         "seconds": time.perf_counter() - started,
+        "warnings": notes,
         "observables": {
             name: {
                 "value": float(value[j]),

@@ -44,7 +44,7 @@ def _model(config, dtype, dim: int, what: str | None):
     if model_cfg["name"] == "neural":
         model = NeuralSDE(
             dim, key=jr.key(model_cfg["seed"]), width=model_cfg["width"], depth=model_cfg["depth"],
-            noise=model_cfg["noise"], sigma_init=model_cfg["sigma_init"],
+            noise=model_cfg["noise"], sigma_init=model_cfg["sigma_init"], sigma_min=model_cfg["sigma_min"],
             state_dependent=model_cfg["state_dependent"],
         )  # fmt: skip
     else:

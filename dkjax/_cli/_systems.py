@@ -2,6 +2,8 @@
 
 import inspect
 
+from ._references import ConfigError, resolve_reference
+
 SYSTEMS = ("OrnsteinUhlenbeck", "LinearSDE", "GeometricBrownianMotion", "Lorenz96", "Lorenz96Multiplicative")
 
 
@@ -14,7 +16,6 @@ def system_class(name: str, key: str):
     """
     import dkjax
 
-    from ._config import ConfigError, resolve_reference  # _config imports this module for SYSTEMS
     from .._sde._abstract import AbstractSDE
 
     cls = getattr(dkjax, name) if name in SYSTEMS else resolve_reference(name, key)
@@ -33,8 +34,6 @@ def build_system(name: str, parameters: dict, dtype, *, name_key: str, parameter
     import equinox as eqx
     import jax
     import jax.numpy as jnp
-
-    from ._config import ConfigError
 
     cls = system_class(name, name_key)
     accepted = [p for p in inspect.signature(cls).parameters if p != "self"]
@@ -56,8 +55,6 @@ def check_dimension(sde, dim: int, dtype, key: str, name: str, *, what: str | No
     """
     import jax
     import jax.numpy as jnp
-
-    from ._config import ConfigError
     from .._sde._abstract import noise_dimension
 
     try:

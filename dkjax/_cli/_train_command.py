@@ -54,6 +54,28 @@ def _fit(config, plan: _Plan, data: _Data, scaling, run_dir: Path, resume: bool,
     return GenerativeModel(model, initial, scaling, 0.0, float(t1), cfg["num_steps"]), history
 
 
+def _write_metrics(path: Path, history) -> None:
+    """Rewrites ``metrics.jsonl`` from ``history``, each step's record with the held-out score that followed it.
+
+    ``fit`` writes one record per step as it trains; the held-out evaluations (the lower panel
+    of ``loss.png``) are added here: ``validation_energy_distance`` on the record of the step
+    after which the model was evaluated, and ``initial_validation_energy_distance`` (the
+    untrained model) on the record of step 0.
+    """
+    import json
+
+    after = {v["step"]: v["energy_distance"] for v in history.validation}
+    lines = []
+    for record in history.records:
+        record = dict(record)
+        if record["step"] == 0 and 0 in after:
+            record["initial_validation_energy_distance"] = after[0]
+        if record["step"] + 1 in after:
+            record["validation_energy_distance"] = after[record["step"] + 1]
+        lines.append(json.dumps(record) + "\n")
+    path.write_text("".join(lines))
+
+
 def _train(args, parser) -> int:
     from ._config import ConfigError, applicable, data_source, dump_config, train_config
     from ._datafile import DataFileError
@@ -88,6 +110,7 @@ def _train(args, parser) -> int:
         resuming = f", resuming from step {start}" if args.resume is not None else ""
         print(f"dkjax train: {source}, {cfg['steps']} steps{resuming}, run folder {run_dir}")
     model, history = _fit(config, plan, data, scaling, run_dir, args.resume is not None, not args.quiet)
+    _write_metrics(run_dir / "metrics.jsonl", history)
     save_model(run_dir / _MODEL_FILE, model)
     if _diverged(history):
         print(f"dkjax train: {history.stop_reason}", file=sys.stderr)
@@ -114,6 +137,17 @@ def _train(args, parser) -> int:
     return 0
 
 
+def _columns(run_dir: Path, dim: int) -> list[str]:
+    """The data's column names recorded in the run's ``eval.json`` (``x1``, ... for runs without them)."""
+    import json
+
+    try:
+        columns = json.loads((run_dir / "eval.json").read_text()).get("columns")
+    except (OSError, ValueError):
+        columns = None
+    return columns if isinstance(columns, list) and len(columns) == dim else [f"x{i + 1}" for i in range(dim)]
+
+
 def _sample(args, parser) -> int:
     import numpy as np
 
@@ -121,8 +155,12 @@ def _sample(args, parser) -> int:
     from .._generative._model import load_model
 
     run_dir, out = Path(args.run), Path(args.out)
-    out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")  # as numpy.save names it
     try:
+        if out.suffix.lower() not in (".npy", ".csv"):
+            raise ConfigError(
+                f"--out: {out} must end in .npy (a NumPy array) or .csv (a table with a header row); "
+                f"got {out.suffix or 'no suffix'!r}."
+            )
         config = _run_config(run_dir, "--run")
         if not (run_dir / _MODEL_FILE).is_file():
             raise ConfigError(
@@ -150,6 +188,10 @@ def _sample(args, parser) -> int:
     except ValueError as error:  # t off the model's time grid, found before any simulation
         parser.error(f"--time: {error}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, np.asarray(xs))
+    if out.suffix.lower() == ".csv":
+        np.savetxt(out, np.asarray(xs, np.float64), delimiter=",", header=",".join(_columns(run_dir, model.dim)),
+                   comments="", fmt="%.17g")  # fmt: skip
+    else:
+        np.save(out, np.asarray(xs))
     print(f"dkjax sample: {args.num} samples at t = {t:g} from {run_dir / _MODEL_FILE} written to {out}")
     return 0

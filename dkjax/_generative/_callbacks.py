@@ -4,6 +4,7 @@ Under ``jax.distributed`` every process trains the same model; only process 0 wr
 """
 
 import json
+import sys
 
 import jax
 
@@ -55,13 +56,48 @@ class MetricsLog(Callback):
         self.file.close()
 
 
+class _Lines:
+    """A text stream for tqdm off a terminal: each redraw becomes its own short line."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        text = text.replace("\r", "").strip()
+        if text:
+            self.stream.write(text + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+# Off a terminal (a log file, a pipe, CI) the bar writes one line at most this often.
+LOG_INTERVAL_SECONDS = 30.0
+
+
+def progress_bar(iterable=None, *, stream=None, **options):
+    """A tqdm progress bar on ``stream`` (default stderr) that suits where it is written.
+
+    On a terminal (or as a notebook widget) it redraws in place. Anywhere else (a log file, a pipe, CI) tqdm's
+    carriage-return redraws would pile up into one line of tens of thousands of characters,
+    so each redraw becomes its own 80-column line, at most one every
+    ``LOG_INTERVAL_SECONDS`` (and the final state on close).
+    """
+    from tqdm import autonotebook, std
+    from tqdm.auto import tqdm
+
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    if autonotebook.tqdm is not std.tqdm or (isatty is not None and isatty()):  # a notebook, or a terminal
+        return tqdm(iterable, file=stream, dynamic_ncols=True, **options)
+    return std.tqdm(iterable, file=_Lines(stream), ncols=80, mininterval=LOG_INTERVAL_SECONDS, ascii=True, **options)
+
+
 class Progress(Callback):
-    """A tqdm bar over ``steps`` with the loss and the bandwidth."""
+    """A progress bar over ``steps`` with the loss and the bandwidth (see ``progress_bar``)."""
 
     def __init__(self, steps: int, done: int):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=steps, initial=done, desc="dkjax fit", dynamic_ncols=True)
+        self.bar = progress_bar(total=steps, initial=done, desc="dkjax fit")
 
     def on_step(self, state: TrainState, record: dict) -> None:
         self.bar.update(1)

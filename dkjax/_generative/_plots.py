@@ -33,14 +33,15 @@ def _pyplot():
     return plt
 
 
-def plot_samples(samples, data, path: str | Path, title: str = "") -> None:
+def plot_samples(samples, data, path: str | Path, title: str = "", columns=None) -> None:
     """Scatter of data beside model samples (first two coordinates), written to ``path``.
 
     Both panels show every finite point: the limits span the data and the samples together,
     with a margin. When the two coordinates have comparable ranges the panels keep their
     true aspect ratio, shaped to the points' extent so that no blank bands appear.
+    ``columns`` names the coordinates on the axes (e.g. a CSV file's header).
     """
-    _save(samples_figure(samples, data, title), path)
+    _save(samples_figure(samples, data, title, columns), path)
 
 
 def _save(fig, path) -> None:
@@ -48,7 +49,7 @@ def _save(fig, path) -> None:
     _pyplot().close(fig)
 
 
-def samples_figure(samples, data, title: str = ""):
+def samples_figure(samples, data, title: str = "", columns=None):
     """The figure of ``plot_samples`` (a matplotlib ``Figure``, left open)."""
     plt = _pyplot()
     panels = []
@@ -80,9 +81,25 @@ def samples_figure(samples, data, title: str = ""):
         ax.set_ylim(low[1], high[1])
         if equal:
             ax.set_aspect("equal")
+    if columns is not None and len(columns) >= 2:
+        for ax in axes:
+            ax.set_xlabel(columns[0])
+        axes[0].set_ylabel(columns[1])
     if title:
         fig.suptitle(title, fontsize="medium")
     return fig
+
+
+# What the training loss is, above loss.png: it is not comparable across steps as the held-out score is.
+_LOSS_KERNEL = (
+    "Training loss: smoothed negative log-likelihood of a batch of training points under the model's\n"
+    "paths at that step's kernel bandwidth h (right axis). h adapts every step, so losses at different h\n"
+    "do not compare, and the loss may rise while the model improves: judge the model by the held-out panel."
+)
+_LOSS_ENERGY = (
+    "Training loss: energy distance of the model's paths to a batch of training points, a noisy estimate\n"
+    "on new paths every step: judge the model by the held-out panel (fixed noise, the same points)."
+)
 
 
 def plot_loss(records: list[dict], path: str | Path, validation: list[dict] = (), best_step: int | None = None) -> None:
@@ -105,9 +122,11 @@ def loss_figure(records: list[dict], validation: list[dict] = (), best_step: int
     fig, axes = plt.subplots(rows, 1, figsize=(6.5, 3.2 * rows + 0.4), sharex=True, layout="constrained", squeeze=False)
     ax = axes[0, 0]
     handles = ax.plot(steps, [r["loss"] for r in records], lw=0.8, label="training loss")
-    ax.set_ylabel("loss")
     bandwidths = np.array([r.get("bandwidth", 0.0) for r in records])
-    if np.any(bandwidths > 0):
+    kernel = bool(np.any(bandwidths > 0))
+    ax.set_ylabel("training loss (nats)" if kernel else "training loss")
+    fig.suptitle(_LOSS_KERNEL if kernel else _LOSS_ENERGY, fontsize="small")
+    if kernel:
         # The KL loss is L_h at that step's h, so read it together with h.
         twin = ax.twinx()
         handles += twin.plot(steps, bandwidths, color="tab:orange", lw=0.8, label="kernel bandwidth h (right)")
@@ -120,8 +139,12 @@ def loss_figure(records: list[dict], validation: list[dict] = (), best_step: int
         finite = distance[np.isfinite(distance)]
         if finite.size and np.all(finite > 0) and finite.max() > 10 * finite.min():
             held.set_yscale("log")
-        held.set_ylabel("energy distance")
-        held.set_title("model samples against the validation points (held out from training)", fontsize="small")
+        held.set_ylabel("held-out energy distance")
+        held.set_title(
+            "energy distance of model samples to the validation points (held out from training; fixed noise, "
+            "so\nevaluations compare across steps; lower is better, and about 0 means as close as more data)",
+            fontsize="small",
+        )  # fmt: skip
     if best_step is not None:
         for row in axes[:, 0]:
             marker = row.axvline(best_step, color="tab:red", ls="--", lw=0.8, label=f"model kept (step {best_step})")
@@ -133,7 +156,8 @@ def loss_figure(records: list[dict], validation: list[dict] = (), best_step: int
 
 
 def plot_snapshots(
-    model, snapshots, path: str | Path, *, key, num_samples: int = 2000, num_paths: int = 8, held_out=()
+    model, snapshots, path: str | Path, *, key, num_samples: int = 2000, num_paths: int = 8, held_out=(),
+    columns=None,
 ) -> None:
     """Snapshots beside the model's marginals at their times, and a few of its sample paths.
 
@@ -150,6 +174,8 @@ def plot_snapshots(
         key: PRNG key; num_samples: model samples per time (at most the snapshot's size are
             drawn, so the two clouds weigh the same); num_paths: paths drawn.
         held_out: times never trained on, marked in their panel's title.
+        columns: names of the coordinates for the axes (e.g. a CSV file's header; default
+            ``coordinate 1``, ``coordinate 2``).
 
     Returns:
         ``None``; the figure is written to ``path``.
@@ -166,11 +192,13 @@ def plot_snapshots(
         >>> import os; print(os.path.exists("snapshots.png"))
         True
     """
-    _save(snapshots_figure(model, snapshots, key=key, num_samples=num_samples, num_paths=num_paths, held_out=held_out),
-          path)  # fmt: skip
+    figure = snapshots_figure(
+        model, snapshots, key=key, num_samples=num_samples, num_paths=num_paths, held_out=held_out, columns=columns
+    )
+    _save(figure, path)
 
 
-def snapshots_figure(model, snapshots, *, key, num_samples: int = 2000, num_paths: int = 8, held_out=()):
+def snapshots_figure(model, snapshots, *, key, num_samples: int = 2000, num_paths: int = 8, held_out=(), columns=None):
     """The figure of ``plot_snapshots`` (a matplotlib ``Figure``, left open)."""
     import jax.random as jr
 
@@ -202,12 +230,16 @@ def snapshots_figure(model, snapshots, *, key, num_samples: int = 2000, num_path
             ax.hist(samples[:, 0], bins, density=True, histtype="step", lw=1.5, color="C1", label="model")
         note = " (initial law)" if at_start else " (held out)" if time in held_out else ""
         ax.set_title(f"t = {time:g}{note}")
+    names = list(columns) if columns is not None else [f"coordinate {i + 1}" for i in range(data.shape[1])]
+    for ax in axes[:-1]:
+        ax.set_xlabel(names[0])
+    axes[0].set_ylabel(names[1] if two_d else "density")
     axes[0].legend(loc="best", fontsize="small", markerscale=3)
-    _draw_paths(axes[-1], model, snapshots, times, jr.fold_in(key, len(times)), num_paths)
+    _draw_paths(axes[-1], model, snapshots, times, jr.fold_in(key, len(times)), num_paths, names[0])
     return fig
 
 
-def _draw_paths(ax, model, snapshots, times, key, num_paths: int) -> None:
+def _draw_paths(ax, model, snapshots, times, key, num_paths: int, name: str = "coordinate 1") -> None:
     """``num_paths`` model paths of the first coordinate over the whole grid, snapshots as dots."""
     import jax.random as jr
 
@@ -226,4 +258,4 @@ def _draw_paths(ax, model, snapshots, times, key, num_paths: int) -> None:
                    alpha=0.5, linewidths=0)  # fmt: skip
     ax.plot(np.concatenate([[model.t0], grid]), paths, lw=0.8, color="C0")
     ax.set_xlabel("t")
-    ax.set_title(f"{num_paths} model paths (coordinate 1)")
+    ax.set_title(f"{num_paths} model paths ({name})")

@@ -8,6 +8,7 @@
 """
 
 import math
+import warnings
 
 import diffrax
 import equinox as eqx
@@ -175,28 +176,44 @@ def _fd_spinup(rebuild, vectors, x0, t0, dt, key, num_steps):
     return jax.vmap(lambda v: simulate_paths(rebuild(v), x0, path_ids, t0, dt, key, num_steps))(vectors)
 
 
+# A path whose state leaves this many times the spun-up states' range has diverged, even while
+# still finite (Euler-Maruyama on a quadratic drift squares the state every step, so a path
+# caught at the end of the run mid-blow-up is finite and its time average astronomical).
+_DIVERGENCE_FACTOR = 1e6
+
+
+def _divergence_bound(xs: Array) -> Array:
+    """``_DIVERGENCE_FACTOR * (1 + max |x|)`` over the finite spun-up states of every copy."""
+    finite = jnp.where(jnp.isfinite(xs), jnp.abs(xs), 0.0)
+    return _DIVERGENCE_FACTOR * (1.0 + jnp.max(finite))
+
+
 @eqx.filter_jit
-def _fd_stationary_block(rebuild, phi, xs, vectors, block, t_start, dt, key, static):
-    """Advances every perturbed copy by one block; returns the states and the block mean of ``phi``.
+def _fd_stationary_block(rebuild, phi, xs, lost_at, vectors, block, t_start, dt, key, bound, static):
+    """Advances every perturbed copy by one block; returns the states, the block mean of ``phi``, ``lost_at``.
 
     Segment ``k`` uses ``fold_in(key, k)`` as ``dkjax.stationary_response`` does, so the
-    perturbed runs share their noise with each other and with the DK run.
+    perturbed runs share their noise with each other and with the DK run. ``lost_at``
+    ``(2 P + 1, M)`` is the first segment at whose end a copy's state was non-finite or beyond
+    ``bound`` (-1: never).
     """
     segs_per_block, sample_every = static
     seg_time = sample_every * dt
     path_ids = path_ids_for(xs.shape[1], 0)
 
     def segment(carry, j):
-        xs, total = carry
+        xs, total, lost_at = carry
         k = block * segs_per_block + j + 1
         t_a = t_start + (k - 1) * seg_time
         run = lambda v, x: simulate_paths(rebuild(v), x, path_ids, t_a, dt, jr.fold_in(key, k), sample_every)
         xs = jax.vmap(run)(vectors, xs)
-        return (xs, total + jax.vmap(lambda x: apply_phi(phi, x))(xs)), None
+        lost = ~jnp.all(jnp.abs(xs) <= bound, axis=-1)  # NaN compares False: lost too
+        lost_at = jnp.where((lost_at < 0) & lost, k, lost_at)
+        return (xs, total + jax.vmap(lambda x: apply_phi(phi, x))(xs), lost_at), None
 
     zero = jax.vmap(lambda x: apply_phi(phi, x))(xs) * 0.0
-    (xs, total), _ = jax.lax.scan(segment, (xs, zero), jnp.arange(segs_per_block))
-    return xs, total / segs_per_block
+    (xs, total, lost_at), _ = jax.lax.scan(segment, (xs, zero, lost_at), jnp.arange(segs_per_block))
+    return xs, total / segs_per_block, lost_at
 
 
 def finite_difference_stationary(
@@ -222,13 +239,20 @@ def finite_difference_stationary(
     ``stationary_response``. For chaotic systems the perturbed copies decorrelate, so
     ``relative_step`` must not be tiny.
 
+    A path is lost, excluded whole (all its copies) and counted in ``num_nonfinite``, with a
+    warning that names the first sampled step at which one was lost, when any copy's state
+    becomes non-finite or leaves ``1e6 * (1 + max |x|)`` (the largest state over all
+    copies after the spin-up) at a sampled step: a path caught mid-blow-up at the end of the
+    run is still finite, and its time average would swamp the mean.
+
     Arguments:
         sde, phi, x0, dt, spinup_steps, num_steps, key, sample_every, num_blocks, t0: as in
             ``dkjax.stationary_response``.
         relative_step: ``h_j = relative_step * max(|p_j|, 1)``.
 
     Returns:
-        A ``ResponseResult`` (``value`` is ``<phi>`` at the unperturbed parameters).
+        A ``ResponseResult`` (``value`` is ``<phi>`` at the unperturbed parameters); lost
+        paths are excluded and counted in ``num_nonfinite``.
 
     Raises:
         ValueError: bad arguments (named), as in ``stationary_response``.
@@ -237,8 +261,8 @@ def finite_difference_stationary(
         >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)
         >>> res = dkjax.finite_difference_stationary(sde, lambda x: x[0] ** 2, jnp.zeros((64, 1)), dt=0.01,
         ...     spinup_steps=500, num_steps=2000, key=jax.random.key(0), relative_step=0.02)
-        >>> print(f"{float(res.estimate.theta):.2f}")  # d/dtheta sigma^2 / (2 theta) = -0.125
-        -0.12
+        >>> print(f"{float(res.estimate.theta):.2f}", res.num_nonfinite)  # d/dtheta sigma^2 / (2 theta) = -0.125
+        -0.12 0
     """
     num, _ = check_states(x0)
     check_key(key)
@@ -255,18 +279,21 @@ def finite_difference_stationary(
     # dt is passed on as given, as in stationary_response: the same grid, the same noise.
     t0_arr, dt_arr = jnp.asarray(t0, x0.dtype), jnp.asarray(dt, x0.dtype)
     xs = _fd_spinup(rebuild, vectors, x0, t0_arr, dt_arr, jr.fold_in(key, 0), spinup_steps)
+    bound = _divergence_bound(xs)
+    lost_at = jnp.where(jnp.all(jnp.isfinite(xs), axis=-1), -1, 0)  # 0: lost in the spin-up
     means = []
     static = (num_steps // sample_every // num_blocks, sample_every)
     for b in range(num_blocks):
-        xs, mean = _fd_stationary_block(
-            rebuild, phi, xs, vectors, jnp.asarray(b), jnp.asarray(t_start, x0.dtype), dt_arr, key, static
-        )
+        xs, mean, lost_at = _fd_stationary_block(
+            rebuild, phi, xs, lost_at, vectors, jnp.asarray(b), jnp.asarray(t_start, x0.dtype), dt_arr, key, bound,
+            static,
+        )  # fmt: skip
         means.append(mean)
     means = jnp.stack(means)  # (B, 2P + 1, M, ...)
     num_params = vector.shape[0]
     flat = means.reshape(means.shape[:3] + (-1,))
-    ok = jnp.all(jnp.isfinite(flat), axis=(0, 1, 3))
-    phi_ok = jnp.all(jnp.isfinite(flat[:, -1]), axis=(0, 2)) | ~jnp.all(jnp.isfinite(xs[-1]), axis=1)
+    ok = jnp.all(jnp.isfinite(flat), axis=(0, 1, 3)) & jnp.all(lost_at < 0, axis=0)
+    phi_ok = jnp.all(jnp.isfinite(flat[:, -1]), axis=(0, 2)) | ~jnp.all(jnp.isfinite(xs[-1]), axis=1) | (lost_at[-1] >= 0)
     raise_bad_phi(int(jnp.sum(~phi_ok)), num)
     diffs = (means[:, :num_params] - means[:, num_params : 2 * num_params]) / (
         2 * h.reshape((1, -1) + (1,) * (means.ndim - 2))
@@ -276,7 +303,16 @@ def finite_difference_stationary(
     estimate, stderr, _ = batch_means(diffs, mask)
     value, value_se, _ = batch_means(means[:, -1], mask)
     num_bad = int(jnp.sum(~ok))
-    warn_nonfinite(num_bad, num, "finite_difference_stationary")
+    if num_bad:
+        lost = jnp.where(lost_at >= 0, lost_at, jnp.iinfo(lost_at.dtype).max)
+        first = int(jnp.min(lost)) * sample_every
+        warnings.warn(
+            f"finite_difference_stationary: {num_bad} of {num} paths were lost (a copy's state went non-finite or "
+            f"beyond {float(bound):.3g}, first at step {first} after the spin-up) and were excluded from the "
+            "averages (see num_nonfinite on the result). Use a smaller time step or a smaller relative_step.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return ResponseResult(
         estimate=to_tree(estimate, 0),
         stderr=to_tree(stderr, 0),

@@ -129,7 +129,11 @@ def plot_window_plateau(
     reference_label: str = "reference",
     title: str = "",
 ) -> None:
-    """The stationary response against the window length ``W``: the estimate should plateau.
+    """The stationary response against the window length ``W``, with the chosen window marked.
+
+    The estimate should plateau; a dashed vertical line marks the window the result chose
+    (``result.window_time``), labelled with whether a plateau was found. Logarithmic window
+    axis when the windows span more than a factor of 10.
 
     Arguments:
         result: a ``StationaryResponse``.
@@ -147,7 +151,7 @@ def plot_window_plateau(
 
     Example:
         >>> res = dkjax.stationary_response(dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5), lambda x: x[0] ** 2,
-        ...     jnp.zeros((16, 1)), dt=0.05, spinup_steps=100, num_steps=2000, windows=[10, 20, 40], key=jax.random.key(0))
+        ...     jnp.zeros((16, 1)), dt=0.05, spinup_steps=100, num_steps=2000, windows=[20, 40, 80], key=jax.random.key(0))
         >>> dkjax.plot_window_plateau(res, "plateau.png", parameter="theta", reference=(-0.125, None))
         >>> import os; print(os.path.exists("plateau.png"))
         True
@@ -158,6 +162,12 @@ def plot_window_plateau(
     t = np.asarray(result.window_times)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ax.errorbar(t, est, yerr=err, marker="o", capsize=3, label="DK")
+    if 0 <= result.window_index < t.size:
+        chosen = f"chosen W = {result.window_time:g}" + ("" if result.plateau else " (no plateau)")
+        ax.axvline(result.window_time, color="tab:red", ls="--", lw=1, label=chosen)
+        ax.plot([result.window_time], [est[result.window_index]], "o", color="tab:red", ms=8, mfc="none")
+    if t.size > 1 and t.max() > 10 * t.min():
+        ax.set_xscale("log")
     if reference is not None:
         value, se = reference
         ax.axhline(value, color="k", lw=1, label=reference_label)

@@ -1,6 +1,7 @@
 """The results of the response estimators: observables, densities and stationary averages."""
 
 import equinox as eqx
+import jax
 
 from .._custom_types import Array, Params
 
@@ -79,22 +80,35 @@ class DensityResponse(eqx.Module):
 
 
 class StationaryResponse(eqx.Module):
-    """Long-time response ``d/dparam <phi>`` for each window ``W`` (look for the plateau).
+    """Long-time response ``d/dparam <phi>`` for each window ``W``, and the window chosen on the plateau.
 
     Attributes:
         windows: window lengths in steps, shape ``(nW,)``; ``window_times`` in time units.
-        estimate: pytree like the parameters, leaves ``(nW,) + param.shape + phi_shape``.
+        estimate: pytree like the parameters, leaves ``(nW,) + param.shape + phi_shape``: the
+            plateau curve, one estimate per window.
         stderr: batch-means standard errors (see ``stationary_response``), same structure.
         value: the time average ``<phi>``, shape ``phi_shape``; ``value_stderr``.
         num_paths: paths that entered the averages; ``num_nonfinite``: paths excluded.
         num_batches: per window, the batches (paths x blocks) behind its standard error.
         kernel_rate: the kernel rate used.
+        window_index: index into ``windows`` of the chosen window: the shortest one past which
+            the estimate no longer moves beyond ``plateau_threshold`` standard errors of the
+            difference, or the longest one when there is no such window.
+        plateau: whether a plateau was found (``False`` also for a single window, which
+            cannot be judged); when it is ``False`` the chosen estimate may still be biased.
+        difference_stderr: like ``stderr``: the standard error of ``estimate[k] -
+            estimate[window_index]`` over the batches both windows share (smaller than the two
+            errors combined: the windows are read off the same paths).
+
+    The chosen window is ``window`` (steps) and ``window_time``; its estimate and error are
+    ``chosen_estimate`` and ``chosen_stderr`` (leaves ``param.shape + phi_shape``).
 
     Example:
         >>> res = dkjax.stationary_response(dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5), lambda x: x[0] ** 2,
-        ...     jnp.zeros((16, 1)), dt=0.05, spinup_steps=100, num_steps=2000, windows=[20, 40], key=jax.random.key(0))
-        >>> print(res.windows, res.window_times, res.estimate.theta.shape)
-        [20 40] [1. 2.] (2,)
+        ...     jnp.zeros((256, 1)), dt=0.05, spinup_steps=100, num_steps=2000, windows=[20, 40, 80],
+        ...     key=jax.random.key(0))
+        >>> print(res.windows, res.window_times, res.estimate.theta.shape, res.window, res.plateau)
+        [20 40 80] [1. 2. 4.] (3,) 40 True
     """
 
     windows: Array
@@ -107,4 +121,26 @@ class StationaryResponse(eqx.Module):
     num_nonfinite: int = eqx.field(static=True)
     num_batches: Array
     kernel_rate: float | None = eqx.field(static=True, default=None)
+    window_index: int = eqx.field(static=True, default=-1)
+    plateau: bool = eqx.field(static=True, default=False)
+    difference_stderr: Params | None = None
 
+    @property
+    def window(self) -> int:
+        """The chosen window in steps."""
+        return int(self.windows[self.window_index])
+
+    @property
+    def window_time(self) -> float:
+        """The chosen window in time units."""
+        return float(self.window_times[self.window_index])
+
+    @property
+    def chosen_estimate(self) -> Params:
+        """The estimate at the chosen window: leaves ``param.shape + phi_shape``."""
+        return jax.tree.map(lambda leaf: leaf[self.window_index], self.estimate)
+
+    @property
+    def chosen_stderr(self) -> Params:
+        """The standard error at the chosen window."""
+        return jax.tree.map(lambda leaf: leaf[self.window_index], self.stderr)
