@@ -285,8 +285,8 @@ NEAR, FAR = (0.0, 0.8), (4.0, 0.3)  # the untrained model's law at t = 0.5 is cl
 def _snapshot_score(validation, weights, extra=0):
     """The step-0 held-out score of a snapshot fit at times 0.5 (points near the untrained model) and 1.0 (far)."""
     rng = np.random.default_rng(0)
-    data = dkjax.Snapshots({t: jnp.asarray(rng.normal(*law, (64 + extra, 1)), F32) for t, law in zip((0.5, 1.0), (NEAR, FAR))},
-                           weights=weights)  # fmt: skip
+    points = {t: jnp.asarray(rng.normal(*law, (64 + extra, 1)), F32) for t, law in zip((0.5, 1.0), (NEAR, FAR))}
+    data = dkjax.Snapshots(points, weights=weights)
     _, history = dkjax.fit(_ou(1.0, 0.5), data, _initial(), num_steps=10, key=jr.key(1), steps=1, num_paths=32,
                            kernel_rate=2.0, objective="energy", optimizer=ADAM, validation=validation,
                            validation_samples=256, progress=False)  # fmt: skip
