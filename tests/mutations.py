@@ -539,8 +539,8 @@ MUTATIONS += [
     _mutation(
         "snapshot_heldout_weights_normalised",
         "snapshot held-out score: per-time weights divided by their sum",
-        [(SNAPSHOTS, "score = score + w * energy_distance(states[k], points)",
-          "score = score + w / sum(held.weights) * energy_distance(states[k], points)")],
+        [("dkjax/_generative/_train.py", "score = score + w * energy_distance(states[k], points)",
+          "score = score + w / sum(time_weights) * energy_distance(states[k], points)")],
         [PROMISES + "test_snapshot_held_out_score_is_the_weighted_sum_of_the_per_time_distances"],
     ),
     _mutation(

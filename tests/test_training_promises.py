@@ -326,12 +326,9 @@ def test_score_held_out_baselines_interpolate_the_neighbours_or_repeat_the_last_
     np.testing.assert_allclose([s.baseline_energy_distance for s in scores], np.asarray(expected), rtol=1e-4)
 
 
-# ---------------------------------------------------------------- library bugs found by these promises
+# ---------------------------------------------------------------- promises whose bugs these tests found (fixed)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="a non-finite held-out score before any finite one crashes fit's model selection: "
-                          "TrainState.evaluate compares steps with _Selection.lowest_step, still None")  # fmt: skip
 def test_a_model_that_overflows_at_its_first_evaluation_stops_cleanly():
     """Non-finite paths are never averaged in silently, and a non-finite loss stops training with a message
     (fit's docstring): a model whose samples overflow float32 from the start must get that stop too."""
@@ -343,8 +340,6 @@ def test_a_model_that_overflows_at_its_first_evaluation_stops_cleanly():
     assert any("training stopped" in str(w.message) for w in caught)
 
 
-@pytest.mark.xfail(strict=True, reason="fit_generative passes t0 in **fit_options on to fit, which trains from t0, "
-                                       "but packages the model with t0 = 0: it samples on the wrong grid")  # fmt: skip
 def test_fit_generative_packages_the_time_origin_it_trained_from():
     try:
         model, _ = dkjax.fit_generative(_data(), key=jr.key(0), steps=1, sde=_ou(1.0, 0.5), num_steps=10, t0=0.5,
@@ -364,8 +359,6 @@ class _UniformInitial(eqx.Module):
         return self.low + jr.uniform(key, (n, self.low.shape[0]), self.low.dtype), None
 
 
-@pytest.mark.xfail(strict=True, reason="load_model(like=GenerativeModel) keeps the template's t0, t1 and num_steps "
-                                       "(static fields) instead of the file's")  # fmt: skip
 def test_load_with_a_model_template_keeps_the_files_time_grid(tmp_path):
     model = dkjax.GenerativeModel(_ou(1.5, 0.7), _UniformInitial(jnp.array([2.0], F32)),
                                   dkjax.DataScaling.identity(1, F32), 0.25, 1.5, 5)  # fmt: skip

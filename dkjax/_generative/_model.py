@@ -261,7 +261,8 @@ def _neural_template(spec: dict) -> NeuralSDE:
 
 def _template(header: dict, like, path: Path) -> GenerativeModel:
     if isinstance(like, GenerativeModel):
-        return like
+        # The arrays come from the file; so must the time grid, a static part of the model.
+        return GenerativeModel(like.sde, like.initial, like.scaling, header["t0"], header["t1"], header["num_steps"])
     dim, dtype = header["dim"], jnp.dtype(header["dtype"])
     spec = header["sde"]
     if like is None:
@@ -332,4 +333,5 @@ def fit_generative(
     trained, history = fit(
         sde, scaling.standardize(data), initial, t1=t1, num_steps=num_steps, key=train_key, steps=steps, **fit_options
     )
-    return GenerativeModel(trained, initial, scaling, 0.0, float(t1), num_steps), history
+    t0 = float(fit_options.get("t0", 0.0))
+    return GenerativeModel(trained, initial, scaling, t0, float(t1), num_steps), history

@@ -141,5 +141,7 @@ class TrainState:
         if selection.within_noise(value, terms):
             self.best_params, history.best_step = self.params, step
         selection.update(step, value, terms)
-        since_lowest = sum(r["step"] > selection.lowest_step for r in history.validation)
+        # No finite score yet (a model that overflows from the start): every evaluation counts as one without a new lowest.
+        lowest = selection.lowest_step
+        since_lowest = sum(lowest is None or r["step"] > lowest for r in history.validation)
         return patience is None or since_lowest < patience
