@@ -153,3 +153,28 @@ def test_finite_difference_stationary_counts_lost_paths(dtype):
     d_rate, d_noise = jax.grad(second_moment, argnums=(0, 1))(rate, noise)
     assert_close_in_se(res.estimate.rate, res.stderr.rate, d_rate, max_rel_se=0.1, label="FD d/drate")
     assert_close_in_se(res.estimate.noise, res.stderr.noise, d_noise, max_rel_se=0.1, label="FD d/dnoise")
+
+
+def test_choose_window_rule_on_given_differences():
+    """The rule itself, on differences whose errors are given: Bonferroni thresholds, order, NaN."""
+    from dkjax._response._stationary import choose_window, family_threshold
+
+    assert family_threshold(2.0, 1) == pytest.approx(2.0)
+    assert family_threshold(2.0, 10) == pytest.approx(2.837, abs=1e-3)
+    windows = [40, 10, 20]  # unsorted on purpose: the rule goes by length
+    estimate = np.array([1.0, 0.7, 0.95])  # W = 10 is 0.3 below W = 20, 40; those two agree
+    mean = estimate[None, :] - estimate[:, None]  # mean[i, j] = estimate[j] - estimate[i]
+
+    def choose(se):
+        return choose_window(windows, {"theta": jnp.asarray(mean)}, {"theta": jnp.asarray(se)}, 2.0)
+
+    # W = 10 vs the two longer ones: 3 standard errors against a threshold of 2.28 (two comparisons).
+    index, plateau, worst = choose(np.full((3, 3), 0.1))
+    assert (windows[index], plateau, worst) == (20, True, None)
+    # 2.2 standard errors: below 2.28, so W = 10 is on the plateau.
+    index, plateau, _ = choose(np.full((3, 3), 0.3 / 2.2))
+    assert (windows[index], plateau) == (10, True)
+    # A NaN error cannot confirm a plateau: the longest window, with the move it could not judge.
+    index, plateau, worst = choose(np.full((3, 3), np.nan))
+    assert (windows[index], plateau) == (40, False)
+    assert worst[:4] == ("d/dtheta", 2, 0, pytest.approx(0.05)) and np.isnan(worst[4])

@@ -268,7 +268,7 @@ def _window_differences(leaf, batch_mask):
 
 def _entry_name(path, shape, flat_index) -> str:
     """``d/dforcing`` or ``d/dmatrix[0, 1]``: a parameter entry of the flattened estimate."""
-    name = jax.tree_util.keystr(path).lstrip(".")
+    name = ".".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path)
     if len(shape) == 0:
         return f"d/d{name}"
     return f"d/d{name}[" + ", ".join(str(int(k)) for k in np.unravel_index(flat_index, shape)) + "]"
