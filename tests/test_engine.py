@@ -233,9 +233,16 @@ def _fused_case(name, dtype):
     return _GeneralMultiplicative(A, S), jax.random.normal(jax.random.key(3), (6, 3), dtype)
 
 
+_FUSED_CASES = [
+    ("lorenz96", "matrix_free"), ("neural_state_dependent", "matrix_free"), ("general_multiplicative", "exact"),
+    pytest.param("lorenz96", "exact", marks=pytest.mark.slow),
+    pytest.param("neural_state_dependent", "exact", marks=pytest.mark.slow),
+    pytest.param("general_multiplicative", "matrix_free", marks=pytest.mark.slow),
+]  # fmt: skip
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", ["lorenz96", "neural_state_dependent", "general_multiplicative"])
-@pytest.mark.parametrize("mode", ["matrix_free", "exact"])
+@pytest.mark.parametrize("case, mode", _FUSED_CASES)
 def test_fused_step_equals_the_unfused_reference(dtype, case, mode):
     """One fused DK step (one linearisation, batch reverse passes) against today's unfused per-path
     formulas: new states, scores, per-path responses and their weighted sum, with the kernel response on."""
