@@ -225,7 +225,7 @@ def test_fitted_ou_marginal_at_an_unseen_time_matches_the_closed_form():
     # matches the true one within 4 standard errors of a 2000-point sample's mean and variance;
     # the starting model misses by more than 10.
     n, rng = 2000, np.random.default_rng(6)
-    data = {t: rng.normal(_ou_marginal(t)[0], np.sqrt(_ou_marginal(t)[1]), (n, 1)).astype(np.float32)
+    data = {t: rng.normal(_ou_marginal(t)[0], np.sqrt(_ou_marginal(t)[1]), (n, 1))
             for t in (0.0, 0.5, 1.5, 2.0)}  # fmt: skip
     start = dkjax.OrnsteinUhlenbeck(jnp.array(0.5), jnp.array(0.4), jnp.array(0.0))
     fitted, _ = dkjax.fit(start, data, dkjax.EmpiricalInitial(jnp.asarray(data[0.0])), num_steps=80, key=jr.key(1),
