@@ -136,6 +136,14 @@ def test_push_forward_starts_from_the_previous_time_and_its_cells():
     middle = dkjax.push_forward_score(sde, data, time=2.0, num_steps=60, key=jr.key(0), metric="energy")
     assert middle.start_time == 1.0 and middle.metric == "energy" and middle.interpolation is not None
     assert abs(middle.distance) < 0.01 < middle.no_motion
+    # The interpolation baseline at t = 1 between t = 0 and t = 2: their exact midpoint, weighted (POT), or
+    # the matching of equally many points (without POT the sizes must agree; here they do).
+    first = dkjax.push_forward_score(sde, data, time=1.0, num_steps=60, key=jr.key(0))
+    points, mass = dkjax.interpolate_snapshots(data[0.0], data[2.0], 0.5, key=jr.key(0), weights=True)
+    assert first.interpolation == dkjax.wasserstein1(points, data[1.0], x_weights=np.asarray(mass, np.float64))
+    # The midpoint's mean is shift(2) / 2 = 0.975, the truth's shift(1) = 0.475: the straight line misses
+    # the accelerating motion by 0.5 (W1 about 0.5), the model does not.
+    assert first.interpolation > 0.4 and first.distance < 0.15
 
 
 def test_push_forward_scores_an_ou_interval_in_standard_errors():

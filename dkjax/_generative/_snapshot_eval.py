@@ -294,9 +294,9 @@ def _grid_index(time: float, t0: float, t1: float, num_steps: int) -> int:
     return grid_steps([time], t0, t1, num_steps)[0]
 
 
-def _distance(metric: str, x, y, y_weights=None) -> float:
+def _distance(metric: str, x, y, x_weights=None) -> float:
     if metric == "w1":
-        return wasserstein1(x, y) if y_weights is None else wasserstein1(y, x, x_weights=y_weights)
+        return wasserstein1(x, y, x_weights=x_weights)
     return float(energy_distance(jnp.asarray(x), jnp.asarray(y)))
 
 
@@ -363,7 +363,7 @@ def push_forward_score(
         fraction = (end - start) / (snaps.times[k + 1] - start)
         if metric == "w1":
             points, mass = interpolate_snapshots(before, snaps.points[k + 1], fraction, key=key, weights=True)
-            interpolation = _distance(metric, points, target, y_weights=np.asarray(mass, np.float64))
+            interpolation = _distance(metric, points, target, x_weights=np.asarray(mass, np.float64))
         else:
             points = interpolate_snapshots(before, snaps.points[k + 1], fraction, key=key)
             interpolation = _distance(metric, points, target)
