@@ -107,7 +107,7 @@ def _ramp_shift(t, dt, c=1.0):
     return c * dt * dt * n * (n - 1) / 2
 
 
-def test_push_forward_starts_from_the_previous_time_and_its_cells():
+def test_push_forward_starts_from_the_previous_time_and_its_cells(monkeypatch):
     # Snapshots at 0, 1, 2, 3: fresh N(0, 1) cells shifted by the chain's displacement. Pushing the
     # cells of t = 2 from t = 2 to t = 3 moves them by shift(3) - shift(2) = 2.45: the pushed set
     # matches the real one at t = 3 up to two samples' W1 (about 0.06 at 800 points). A start one
@@ -144,6 +144,9 @@ def test_push_forward_starts_from_the_previous_time_and_its_cells():
     # The midpoint's mean is shift(2) / 2 = 0.975, the truth's shift(1) = 0.475: the straight line misses
     # the accelerating motion by 0.5 (W1 about 0.5), the model does not.
     assert first.interpolation > 0.4 and first.distance < 0.15
+    monkeypatch.setattr(snapshot_eval, "_ot", lambda: None)   # without POT: equal sizes, the same exact numbers
+    no_pot = dkjax.push_forward_score(sde, data, time=1.0, num_steps=60, key=jr.key(0))
+    assert abs(no_pot.interpolation - first.interpolation) < 1e-9 and abs(no_pot.distance - first.distance) < 1e-9
 
 
 def test_push_forward_scores_an_ou_interval_in_standard_errors():

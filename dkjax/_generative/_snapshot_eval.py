@@ -128,7 +128,8 @@ def wasserstein1(
     ot = _ot()
     if ot is not None:
         return float(ot.emd2(wa, wb, cost, numItermax=100_000_000))
-    rows, cols, mass = _transport_plan(a, b, cost, wa, wb, x_weights is None and y_weights is None)
+    uniform = np.allclose(wa, 1.0 / len(wa), rtol=1e-6, atol=0) and np.allclose(wb, 1.0 / len(wb), rtol=1e-6, atol=0)
+    rows, cols, mass = _transport_plan(a, b, cost, wa, wb, uniform)
     return float((mass * cost[rows, cols]).sum())
 
 
