@@ -198,6 +198,12 @@ def test_a_snapshot_at_t0_becomes_the_initial_law_or_is_dropped():
     )  # fmt: skip
     snaps, t1, dim, _ = check_fit_arguments(arguments)
     assert snaps.times == (0.5, 1.0) and t1 == 1.0 and dim == 2
+    # The evaluations take initial=None only with a t0 snapshot, and name a bad protocol, before any fit.
+    sde = dkjax.OrnsteinUhlenbeck(1.0, 0.5)
+    with pytest.raises(ValueError, match="initial is None"):
+        dkjax.forecast(sde, {0.5: x1, 1.0: x2}, None, num_train=1, num_steps=10, key=jr.key(0), steps=1)
+    with pytest.raises(ValueError, match="protocol"):
+        dkjax.leave_one_time_out(sde, data, None, time=0.5, num_steps=10, key=jr.key(0), steps=1, protocol="w1")
 
 
 # ---------------------------------------------------------------- the recommended snapshot model
