@@ -1,4 +1,4 @@
-"""The evaluations of snapshot fitting the field uses: leave-one-time-out, forecast, interpolation baseline."""
+"""The evaluations of snapshot fitting the field uses: exact W1, the push-forward protocol, leave-one-time-out, forecast, interpolation baseline."""
 
 import dataclasses
 from collections.abc import Mapping
