@@ -161,7 +161,7 @@ def main():
                f"{args.paths} paths, {args.steps_per_unit} Euler-Maruyama steps per unit on [0, 4]; model selection "
                f"by fit's validation on {args.validation:.0%} of each training time's cells (the left-out time is "
                f"used only for the score); push-forward of all cells of t - 1, exact W1 (POT emd2) against all "
-               f"cells at t; seeds 0..{args.seeds - 1}; published rows from [SF]2M (arXiv 2307.03672) Table 4")  # fmt: skip
+               f"cells at t; seeds 0..{args.seeds - 1}; published rows: [SF]2M (arXiv 2307.03672) Table 4")
     fig = figure(args.out / "pushed.png", data, pushed, {k: w1[0, i] for i, k in enumerate(map(float, LEFT_OUT))})
     payload = {"setting": setting, "records": records, "mean_w1_per_seed": means, "baselines": baselines,
                "published": PUBLISHED, "figure": fig}  # fmt: skip

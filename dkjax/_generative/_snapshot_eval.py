@@ -1,4 +1,4 @@
-"""The evaluations of snapshot fitting the field uses: exact W1, the push-forward protocol, leave-one-time-out, forecast, interpolation baseline."""
+"""Snapshot evaluations as the field runs them: exact W1, push-forward, leave-one-time-out, forecast."""
 
 import dataclasses
 from collections.abc import Mapping
