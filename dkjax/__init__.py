@@ -73,6 +73,9 @@ from ._generative._metrics import energy_distance as energy_distance
 from ._generative._plots import plot_snapshots as plot_snapshots
 from ._generative._metrics import sliced_wasserstein as sliced_wasserstein
 from ._generative._metrics import smoothed_nll as smoothed_nll
+from ._generative._snapshot_eval import PushForwardScore as PushForwardScore
+from ._generative._snapshot_eval import push_forward_score as push_forward_score
+from ._generative._snapshot_eval import wasserstein1 as wasserstein1
 
 # Scale-out
 from ._engine._sharding import host_path_offset as host_path_offset

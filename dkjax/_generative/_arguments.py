@@ -9,7 +9,7 @@ import numpy as np
 from .._sde._abstract import AbstractSDE, noise_dimension
 from .._validation import check_choice, check_key, check_positive, check_time_grid
 from ._objective import GRADIENT_METHODS, OBJECTIVES, AbstractObjective
-from ._snapshots import Snapshots, as_snapshots, grid_steps
+from ._snapshots import _GRID_TOLERANCE, EmpiricalInitial, Snapshots, as_snapshots, grid_steps
 
 
 def check_finite_rows(name: str, points) -> None:
@@ -78,9 +78,41 @@ def _check_initial(initial, key) -> tuple[int, object]:
     return x0.shape[1], x0.dtype
 
 
+def split_initial_snapshot(data, initial, t0=0.0):
+    """``(data, initial)`` with a snapshot at the first time ``t0`` taken out of the loss.
+
+    The model cannot change the law at ``t0``, so such a snapshot is data about the initial
+    law, not a target: without ``initial`` (``None``) it becomes ``EmpiricalInitial`` of its
+    points; with ``initial`` given it is dropped (with its weight). Anything else (one array,
+    snapshots all after ``t0``) is returned unchanged.
+
+    Raises:
+        ValueError: the only snapshot lies at ``t0``, or ``initial`` is ``None`` and no snapshot does.
+    """
+    if isinstance(data, (Mapping, Snapshots)) and not isinstance(t0, bool) and np.ndim(t0) == 0:
+        snaps = as_snapshots(data)
+        t0 = float(t0)
+        first = snaps.times[0]
+        if abs(first - t0) <= _GRID_TOLERANCE * max(1.0, abs(t0)):
+            if len(snaps.times) == 1:
+                raise ValueError(f"data: its only snapshot lies at t0 = {t0}; give at least one time after t0.")
+            if initial is None:
+                initial = EmpiricalInitial(snaps.points[0])
+            data = Snapshots(dict(zip(snaps.times[1:], snaps.points[1:])), snaps.weights[1:])
+    if initial is None:
+        raise ValueError(
+            f"initial is None, which needs a snapshot at t0 = {float(t0)} (it becomes the initial law); "
+            "pass initial, e.g. dkjax.gaussian_initial(mean, std), or add the snapshot at t0."
+        )
+    return data, initial
+
+
 def _check_data_and_grid(data, initial, key, t0, t1, num_steps):
-    """``(data, t1, dim, dtype)``: snapshot data as ``Snapshots``, ``t1`` defaulting to their last time."""
+    """``(data, t1, dim, dtype)``: snapshot data as ``Snapshots`` (a snapshot at ``t0`` dropped: the
+    initial law is given), ``t1`` defaulting to their last time."""
     snapshot_data = isinstance(data, (Mapping, Snapshots))
+    if snapshot_data and initial is not None:
+        data, initial = split_initial_snapshot(data, initial, t0)
     if snapshot_data:
         data = as_snapshots(data)
         t1 = data.times[-1] if t1 is None else t1

@@ -91,6 +91,37 @@ class NeuralSDE(AbstractSDE):
         self.dim = dim
         self.sigma_min = float(sigma_min)
 
+    @classmethod
+    def for_snapshots(
+        cls, dim: int, *, key: Key, width: int = 64, depth: int = 2, sigma_init: float = 0.5, sigma_min: float = 0.05
+    ) -> "NeuralSDE":
+        """The recommended neural model for population snapshots: state-dependent diagonal noise with a floor.
+
+        The same as ``NeuralSDE(dim, key=key, noise="diagonal", state_dependent=True,
+        sigma_min=0.05)``: an MLP drift of ``(x, t)`` and a noise level per coordinate
+        ``sigma_min + softplus(a + b t + MLP(x, t))``, bounded below so that the DK kernel step
+        stays tame wherever the paths go (docs/snapshots.md, "Models").
+
+        Arguments:
+            dim: state dimension ``d``.
+            key: PRNG key for the initial weights.
+            width, depth: the MLPs' hidden width and number of hidden layers.
+            sigma_init: initial noise level; sigma_min: its floor (``0 <= sigma_min < sigma_init``).
+
+        Returns:
+            A ``NeuralSDE``.
+
+        Raises:
+            ValueError: as ``NeuralSDE``.
+
+        Example:
+            >>> sde = dkjax.NeuralSDE.for_snapshots(5, key=jax.random.key(0))
+            >>> print(sde.sigma_min, sde.sigma_net is not None, sde.diffusion(0.0, jnp.zeros(5)).shape)
+            0.05 True (5,)
+        """
+        return cls(dim, key=key, width=width, depth=depth, noise="diagonal", sigma_init=sigma_init,
+                   state_dependent=True, sigma_min=sigma_min)  # fmt: skip
+
     def _features(self, t: Scalar, x: State) -> Array:
         return jnp.concatenate([x, jnp.reshape(t, (1,)).astype(x.dtype)])
 

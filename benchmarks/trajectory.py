@@ -1,0 +1,173 @@
+"""Trajectory inference on the embryoid-body (EB) data: the published leave-one-time-out protocol, exactly.
+
+The data: EB scRNA-seq (Moon et al. 2019), 16819 cells at 5 time points (labels 0-4, one unit
+apart), the first 5 principal components, standardised: TrajectoryNet's ``eb_velocity_v5.npz``
+(KrishnaswamyLab/TrajectoryNet, ``data/``), ``pcs[:, :5]`` after ``StandardScaler`` on all its
+PCs, as used by OT-CFM and [SF]2M. It is third-party data and not part of this repository: give
+its folder with ``--data DIR`` holding ``data.npy`` (float, ``(16819, 5)``) and
+``sample_labels.npy`` (int time labels, ``(16819,)``).
+
+The protocol ([SF]2M, arXiv 2307.03672, Table 4 and section F.6; torchcfm's runner):
+
+- leave out t = 1, 2, 3 in turn; fit one model per left-out time on the other four times;
+- push **all** real cells of time k - 1 forward to k with the model (``dkjax.push_forward_score``:
+  Euler-Maruyama from k - 1 on the model's own grid);
+- score with exact W1 (POT's ``ot.emd2``, uniform weights, Euclidean cost) against **all** real
+  cells at k; report the mean over k = 1, 2, 3, as mean +- std over seeds (default 5).
+
+The model is ``dkjax.NeuralSDE.for_snapshots(5)`` started from the real t = 0 cells (the t = 0
+snapshot is the initial law), fitted with ``dkjax.fit``'s defaults (KL objective) on a grid of
+``--steps-per-unit`` Euler-Maruyama steps per unit time over [0, 4]. Every setting is fixed
+before any score at a left-out time is seen: the model and training settings are the library's
+documented defaults (command-line values below), and the model kept from each fit is chosen by
+``fit``'s own validation: the energy distance to 10% of the cells of each *training* time, held
+out from training (``validation=0.1``); the left-out time enters only the final score.
+
+Baselines beside the published table: no motion (the cells of k - 1 scored against k) and the
+exact optimal-transport displacement interpolation of k - 1 and k + 1 at k (which uses the later
+snapshot, unavailable to a forward model).
+
+Writes ``results.json``, ``results.md`` and ``pushed.png`` (pushed against real cells at each k,
+first two PCs, first seed) to ``--out``. Needs POT (``pip install pot``, in the ``bench`` extra)
+and matplotlib for the figure.
+
+Run: ``python -m benchmarks.trajectory --data DIR`` (5 seeds x 3 fits of 300 steps; about 6
+minutes a fit at 1024 paths on a lightly loaded 2-core CPU). A smoke run:
+``python -m benchmarks.trajectory --data DIR --seeds 1 --steps 3 --paths 64 --out /tmp/trajectory``.
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+import dkjax
+
+from ._common import ROOT, machine, markdown_table, to_json, write_results
+
+# [SF]2M (arXiv 2307.03672) Table 4, EB, mean W1 over the left-out times (lower is better).
+PUBLISHED = [
+    ("OT-CFM", 0.790, 0.068), ("[SF]2M-Exact", 0.793, 0.066), ("Reg. CNF", 0.825, None),
+    ("TrajectoryNet", 0.848, None), ("DSB", 0.862, None), ("I-CFM", 0.872, None), ("[SF]2M-Geo", 0.879, None),
+    ("NLSB", 0.970, None), ("DSBM", 1.775, None),
+]  # fmt: skip
+LEFT_OUT = (1, 2, 3)
+
+
+def load(folder: Path) -> dict[float, np.ndarray]:
+    """``{time: cells}`` from ``data.npy`` and ``sample_labels.npy`` in ``folder``."""
+    for name in ("data.npy", "sample_labels.npy"):
+        if not (folder / name).is_file():
+            raise SystemExit(f"--data {folder}: no {name} (see the module docstring for where to get the EB data).")
+    points, labels = np.load(folder / "data.npy"), np.load(folder / "sample_labels.npy")
+    if points.ndim != 2 or labels.shape != (len(points),):
+        raise SystemExit(f"--data {folder}: data.npy {points.shape} and sample_labels.npy {labels.shape} do not match.")
+    return {float(t): points[labels == t].astype(np.float32) for t in np.unique(labels)}
+
+
+def fit_left_out(data, k: float, *, seed: int, args):
+    """Fits the preset model on every time but ``k``; returns ``(fitted, num_steps, fit seconds)``."""
+    times = sorted(data)
+    train = {t: x for t, x in data.items() if t != k}
+    t1, num_steps = times[-1], round(args.steps_per_unit * (times[-1] - times[0]))
+    model = dkjax.NeuralSDE.for_snapshots(data[times[0]].shape[1], key=jr.key(1000 + seed))
+    initial = dkjax.EmpiricalInitial(jnp.asarray(data[times[0]]))   # the t = 0 snapshot is the initial law
+    start = time.perf_counter()
+    fitted, history = dkjax.fit(model, train, initial, t0=times[0], t1=t1, num_steps=num_steps, key=jr.key(seed),
+                                steps=args.steps, num_paths=args.paths, validation=args.validation,
+                                progress=args.progress)  # fmt: skip
+    return fitted, num_steps, time.perf_counter() - start, history
+
+
+def pushed_cells(fitted, data, k: float, num_steps: int, key) -> np.ndarray:
+    """The cells of the time before ``k`` pushed to ``k`` (the same paths as ``push_forward_score``'s)."""
+    times = sorted(data)
+    start = times[times.index(k) - 1]
+    steps = round(num_steps * (k - start) / (times[-1] - times[0]))
+    return np.asarray(dkjax.simulate(fitted, jnp.asarray(data[start]), t0=start, t1=k, num_steps=steps, key=key))
+
+
+def figure(path: Path, data, pushed: dict, scores: dict) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib missing: no figure"
+    fig, axes = plt.subplots(1, len(pushed), figsize=(4.2 * len(pushed), 4.0), squeeze=False)
+    for ax, (k, cells) in zip(axes[0], pushed.items()):
+        real = data[k]
+        ax.scatter(real[:, 0], real[:, 1], s=2, alpha=0.3, color="0.5", label=f"real t = {k:g} ({len(real)})")
+        ax.scatter(cells[:, 0], cells[:, 1], s=2, alpha=0.3, color="tab:red",
+                   label=f"pushed from t = {k - 1:g} ({len(cells)})")  # fmt: skip
+        ax.set_title(f"left out t = {k:g}: W1 {scores[k]:.3f}")
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+        ax.legend(loc="lower left", fontsize=7, markerscale=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder with data.npy and sample_labels.npy")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0 .. SEEDS - 1")
+    parser.add_argument("--steps", type=int, default=300, help="Adam steps per fit")
+    parser.add_argument("--paths", type=int, default=dkjax.TRAIN_DEFAULTS.num_paths, help="paths per step")
+    parser.add_argument("--steps-per-unit", type=int, default=20, help="Euler-Maruyama steps per unit time")
+    parser.add_argument("--validation", type=float, default=0.1,
+                        help="fraction of each training time's cells held out for model selection")  # fmt: skip
+    parser.add_argument("--progress", action="store_true", help="show fit's progress bar")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "trajectory")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = load(args.data)
+    if sorted(data) != [0.0, 1.0, 2.0, 3.0, 4.0]:
+        raise SystemExit(f"--data: expected time labels 0..4, got {sorted(data)}.")
+    records, pushed, baselines = [], {}, {}
+    for seed in range(args.seeds):
+        for k in map(float, LEFT_OUT):
+            fitted, num_steps, seconds, history = fit_left_out(data, k, seed=seed, args=args)
+            key = jr.key(10_000 + seed)
+            score = dkjax.push_forward_score(fitted, data, time=k, num_steps=num_steps, key=key, t0=0.0, t1=4.0)
+            baselines[k] = (score.no_motion, score.interpolation)
+            records.append({"seed": seed, "left_out": k, "w1": score.distance, "fit_s": seconds,
+                            "num_nonfinite": score.num_nonfinite, "best_step": history.best_step})  # fmt: skip
+            print(f"seed {seed} left out {k:g}: W1 {score.distance:.4f} (no motion {score.no_motion:.4f}, "
+                  f"OT midpoint {score.interpolation:.4f}), fit {seconds:.0f} s", flush=True)  # fmt: skip
+            if seed == 0:
+                pushed[k] = pushed_cells(fitted, data, k, num_steps, key)
+    w1 = np.array([[r["w1"] for r in records if r["seed"] == s] for s in range(args.seeds)])   # (seeds, 3)
+    means = w1.mean(axis=1)
+    fit_s = {k: float(np.mean([r["fit_s"] for r in records if r["left_out"] == k])) for k in map(float, LEFT_OUT)}
+    spread = f" +- {means.std():.3f}" if args.seeds > 1 else ""
+    rows = [[name, f"{m:.3f}" + (f" +- {s:.3f}" if s is not None else ""), "-", "-", "-", "-"]
+            for name, m, s in PUBLISHED]  # fmt: skip
+    for name, index in (("no motion (cells of t - 1)", 0), ("exact OT midpoint of t - 1, t + 1", 1)):
+        per_k = [baselines[k][index] for k in map(float, LEFT_OUT)]
+        rows.append([name, f"{np.mean(per_k):.3f}", *(f"{v:.3f}" for v in per_k), "-"])
+    rows.append([f"DK-SDE NeuralSDE.for_snapshots ({args.seeds} seed(s))", f"{means.mean():.3f}{spread}",
+                 *(f"{v:.3f}" for v in w1.mean(axis=0)), " / ".join(f"{fit_s[k]:.0f}" for k in fit_s)])  # fmt: skip
+    table = markdown_table(["method", "mean W1 (k = 1, 2, 3)", "W1 k = 1", "W1 k = 2", "W1 k = 3",
+                            "fit s per left-out time (k = 1 / 2 / 3)"], rows)  # fmt: skip
+    setting = (f"{machine()}; EB 5 PCs (16819 cells, 5 times); model NeuralSDE.for_snapshots(5), initial law the "
+               f"t = 0 cells; fit defaults (objective {dkjax.TRAIN_DEFAULTS.objective}), {args.steps} Adam steps, "
+               f"{args.paths} paths, {args.steps_per_unit} Euler-Maruyama steps per unit on [0, 4]; model selection "
+               f"by fit's validation on {args.validation:.0%} of each training time's cells (the left-out time is "
+               f"used only for the score); push-forward of all cells of t - 1, exact W1 (POT emd2) against all "
+               f"cells at t; seeds 0..{args.seeds - 1}; published rows: [SF]2M (arXiv 2307.03672) Table 4")
+    fig = figure(args.out / "pushed.png", data, pushed, {k: w1[0, i] for i, k in enumerate(map(float, LEFT_OUT))})
+    payload = {"setting": setting, "records": records, "mean_w1_per_seed": means, "baselines": baselines,
+               "published": PUBLISHED, "figure": fig}  # fmt: skip
+    write_results(args.out, to_json(payload), f"{setting}\n\n{table}\n\nFigure: {fig}",
+                  "Trajectory inference: embryoid body, leave one time out")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
