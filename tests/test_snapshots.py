@@ -111,7 +111,7 @@ def test_times_off_the_grid_or_outside_are_named():
     with pytest.raises(ValueError, match=r"time 1.0 lies outside \(t0, t1\]"):
         fit(data, num_steps=8, t1=0.8)
     with pytest.raises(ValueError, match=r"time 0.5 lies outside \(t0, t1\]"):
-        fit(data, num_steps=10, t0=0.5)
+        fit(data, num_steps=10, t0=0.6)
     with pytest.raises(ValueError, match=r"data\[1.0\] must have shape \(n, d\) with n >= 2"):
         fit({0.5: np.zeros((4, 1)), 1.0: np.ones((1, 1))}, num_steps=10)
     with pytest.raises(ValueError, match=r"data\[1.0\] has dimension 2"):
@@ -419,3 +419,15 @@ def test_worked_example_runs(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "noise level sigma" in done.stdout and "interpolation baseline" in done.stdout
     assert (tmp_path / "f.png").is_file()
+
+
+def test_fit_takes_the_snapshot_at_t0_as_its_initial_law():
+    """All times given, the first at t0 and no initial: the t0 cells are the initial law and not a loss term."""
+    points = lambda k, n: 0.3 * jr.normal(jr.key(k), (n, 1)) + k
+    data = {0.0: points(0, 40), 0.5: points(1, 40), 1.0: points(2, 40)}
+    model, history = dkjax.fit(_ou(), data, key=jr.key(3), num_steps=10, steps=2, num_paths=16, validation=None,
+                               kernel_rate=2.0, progress=False)  # fmt: skip
+    assert len(history.records) == 2 and all(np.isfinite(history.loss))
+    with pytest.raises(ValueError, match="initial is None"):
+        dkjax.fit(_ou(), {0.5: points(1, 40), 1.0: points(2, 40)}, key=jr.key(3), num_steps=10, steps=1,
+                  progress=False)  # fmt: skip

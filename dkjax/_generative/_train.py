@@ -18,7 +18,7 @@ from .._custom_types import Array, Float, InitialSampler, Key, RealScalarLike, S
 from .._engine._simulate import record_states, simulate
 from .._sde._abstract import AbstractSDE
 from .._validation import check_key, check_positive
-from ._arguments import check_data, check_fit_arguments
+from ._arguments import check_data, check_fit_arguments, split_initial_snapshot
 from ._callbacks import last_checkpoint, make_callbacks
 from ._metrics import distance_column_sums, energy_distance
 from ._objective import AbstractObjective, as_objective, dk_gradient, parameter_count
@@ -248,7 +248,7 @@ def _finish(state: TrainState, callbacks, keep_going: bool, patience) -> None:
 def fit(
     sde: AbstractSDE,
     data: Float[Array, "num_points d"] | Mapping[float, Float[Array, "n d"]] | Snapshots,
-    initial: InitialSampler,
+    initial: InitialSampler | None = None,
     *,
     t1: RealScalarLike | None = None,
     num_steps: int,
@@ -325,7 +325,10 @@ def fit(
         data: samples of the target law at ``t1``, shape ``(num_points, d)``; or snapshots,
             ``{time: (n_k, d)}`` or ``dkjax.Snapshots`` (see above).
         initial: ``initial(key, n) -> (x0, score0)``: ``n`` samples of the known initial
-            law and its score at them (``score0`` may be ``None``).
+            law and its score at them (``score0`` may be ``None``). ``None`` for snapshots
+            with one at ``t0``: that snapshot becomes the initial law (``dkjax.EmpiricalInitial``
+            of its points). A snapshot at ``t0`` is never a loss term: the model cannot change
+            the law there, so with ``initial`` given it is dropped.
         t1, t0: final and initial time (``t1`` defaults to the last snapshot time; it must
             be given for a single array); ``num_steps``: Euler-Maruyama steps.
         key: PRNG key; ``steps``: number of optimisation steps.
@@ -365,7 +368,8 @@ def fit(
     Raises:
         ValueError: bad data or validation data (wrong dimension, non-finite, fewer than 2
             points), a snapshot time off the grid or outside ``(t0, t1]`` (the time named), a
-            non-positive ``bandwidth``, or any other impossible argument, named.
+            non-positive ``bandwidth``, ``initial=None`` without a snapshot at ``t0``, or any
+            other impossible argument, named.
         TypeError: ``sde`` not an ``AbstractSDE``, ``initial`` not callable, bad ``key``.
 
     Example:
@@ -376,6 +380,7 @@ def fit(
         >>> print(len(history.records), history.best_step is not None)
         5 True
     """
+    data, initial = split_initial_snapshot(data, initial, t0)
     arguments = dict(locals())
     data, t1, dim, dtype = check_fit_arguments(arguments)
     objective = as_objective(objective, ess_target, bandwidth, min_bandwidth)
