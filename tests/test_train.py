@@ -147,7 +147,7 @@ def test_a_repeated_fit_compiles_nothing(snapshots):
     [
         ({"data": jnp.zeros((10, 3))}, "dimension"),
         ({"data": jnp.zeros((1, 2))}, "at least 2"),
-        ({"data": jnp.full((10, 2), jnp.nan)}, "non-finite"),
+        ({"data": jnp.full((10, 2), jnp.nan)}, "row 0, column 0 is nan"),
         ({"data": jnp.zeros(10)}, "data must have shape"),
         ({"bandwidth": 0.0}, "bandwidth"),
         ({"bandwidth": -1.0}, "bandwidth"),

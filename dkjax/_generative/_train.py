@@ -109,7 +109,7 @@ def _make_train_step(initial, optimizer, *, num_paths, objective, method, t0, t1
         return _train_step(params, static, opt_state, data, key, kernel_rate, h_min, h_max, times, initial=initial,
                            objective=objective, optimizer=optimizer, plan=plan)  # fmt: skip
 
-    return train_step
+    return eqx.filter_jit(train_step)  # lowerable, for the benchmarks' memory analysis
 
 
 def _nonfinite_message(step: int, metrics: dict, checkpoint: int | None) -> str:
@@ -211,17 +211,18 @@ def _as_fraction(validation):
 def _split_data(data, validation, dtype, dim, key, grid):
     """``(train, held_out, observed, time_weights)``: one array, or one array per snapshot time.
 
-    ``held_out`` is a tuple of arrays (one per time) or ``None``; ``observed`` the snapshot
-    times' grid steps (``None`` for one array, observed at ``t1``).
+    ``held_out`` is ``(points, weights)``, one array and weight per time (a held-out fraction
+    keeps the data's weights, held-out snapshots their own), or ``None``; ``observed`` the
+    snapshot times' grid steps (``None`` for one array, observed at ``t1``).
     """
     validation = _as_fraction(validation)
     if not isinstance(data, Snapshots):
         train, held = _split_validation(jnp.asarray(data, dtype), validation, dim, key)
-        return train, None if held is None else (held,), None, (1.0,)
+        return train, None if held is None else ((held,), (1.0,)), None, (1.0,)
     observed = grid_steps(data.times, **grid)
     snaps = data.replace_points([jnp.asarray(p, dtype) for p in data.points])
     snaps, held = split_snapshots(snaps, validation, key, _split_fraction)
-    return snaps.points, None if held is None else held.points, observed, snaps.weights
+    return snaps.points, None if held is None else (held.points, held.weights), observed, snaps.weights
 
 
 def _bandwidth_range(objective: AbstractObjective, train, observed, dtype):
@@ -391,7 +392,7 @@ def fit(
     plan = _StepPlan(num_paths, batch_size, num_steps, method, path_chunk, observed, observed and time_weights)
     train_step = functools.partial(_train_step, initial=initial, objective=objective, optimizer=optimizer, plan=plan)
     validate = None if held_out is None else _make_validator(
-        initial, held_out, time_weights, observed or (num_steps,), **grid, num_samples=validation_samples, key=key)  # fmt: skip
+        initial, *held_out, observed or (num_steps,), **grid, num_samples=validation_samples, key=key)  # fmt: skip
     times = (jnp.asarray(t0, dtype), jnp.asarray(t1, dtype))
     params, static = eqx.partition(sde, eqx.is_inexact_array)
     control = RisingRate() if kernel_rate == "auto" else FixedRate(float(kernel_rate))
