@@ -272,6 +272,7 @@ def test_likelihood_ratio_degrades_for_diffusion_parameter_as_dt_shrinks():
     assert dk_fine < lr_fine / 20
 
 
+@pytest.mark.slow  # the precise Lorenz-96 comparison below stays in the quick suite
 def test_chaotic_lorenz96_response_matches_finite_differences_where_backprop_explodes():
     dim, num_paths, t1, num_steps = 8, 16_000, 5.0, 1000
     sde = dkjax.Lorenz96(forcing=8.0, noise=0.5)

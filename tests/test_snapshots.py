@@ -32,7 +32,7 @@ def _ou(dtype=jnp.float64):
     return _cast(dkjax.OrnsteinUhlenbeck(jnp.array(1.2), jnp.array(0.7), jnp.array(0.3)), dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES_FLOAT64_SLOW)
 def test_snapshot_gradient_is_the_weighted_sum_of_single_time_gradients(dtype):
     # The response at t_k read off one pass equals a separate DK run to t_k (same noise keys),
     # for both routes and the chunked replay; unequal sizes, unequal weights.
@@ -282,6 +282,7 @@ def test_double_well_gradient_flow_recovered(dtype):
     assert distance <= 2 * floor, (distance, floor)
 
 
+@pytest.mark.slow
 def test_double_well_gradient_flow_moves_toward_the_truth():
     # The suite's cheap version: 80 steps from sigma = 0.4 close most of the gap to 0.7 and
     # turn the x1^2 coefficient negative (two wells), float32.
