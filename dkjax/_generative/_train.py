@@ -181,19 +181,30 @@ def _make_validator(initial, held_out: tuple, time_weights, observed, *, t0, t1,
     )  # fmt: skip
 
 
-@functools.lru_cache(maxsize=32)
 def _optimizer(optimizer, learning_rate, steps, final_lr_fraction, clip_norm):
     """``(optimizer, default)``: the optimiser (default Adam, cosine-decayed over ``steps``) behind the clipping.
 
     Cached, so that fits with the same settings get the same transformation, whose functions
-    are part of the compiled step's key: a repeated fit compiles nothing.
+    are part of the compiled step's key: a repeated fit compiles nothing. An optimiser that
+    cannot be hashed is built afresh (its fit then compiles its own step).
     """
+    try:
+        return _cached_optimizer(optimizer, learning_rate, steps, final_lr_fraction, clip_norm)
+    except TypeError:
+        return _build_optimizer(optimizer, learning_rate, steps, final_lr_fraction, clip_norm)
+
+
+def _build_optimizer(optimizer, learning_rate, steps, final_lr_fraction, clip_norm):
+    """``_optimizer`` without the cache."""
     default = optimizer is None
     if default:
         optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, final_lr_fraction))
     if clip_norm is not None:
         optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)
     return optimizer, default
+
+
+_cached_optimizer = functools.lru_cache(maxsize=32)(_build_optimizer)
 
 
 def _gradient_route(gradient: str, path_chunk, sde: AbstractSDE, lean_threshold: int) -> str:
