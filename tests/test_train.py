@@ -209,3 +209,20 @@ def test_lorenz96_prior_recovers_forcing_and_noise_with_energy_objective():
     assert history.stop_reason is None
     assert abs(forcing / 8.0 - 1) < 0.02, forcing
     assert abs(noise / 0.5 - 1) < 0.2, noise
+
+
+def test_an_optimizer_that_cannot_be_hashed_still_trains():
+    """The compiled step is keyed on the optimiser; one that cannot be hashed is keyed by identity instead."""
+    import optax
+
+    class Unhashable(tuple):  # an optax transformation held in a type that refuses hashing
+        __hash__ = None
+
+    adam = optax.adam(1e-2)
+    optimizer = Unhashable(adam)
+    optimizer.init, optimizer.update = adam.init, adam.update  # noqa: B010
+    data = 0.5 * jr.normal(jr.key(0), (64, 1))
+    model, history = dkjax.fit(dkjax.OrnsteinUhlenbeck(1.5, 0.8), data, dkjax.gaussian_initial([0.0], [1.0]), t1=1.0,
+                               num_steps=10, key=jr.key(1), steps=2, num_paths=32, optimizer=optimizer,
+                               clip_norm=None, validation=None, progress=False)  # fmt: skip
+    assert len(history.records) == 2 and float(model.theta) != 1.5

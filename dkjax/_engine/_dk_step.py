@@ -2,11 +2,12 @@
 
 The exact discrete-time recursion for the Euler-Maruyama chain, with the Jacobian terms
 treated by a Jacobian module (dense, or matrix-free) and the kernel weight by a kernel-rate
-module. A step linearises the increment of its batch of paths once, in the states and the
-parameters together, and feeds every product it needs through that linearisation: the new
-states, the pushforward of the score, the dual probes, and the parameter response. The
-second-order (log-determinant) term comes from one more linearisation whose single reverse
-pass gives its state and parameter gradients together.
+module. A step linearises the increment of its batch of paths once in the states; that one
+forward evaluation gives the new states, and its transpose every ``A^T w`` (the dual probes
+and the pushforward of the score). The log-determinant carrier's state gradient comes from
+one more linearisation, of the increment with its derivatives along the probes, and one
+reverse pass. The parameter response is one reverse pass in the parameters: over the whole
+batch with weighted cotangents (training), or per path (the estimator).
 
 ``dk_run`` drives it with any fold: per-path response weights for the estimator, or one
 weighted response summed over paths for the memory-lean trainer.
@@ -20,12 +21,12 @@ import jax.numpy as jnp
 
 from .._custom_types import Array, Scalar, State
 from ._driver import AbstractFold, AbstractStep, drive
-from ._jacobian import AbstractJacobian, as_jacobian
+from ._jacobian import AbstractJacobian, as_jacobian, tangent_images
 from ._kernel_rate import AbstractKernelRate, as_kernel_rate
 from ._linalg import inverse_and_logabsdet
 from ._noise import noise_and_probe
-from .._sde._abstract import AbstractSDE, em_increment, noise_dimension
-from ._simulate import batch_increment, time_grid
+from .._sde._abstract import AbstractSDE, noise_dimension
+from ._simulate import batch_increment, path_increment, time_grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,22 +70,6 @@ def log_kernel_carrier(sde: AbstractSDE, t: Scalar, dt: Scalar, x: State, y: Sta
     precision = jax.lax.stop_gradient(inverse_and_logabsdet(covariance)[0])
     scaled = jax.lax.stop_gradient(precision @ residual)
     return drift @ scaled + scaled @ covariance @ scaled / (2 * dt) - 0.5 * jnp.sum(precision * covariance)
-
-
-def _with_images(increment, tangents, axis):
-    """``(x, params) -> (increment, A V_k)``: the increment and its derivative along each ``V_k``.
-
-    ``tangents`` holds the ``V_k`` along ``axis`` (``(B, K, d)`` for a batch, ``(K, d)`` for one path).
-    """
-
-    def images(x, params):
-        along = lambda v: jax.jvp(lambda x_: increment(x_, params), (x,), (v,))
-        if tangents.shape[axis] == 1:  # one probe: a vmap of size one doubles XLA's cost of the reverse pass
-            step, image = along(jnp.squeeze(tangents, axis))
-            return step, jnp.expand_dims(image, axis)
-        return jax.vmap(along, in_axes=axis, out_axes=(None, axis))(tangents)
-
-    return images
 
 
 def _scale_rows(c, leaf: Array) -> Array:
@@ -151,7 +136,7 @@ class DivergenceKernelStep(AbstractStep):
         tangents = duals = jnp.zeros(x.shape[:1] + (1,) + x.shape[1:], x.dtype)
         if self.plan.divergence:
             tangents = self.jacobian.tangents(probe)
-            images = lambda x_: _with_images(increment, tangents, 1)(x_, self.params)
+            images = lambda x_: tangent_images(increment, tangents, 1)(x_, self.params)
             (_, image), transpose_images = jax.vjp(images, x)
             duals = self.jacobian.duals(at, tangents, image)
             grad_logdet = transpose_images((jnp.zeros_like(x), duals))[0]
@@ -171,10 +156,10 @@ class DivergenceKernelStep(AbstractStep):
         if batched:
             increment, axis = batch_increment(self.static, t, dt, z), 1
         else:
-            increment, axis = (lambda x_, p: em_increment(eqx.combine(p, self.static), t, x_, z, dt)), 0
+            increment, axis = path_increment(self.static, t, dt, z), 0
         d_eta = jax.tree.map(jnp.zeros_like, self.params)
         if self.plan.divergence_response:
-            _, transpose = jax.vjp(lambda p: _with_images(increment, tangents, axis)(x, p), self.params)
+            _, transpose = jax.vjp(lambda p: tangent_images(increment, tangents, axis)(x, p), self.params)
             d_div = transpose((_scale_rows(c, u), _scale_rows(c, duals)))[0]
             d_eta = jax.tree.map(lambda g: -(1 - self.response_mix) * g, d_div)
         if self.plan.kernel_response:

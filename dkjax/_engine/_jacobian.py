@@ -28,6 +28,22 @@ from ._linalg import inverse_and_logabsdet
 Transpose = Callable[[Array], Array]
 
 
+def tangent_images(increment, tangents, axis):
+    """``(x, params) -> (increment, A V_k)``: the increment and its derivative along each ``V_k``.
+
+    ``tangents`` holds the ``V_k`` along ``axis`` (``(B, K, d)`` for a batch, ``(K, d)`` for one path).
+    """
+
+    def images(x, params):
+        along = lambda v: jax.jvp(lambda x_: increment(x_, params), (x,), (v,))
+        if tangents.shape[axis] == 1:  # one probe: a vmap of size one doubles XLA's cost of the reverse pass
+            step, image = along(jnp.squeeze(tangents, axis))
+            return step, jnp.expand_dims(image, axis)
+        return jax.vmap(along, in_axes=axis, out_axes=(None, axis))(tangents)
+
+    return images
+
+
 class AbstractJacobian(eqx.Module):
     """How the Jacobian of the step map is treated, for a batch of paths.
 

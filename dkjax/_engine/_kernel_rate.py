@@ -17,7 +17,7 @@ import numpy as np
 
 from .._custom_types import Array, Key, RealScalarLike, Scalar, States
 from ._driver import AbstractFold, AbstractStep, drive
-from ._jacobian import AbstractJacobian, as_jacobian
+from ._jacobian import AbstractJacobian, as_jacobian, tangent_images
 from ._noise import brownian_normal
 from .._sde._abstract import AbstractSDE, noise_dimension
 from ._simulate import batch_increment, check_common, path_ids_for, time_grid
@@ -212,7 +212,7 @@ class CovectorStep(AbstractStep):
         step, transpose = jax.vjp(lambda x_: increment(x_, self.params), x)
         at = lambda v: transpose(v)[0]
         tangents = self.jacobian.tangents(w)
-        images = jax.vmap(lambda v: jax.jvp(lambda x_: increment(x_, self.params), (x,), (v,))[1], 1, 1)(tangents)
+        images = tangent_images(increment, tangents, 1)(x, self.params)[1]
         pushed, _ = self.jacobian.pushforward(at, w, self.jacobian.duals(at, tangents, images))
         norm = jnp.linalg.norm(pushed, axis=-1, keepdims=True)
         return (x + step, pushed / norm), jnp.log(norm[:, 0])

@@ -46,9 +46,14 @@ def em_update(sde: AbstractSDE, t, dt, x: States, z) -> States:
     return x + jax.vmap(lambda xi, zi: em_increment(sde, t, xi, zi, dt))(x, z)
 
 
+def path_increment(static, t, dt, z):
+    """``(x, params) -> F dt + sigma z sqrt(dt)`` for one state ``(d,)`` at frozen noise ``z``."""
+    return lambda x, params: em_increment(eqx.combine(params, static), t, x, z, dt)
+
+
 def batch_increment(static, t, dt, z):
-    """``(x, params) -> F dt + sigma z sqrt(dt)`` for a batch of states ``(B, d)`` at frozen noise ``z``."""
-    one = lambda params, x, z_: em_increment(eqx.combine(params, static), t, x, z_, dt)
+    """``path_increment`` for a batch of states ``(B, d)`` and noises ``z`` (the parameters shared)."""
+    one = lambda params, x, z_: path_increment(static, t, dt, z_)(x, params)
     return lambda x, params: jax.vmap(one, in_axes=(None, 0, 0))(params, x, z)
 
 

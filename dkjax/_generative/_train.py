@@ -186,12 +186,20 @@ def _optimizer(optimizer, learning_rate, steps, final_lr_fraction, clip_norm):
 
     Cached, so that fits with the same settings get the same transformation, whose functions
     are part of the compiled step's key: a repeated fit compiles nothing. An optimiser that
-    cannot be hashed is built afresh (its fit then compiles its own step).
+    cannot be hashed is built afresh and keyed by identity (its fit then compiles its own step).
     """
     try:
         return _cached_optimizer(optimizer, learning_rate, steps, final_lr_fraction, clip_norm)
     except TypeError:
-        return _build_optimizer(optimizer, learning_rate, steps, final_lr_fraction, clip_norm)
+        built, default = _build_optimizer(optimizer, learning_rate, steps, final_lr_fraction, clip_norm)
+        return _KeyedByIdentity(built.init, built.update), default
+
+
+class _KeyedByIdentity:
+    """An optimiser's ``init`` and ``update``, hashable by identity: a static argument of the compiled step."""
+
+    def __init__(self, init, update):
+        self.init, self.update = init, update
 
 
 def _build_optimizer(optimizer, learning_rate, steps, final_lr_fraction, clip_norm):
