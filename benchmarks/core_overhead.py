@@ -4,7 +4,9 @@ Lorenz-96 (d = 40, additive noise) on the default device: wall time of ``dkjax.s
 and of ``dkjax.divergence_kernel`` in both modes as ratios to a plain ``lax.scan`` loop,
 the same for a Lorenz-96 written in user code with ``jnp.roll`` (whose VJPs XLA handles less
 well than the built-in's), and XLA's compiled peak memory of the estimator at two step
-counts (it must be flat).
+counts (it must be flat). It also times one ``dkjax.fit`` training step against ``simulate`` of the
+same paths for two neural models, and counts XLA's floating-point operations of one time step
+of each kind (the step profile: where a training step's cost goes).
 Correctness is checked before timing: simulate must reproduce the reference loop's
 distribution moments and the estimator's states must equal simulate's.
 
@@ -13,6 +15,7 @@ distribution moments and the estimator's states must equal simulate's.
 
 import argparse
 import time
+from functools import partial
 
 import equinox as eqx
 import jax
@@ -66,6 +69,15 @@ def interleaved_cpu_times(functions: dict, repeats: int = 7) -> dict:
     return best
 
 
+def _training_models() -> dict:
+    """The default ``NeuralSDE(2)`` and the 5-D state-dependent ``NeuralSDE`` of the snapshot docs."""
+    return {
+        "NeuralSDE(2)": dkjax.NeuralSDE(2, key=jax.random.key(1)),
+        "NeuralSDE(5, diagonal, state_dependent)": dkjax.NeuralSDE(
+            5, key=jax.random.key(1), noise="diagonal", state_dependent=True, sigma_min=0.05),
+    }  # fmt: skip
+
+
 def training_rows(num_paths: int = 1024, num_steps: int = 50) -> list[dict]:
     """One ``dkjax.fit`` training step against ``simulate`` of the same paths, per gradient route.
 
@@ -75,13 +87,8 @@ def training_rows(num_paths: int = 1024, num_steps: int = 50) -> list[dict]:
     from dkjax._generative._train import _make_train_step, _optimizer
 
     rows = []
-    models = {
-        "NeuralSDE(2)": dkjax.NeuralSDE(2, key=jax.random.key(1)),
-        "NeuralSDE(5, diagonal, state_dependent)": dkjax.NeuralSDE(
-            5, key=jax.random.key(1), noise="diagonal", state_dependent=True, sigma_min=0.05),
-    }  # fmt: skip
     defaults = dkjax.TRAIN_DEFAULTS
-    for name, model in models.items():
+    for name, model in _training_models().items():
         dim = model.dim
         data = jax.random.normal(jax.random.key(3), (4096, dim))
         initial = dkjax.gaussian_initial(jnp.zeros(dim), 1.0)
@@ -100,6 +107,56 @@ def training_rows(num_paths: int = 1024, num_steps: int = 50) -> list[dict]:
             rows.append({"model": name, "parameters": int(sum(p.size for p in jax.tree.leaves(params))), "route": route,
                          "paths": num_paths, "steps": num_steps, "simulate_cpu_s": cpu["simulate"],
                          "train_step_cpu_s": cpu[route], "ratio": cpu[route] / cpu["simulate"]})  # fmt: skip
+    return rows
+
+
+def _flops(function, *args) -> float:
+    """XLA's count of floating-point operations of one call of ``function`` (compiled for the default device)."""
+    analysis = jax.jit(function).lower(*args).compile().cost_analysis()
+    return float((analysis[0] if isinstance(analysis, list) else analysis)["flops"])
+
+
+def step_profile(num_paths: int = 1024) -> list[dict]:
+    """XLA flops of one time step of each kind, for the models of ``training_rows``, in units of one EM step.
+
+    One step, not a scan (XLA counts a loop's body once): the plain Euler-Maruyama step; the
+    DK step's transition alone (states and scores, no parameter response); the training
+    step (transition plus one weighted reverse pass in the parameters); the estimator's step
+    (per-path responses); and the KL objective's weights for the batch (once per training step).
+    """
+    import dataclasses
+
+    from dkjax._engine._dk_step import DivergenceKernelStep, StepWeights, _step_plan
+    from dkjax._engine._jacobian import MatrixFree
+    from dkjax._engine._kernel_rate import ConstantRate
+    from dkjax._engine._noise import step_key
+    from dkjax._engine._simulate import EulerMaruyama, path_ids_for
+
+    rows = []
+    for name, model in _training_models().items():
+        x = jax.random.normal(jax.random.key(0), (num_paths, model.dim))
+        data = jax.random.normal(jax.random.key(3), (1024, model.dim))
+        params, static = eqx.partition(model, eqx.is_inexact_array)
+        plan = _step_plan(model, x, True, 0.0, 0.0)
+        carry = (x, jnp.zeros_like(x), jnp.full((num_paths,), -1, jnp.int32), jnp.zeros((num_paths,), x.dtype))
+        ids, dt, n = path_ids_for(num_paths, 0), jnp.asarray(0.02, x.dtype), jnp.int32(3)
+        weights = StepWeights(jnp.ones((num_paths, 1), x.dtype), jnp.asarray([50], jnp.int32))
+
+        def dk_step(p, plan=plan, weights=weights):
+            step = DivergenceKernelStep(p, static, MatrixFree(), ConstantRate(2.0), 0.0, plan, weights)
+            return step(n, n * dt, dt, step_key(jax.random.key(2), n), ids, carry)
+
+        em = lambda p: EulerMaruyama(eqx.combine(p, static), plan.noise_dim)(n, n * dt, dt, step_key(jax.random.key(2), n), ids, x)
+        kl = dkjax.KL()
+        counts = {
+            "EM step": _flops(em, params),
+            "DK transition (states, scores)": _flops(partial(dk_step, plan=dataclasses.replace(plan, divergence_response=False)), params),
+            "DK training step (+ weighted parameter pass)": _flops(dk_step, params),
+            "DK estimator step (+ per-path responses)": _flops(partial(dk_step, weights=None), params),
+            "KL weights of the batch (once per training step)": _flops(lambda y: kl.weights(y, data, jax.random.key(7), 0.05, 4.0)[1], x),
+        }  # fmt: skip
+        rows += [{"model": name, "part": part, "mflops": value / 1e6, "em_steps": value / counts["EM step"]}
+                 for part, value in counts.items()]  # fmt: skip
     return rows
 
 
@@ -159,6 +216,7 @@ def main(argv=None):
     flat = memory[-1]["peak_bytes"] / memory[0]["peak_bytes"]
 
     training = training_rows()
+    profile = step_profile()
     user_cpu = interleaved_cpu_times({
         "simulate": lambda: dkjax.simulate(user, x0, t1=t1, num_steps=args.steps, key=key),
         "dk": lambda: dkjax.divergence_kernel(user, x0, t1=t1, num_steps=args.steps, key=key, kernel_rate=10.0).dlogp,
@@ -174,8 +232,12 @@ def main(argv=None):
     table += ("\n\nOne fit training step / simulate of the same paths, by CPU time of the process (interleaved, "
               "least of 7; wall time on a shared machine measures its load):\n\n")
     table += markdown_table(list(training[0]), [list(row.values()) for row in training])
+    table += ("\n\nWhere a training step's cost goes: XLA's floating-point operation count of one time step of each "
+              "kind (1024 paths), in units of one Euler-Maruyama step. A training step runs one EM pass (to record "
+              "the states the weights need), the KL weights, and one DK training step per time step:\n\n")
+    table += markdown_table(list(profile[0]), [list(row.values()) for row in profile])
     payload = {"machine": machine(), "args": vars(args), "timings": rows, "memory": memory, "memory_ratio": flat,
-               "training": training, "user_lorenz96_cpu": user_cpu}
+               "training": training, "step_profile": profile, "user_lorenz96_cpu": user_cpu}
     out = ROOT / "benchmarks" / "results" / "core_overhead"
     out.mkdir(parents=True, exist_ok=True)
     write_results(out, payload, table, "Cost of simulate and the DK estimator vs a hand-written scan")
