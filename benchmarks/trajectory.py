@@ -37,6 +37,7 @@ minutes a fit at 1024 paths on a lightly loaded 2-core CPU). A smoke run:
 """
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -69,17 +70,17 @@ def load(folder: Path) -> dict[float, np.ndarray]:
 
 
 def fit_left_out(data, k: float, *, seed: int, args):
-    """Fits the preset model on every time but ``k``; returns ``(fitted, num_steps, fit seconds)``."""
+    """Fits the preset model on every time but ``k``; returns ``(fitted, num_steps, (wall s, process CPU s), history)``."""
     times = sorted(data)
     train = {t: x for t, x in data.items() if t != k}
     t1, num_steps = times[-1], round(args.steps_per_unit * (times[-1] - times[0]))
     model = dkjax.NeuralSDE.for_snapshots(data[times[0]].shape[1], key=jr.key(1000 + seed))
     initial = dkjax.EmpiricalInitial(jnp.asarray(data[times[0]]))   # the t = 0 snapshot is the initial law
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     fitted, history = dkjax.fit(model, train, initial, t0=times[0], t1=t1, num_steps=num_steps, key=jr.key(seed),
                                 steps=args.steps, num_paths=args.paths, validation=args.validation,
                                 progress=args.progress)  # fmt: skip
-    return fitted, num_steps, time.perf_counter() - start, history
+    return fitted, num_steps, (time.perf_counter() - start, time.process_time() - cpu), history
 
 
 def pushed_cells(fitted, data, k: float, num_steps: int, key) -> np.ndarray:
@@ -114,6 +115,38 @@ def figure(path: Path, data, pushed: dict, scores: dict) -> str:
     return str(path)
 
 
+def run_fits(data, args) -> tuple[list, dict, dict]:
+    """All seeds x left-out times. Each finished fit is appended to ``fits.jsonl`` in ``--out`` (its
+    seed-0 pushed cells beside it, never committed) so that ``--resume`` skips it after an interruption."""
+    log, records, pushed, baselines = args.out / "fits.jsonl", [], {}, {}
+    done = [json.loads(line) for line in log.read_text().splitlines()] if args.resume and log.is_file() else []
+    if not args.resume:
+        log.unlink(missing_ok=True)
+    for seed in range(args.seeds):
+        for k in map(float, LEFT_OUT):
+            cells = args.out / f"pushed_seed0_k{k:g}.npy"
+            record = next((r for r in done if (r["seed"], r["left_out"]) == (seed, k)), None)
+            if record is None:
+                fitted, num_steps, (wall, cpu), history = fit_left_out(data, k, seed=seed, args=args)
+                key = jr.key(10_000 + seed)
+                score = dkjax.push_forward_score(fitted, data, time=k, num_steps=num_steps, key=key, t0=0.0, t1=4.0)
+                record = {"seed": seed, "left_out": k, "w1": score.distance, "fit_s": wall, "fit_cpu_s": cpu,
+                          "num_nonfinite": score.num_nonfinite, "best_step": history.best_step,
+                          "no_motion": score.no_motion, "interpolation": score.interpolation}  # fmt: skip
+                with log.open("a") as f:
+                    f.write(json.dumps(to_json(record)) + "\n")
+                if seed == 0:
+                    np.save(cells, pushed_cells(fitted, data, k, num_steps, key))
+            print(f"seed {seed} left out {k:g}: W1 {record['w1']:.4f} (no motion {record['no_motion']:.4f}, OT "
+                  f"midpoint {record['interpolation']:.4f}), fit {record['fit_s']:.0f} s wall, "
+                  f"{record['fit_cpu_s']:.0f} s process CPU, best step {record['best_step']}", flush=True)  # fmt: skip
+            records.append(record)
+            baselines[k] = (record["no_motion"], record["interpolation"])
+            if seed == 0:
+                pushed[k] = np.load(cells)
+    return records, pushed, baselines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="folder with data.npy and sample_labels.npy")
@@ -124,25 +157,14 @@ def main():
     parser.add_argument("--validation", type=float, default=0.1,
                         help="fraction of each training time's cells held out for model selection")  # fmt: skip
     parser.add_argument("--progress", action="store_true", help="show fit's progress bar")
+    parser.add_argument("--resume", action="store_true", help="keep the fits already in --out/fits.jsonl")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "trajectory")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     data = load(args.data)
     if sorted(data) != [0.0, 1.0, 2.0, 3.0, 4.0]:
         raise SystemExit(f"--data: expected time labels 0..4, got {sorted(data)}.")
-    records, pushed, baselines = [], {}, {}
-    for seed in range(args.seeds):
-        for k in map(float, LEFT_OUT):
-            fitted, num_steps, seconds, history = fit_left_out(data, k, seed=seed, args=args)
-            key = jr.key(10_000 + seed)
-            score = dkjax.push_forward_score(fitted, data, time=k, num_steps=num_steps, key=key, t0=0.0, t1=4.0)
-            baselines[k] = (score.no_motion, score.interpolation)
-            records.append({"seed": seed, "left_out": k, "w1": score.distance, "fit_s": seconds,
-                            "num_nonfinite": score.num_nonfinite, "best_step": history.best_step})  # fmt: skip
-            print(f"seed {seed} left out {k:g}: W1 {score.distance:.4f} (no motion {score.no_motion:.4f}, "
-                  f"OT midpoint {score.interpolation:.4f}), fit {seconds:.0f} s", flush=True)  # fmt: skip
-            if seed == 0:
-                pushed[k] = pushed_cells(fitted, data, k, num_steps, key)
+    records, pushed, baselines = run_fits(data, args)
     w1 = np.array([[r["w1"] for r in records if r["seed"] == s] for s in range(args.seeds)])   # (seeds, 3)
     means = w1.mean(axis=1)
     fit_s = {k: float(np.mean([r["fit_s"] for r in records if r["left_out"] == k])) for k in map(float, LEFT_OUT)}

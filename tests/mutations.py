@@ -75,6 +75,7 @@ CAL = "tests/test_calibration.py::"
 PROP = "tests/test_properties.py::"
 SNAP = "tests/test_snapshots.py::"
 SNAPSHOTS = "dkjax/_generative/_snapshots.py"
+SNAPSHOT_EVAL, TRAJ = "dkjax/_generative/_snapshot_eval.py", "tests/test_trajectory.py::"
 
 STEP, NOISE, SIMULATE = "dkjax/_engine/_dk_step.py", "dkjax/_engine/_noise.py", "dkjax/_engine/_simulate.py"
 JACOBIAN, ENGINE, STATISTICS = "dkjax/_engine/_jacobian.py", "dkjax/_engine/_driver.py", "dkjax/_response/_statistics.py"
@@ -591,6 +592,28 @@ MUTATIONS += [
         [("dkjax/_response/_baselines.py", "lost = ~jnp.all(jnp.abs(xs) <= bound, axis=-1)",
           "lost = ~jnp.all(jnp.isfinite(xs), axis=-1)")],
         ["tests/test_stationary.py::test_finite_difference_stationary_counts_lost_paths"],
+    ),
+    # ---- issue 20: off-by-ones in the push-forward protocol's start
+    _mutation(
+        "push_forward_starts_two_times_early",
+        "push_forward_score starts at t_{k-2} (from the cells of t_{k-1}) instead of t_{k-1}",
+        [(SNAPSHOT_EVAL, "start, end = snaps.times[k - 1], snaps.times[k]",
+          "start, end = snaps.times[k - 2], snaps.times[k]")],
+        [TRAJ + "test_push_forward_starts_from_the_previous_time_and_its_cells"],
+    ),
+    _mutation(
+        "push_forward_cells_of_two_times_before",
+        "push_forward_score pushes the cells of t_{k-2} over the interval (t_{k-1}, t_k]",
+        [(SNAPSHOT_EVAL, "before, target = jnp.asarray(snaps.points[k - 1]), snaps.points[k]",
+          "before, target = jnp.asarray(snaps.points[k - 2]), snaps.points[k]")],
+        [TRAJ + "test_push_forward_starts_from_the_previous_time_and_its_cells"],
+    ),
+    _mutation(
+        "push_forward_absolute_start_one_interval_early",
+        "push_forward_score simulates the right cells and step count but from the absolute time t_{k-2}",
+        [(SNAPSHOT_EVAL, "simulate(sde, before, t0=start, t1=end, num_steps=steps, key=key)",
+          "simulate(sde, before, t0=2 * start - end, t1=start, num_steps=steps, key=key)")],
+        [TRAJ + "test_push_forward_starts_from_the_previous_time_and_its_cells"],
     ),
 ]
 
