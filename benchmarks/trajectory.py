@@ -41,6 +41,7 @@ import json
 import time
 from pathlib import Path
 
+import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -128,11 +129,15 @@ def run_fits(data, args) -> tuple[list, dict, dict]:
             record = next((r for r in done if (r["seed"], r["left_out"]) == (seed, k)), None)
             if record is None:
                 fitted, num_steps, (wall, cpu), history = fit_left_out(data, k, seed=seed, args=args)
-                key = jr.key(10_000 + seed)
+                key, scoring = jr.key(10_000 + seed), time.perf_counter()
                 score = dkjax.push_forward_score(fitted, data, time=k, num_steps=num_steps, key=key, t0=0.0, t1=4.0)
                 record = {"seed": seed, "left_out": k, "w1": score.distance, "fit_s": wall, "fit_cpu_s": cpu,
-                          "num_nonfinite": score.num_nonfinite, "best_step": history.best_step,
-                          "no_motion": score.no_motion, "interpolation": score.interpolation}  # fmt: skip
+                          "score_s": time.perf_counter() - scoring, "num_nonfinite": score.num_nonfinite,
+                          "best_step": history.best_step, "validation": history.validation,
+                          "final_loss": float(history.loss[-1]), "no_motion": score.no_motion,
+                          "interpolation": score.interpolation}  # fmt: skip
+                # The fitted model, for analyses after the run (noise level, step size); gitignored.
+                eqx.tree_serialise_leaves(args.out / f"model_seed{seed}_k{k:g}.eqx", fitted)
                 with log.open("a") as f:
                     f.write(json.dumps(to_json(record)) + "\n")
                 if seed == 0:
