@@ -71,7 +71,9 @@ def load(folder: Path) -> dict[float, np.ndarray]:
 
 
 def fit_left_out(data, k: float, *, seed: int, args):
-    """Fits the preset model on every time but ``k``; returns ``(fitted, num_steps, (wall s, process CPU s), history)``."""
+    """Fits the preset model on every time but ``k``.
+
+    Returns ``(fitted, num_steps, (wall seconds, process CPU seconds), history)``."""
     times = sorted(data)
     train = {t: x for t, x in data.items() if t != k}
     t1, num_steps = times[-1], round(args.steps_per_unit * (times[-1] - times[0]))
