@@ -160,6 +160,10 @@ def test_push_forward_scores_an_ou_interval_in_standard_errors():
     score = dkjax.push_forward_score(sde, data, time=1.0, num_steps=40, key=jr.key(5))
     sd = float(np.std(data[1.0]))
     assert score.distance < 4 * sd / np.sqrt(n), (score.distance, sd / np.sqrt(n))
+    # Without the baselines: the same pushed paths and score, no model-free numbers.
+    alone = dkjax.push_forward_score(sde, data, time=1.0, num_steps=40, key=jr.key(5), baselines=False)
+    assert alone.distance == score.distance and (alone.no_motion, alone.interpolation) == (None, None)
+    assert score.no_motion > 0.1 and score.interpolation is None
     early = dkjax.simulate(sde, jnp.asarray(data[0.0]), t0=0.0, t1=0.5, num_steps=20, key=jr.key(5))
     assert abs(float(early.mean()) - float(data[1.0].mean())) > 10 * sd / np.sqrt(n)
     with pytest.raises(ValueError, match="time must be one of the data's times after the first"):

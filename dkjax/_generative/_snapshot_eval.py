@@ -265,9 +265,11 @@ class PushForwardScore:
         time, start_time: ``t_k`` and ``t_{k-1}``.
         metric: ``"w1"`` (exact 1-Wasserstein) or ``"energy"`` (energy distance).
         distance: the pushed points against the points at ``t_k``.
-        no_motion: the points at ``t_{k-1}`` themselves against those at ``t_k``.
+        no_motion: the points at ``t_{k-1}`` themselves against those at ``t_k`` (``None`` when
+            the baselines were not asked for).
         interpolation: the exact optimal-transport interpolation of the neighbours ``t_{k-1}``
-            and ``t_{k+1}`` at ``t_k`` (it uses the later snapshot; ``None`` at the last time).
+            and ``t_{k+1}`` at ``t_k`` (it uses the later snapshot; ``None`` at the last time or
+            when the baselines were not asked for).
         num_steps: the Euler-Maruyama steps from ``t_{k-1}`` to ``t_k``.
         num_nonfinite: pushed paths that blew up (then ``distance`` is ``inf``).
 
@@ -282,7 +284,7 @@ class PushForwardScore:
     start_time: float
     metric: str
     distance: float
-    no_motion: float
+    no_motion: float | None
     interpolation: float | None
     num_steps: int
     num_nonfinite: int
@@ -311,6 +313,7 @@ def push_forward_score(
     t1: RealScalarLike | None = None,
     t0: RealScalarLike = 0.0,
     metric: str = "w1",
+    baselines: bool = True,
 ) -> PushForwardScore:
     """Pushes all real points of the previous time forward to ``time`` and scores them against all real points there.
 
@@ -330,6 +333,9 @@ def push_forward_score(
         num_steps, t1, t0: the model's grid (``t1`` defaults to the last time of ``data``); both
             ``t_{k-1}`` and ``t_k`` must lie on it.
         key: PRNG key of the noise; metric: ``"w1"`` or ``"energy"``.
+        baselines: also score no motion and the interpolation; they do not depend on the model,
+            so a study of many fits on the same data computes them once (each is an exact
+            optimal-transport problem as large as the score itself).
 
     Returns:
         A ``PushForwardScore`` with the no-motion and interpolation baselines.
@@ -359,6 +365,16 @@ def push_forward_score(
     pushed = np.asarray(simulate(sde, before, t0=start, t1=end, num_steps=steps, key=key))
     finite = np.isfinite(pushed).all(axis=1)
     distance = _distance(metric, pushed, target) if finite.all() else float("inf")
+    no_motion, interpolation = _push_forward_baselines(snaps, k, metric, key) if baselines else (None, None)
+    return PushForwardScore(
+        time=end, start_time=start, metric=metric, distance=distance, no_motion=no_motion,
+        interpolation=interpolation, num_steps=int(steps), num_nonfinite=int((~finite).sum()),
+    )  # fmt: skip
+
+
+def _push_forward_baselines(snaps: Snapshots, k: int, metric: str, key: Key) -> tuple[float, float | None]:
+    """No motion (the points of ``t_{k-1}``) and the exact interpolation of ``t_{k-1}``, ``t_{k+1}`` at ``t_k``."""
+    (start, end), before, target = snaps.times[k - 1:k + 1], jnp.asarray(snaps.points[k - 1]), snaps.points[k]
     interpolation = None
     if k + 1 < len(snaps.times):
         fraction = (end - start) / (snaps.times[k + 1] - start)
@@ -368,10 +384,7 @@ def push_forward_score(
         else:
             points = interpolate_snapshots(before, snaps.points[k + 1], fraction, key=key)
             interpolation = _distance(metric, points, target)
-    return PushForwardScore(
-        time=end, start_time=start, metric=metric, distance=distance, no_motion=_distance(metric, before, target),
-        interpolation=interpolation, num_steps=int(steps), num_nonfinite=int((~finite).sum()),
-    )  # fmt: skip
+    return _distance(metric, before, target), interpolation
 
 
 def score_held_out(
