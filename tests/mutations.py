@@ -533,8 +533,8 @@ MUTATIONS += [
     _mutation(
         "standardize_false_ignored",
         "fit_generative standardises even with standardize=False",
-        [(MODEL, "scaling = DataScaling.fit(data) if standardize else DataScaling.identity(dim, data.dtype)",
-          "scaling = DataScaling.fit(data)")],
+        [(MODEL, "scaling = DataScaling.fit(data, whiten=whiten) if standardize else DataScaling.identity(dim, data.dtype)",
+          "scaling = DataScaling.fit(data, whiten=whiten)")],
         [PROMISES + "test_fit_generative_standardises_held_out_points_given_in_data_units"],
     ),
     _mutation(

@@ -230,11 +230,30 @@ def test_selection_keeps_a_later_model_within_two_standard_errors_of_the_lowest(
     later_terms = lowest_terms + rng.normal(size=400) * 0.1
     stderr = 2 * np.std(later_terms - lowest_terms) / np.sqrt(400)  # about 0.014
     selection = _Selection()
-    assert selection.within_noise(0.01, lowest_terms)  # the first score is the lowest
-    selection.update(0, 0.01, lowest_terms)
+    assert selection.within_noise(0.2, later_terms)  # the untrained model, kept until one beats it
+    selection.update(0, 0.2, later_terms)
+    assert selection.within_noise(0.01, lowest_terms)  # a new lowest
+    selection.update(1, 0.01, lowest_terms)
     assert selection.within_noise(0.01 + 1.9 * stderr, later_terms)
     assert not selection.within_noise(0.01 + 2.1 * stderr, later_terms)
     assert not selection.within_noise(float("inf"), later_terms)
     restored = _Selection.from_record(selection.record())
-    assert restored.lowest == 0.01 and restored.lowest_step == 0
+    assert restored.lowest == 0.01 and restored.lowest_step == 1 and restored.start == 0.2
     assert restored.within_noise(0.01 + 1.9 * stderr, later_terms)
+
+
+def test_selection_keeps_the_untrained_model_until_a_trained_one_scores_below_it():
+    """Within noise of the lowest is not enough when the lowest is the untrained model: a trained model
+    must score below it (on a few dozen held-out points two standard errors exceed a real loss)."""
+    from dkjax._generative._state import _Selection
+
+    rng = np.random.default_rng(0)
+    terms = rng.normal(size=35)
+    later = terms + 0.1 * rng.normal(size=35)  # two standard errors of a difference: about 0.03
+    selection = _Selection()
+    selection.update(0, 0.0, terms)
+    assert not selection.within_noise(0.001, later)  # within two errors, but above the start
+    assert selection.within_noise(-0.001, later)
+    # A checkpoint written before the rule carries no start: the rule is off, not a fresh start.
+    old = {key: value for key, value in selection.record().items() if key != "start"}
+    assert _Selection.from_record(old).within_noise(0.001, later)

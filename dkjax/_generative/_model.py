@@ -27,16 +27,20 @@ _VERSION = 1
 class DataScaling(eqx.Module):
     """An affine map between the data's own units and the standardised units a model trains in.
 
-    ``standardize(y) = (y - loc) / scale`` and ``unstandardize(x) = loc + scale * x``.
-    ``DataScaling.fit(data)`` takes the per-column mean and standard deviation.
+    ``standardize(y) = L^-1 ((y - loc) / scale)`` and ``unstandardize(x) = loc + scale * (L x)``,
+    with ``L`` the lower Cholesky factor ``whitening`` of the columns' correlation matrix, or the
+    identity when ``whitening`` is ``None`` (per-column standardisation). With ``L``, the data come
+    out with mean 0 and covariance ``I``: their best-fit Gaussian is ``N(0, I)``.
 
     Arguments:
         loc: the data-unit point that maps to 0, shape ``(d,)``.
         scale: the data-unit length that maps to 1, per column, shape ``(d,)``.
+        whitening: ``None``, or the lower-triangular ``L`` of shape ``(d, d)`` that decorrelates
+            the per-column standardised data.
 
     Raises:
-        ValueError: from ``DataScaling.fit``, for data not of shape ``(n, d)`` with ``n >= 2``
-            or with a constant column.
+        ValueError: from ``DataScaling.fit``, for data not of shape ``(n, d)`` with ``n >= 2``,
+            with a constant column, or (whitening) with linearly dependent columns.
 
     Example:
         >>> data = jnp.array([[1.0, 10.0], [3.0, 30.0]])
@@ -44,27 +48,51 @@ class DataScaling(eqx.Module):
         >>> print(scaling.standardize(data))
         [[-1. -1.]
          [ 1.  1.]]
+        >>> data = jax.random.normal(jax.random.key(0), (1000, 2)) @ jnp.array([[1.0, 2.0], [0.0, 1.0]])
+        >>> white = dkjax.DataScaling.fit(data, whiten=True).standardize(data)
+        >>> print(jnp.round(jnp.cov(white, rowvar=False, bias=True), 3))
+        [[1. 0.]
+         [0. 1.]]
     """
 
     loc: Float[Array, " d"]
     scale: Float[Array, " d"]
+    whitening: Float[Array, "d d"] | None = None
 
     @classmethod
-    def fit(cls, data: Float[Array, "n d"]) -> "DataScaling":
-        """Per-column mean and standard deviation of ``data``.
+    def fit(cls, data: Float[Array, "n d"], *, whiten: bool = False) -> "DataScaling":
+        """Per-column mean and standard deviation of ``data``, and with ``whiten`` their correlation.
+
+        Arguments:
+            data: points ``(n, d)``.
+            whiten: also decorrelate the columns (full-covariance whitening).
+
+        Returns:
+            The ``DataScaling``.
 
         Raises:
-            ValueError: ``data`` not of shape ``(n, d)`` with ``n >= 2``, or a constant
-                column (it cannot be standardised), named by its index.
+            ValueError: ``data`` not of shape ``(n, d)`` with ``n >= 2``, a constant column
+                (it cannot be standardised), named by its index, or with ``whiten`` linearly
+                dependent columns (their correlation matrix cannot be inverted).
         """
         data = jnp.asarray(data)
         if data.ndim != 2 or data.shape[0] < 2:
             raise ValueError(f"data must have shape (n, d) with n >= 2; got {data.shape}.")
-        scale = jnp.std(data, axis=0)
+        loc, scale = jnp.mean(data, axis=0), jnp.std(data, axis=0)
         constant = np.flatnonzero(np.asarray(scale) == 0)
         if constant.size:
             raise ValueError(f"data column(s) {constant.tolist()} are constant and cannot be standardised.")
-        return cls(jnp.mean(data, axis=0), scale)
+        if not whiten:
+            return cls(loc, scale)
+        standard = (data - loc) / scale
+        correlation = standard.T @ standard / data.shape[0]
+        # Below this smallest eigenvalue the inverse factor amplifies rounding into whole columns.
+        if float(jnp.linalg.eigvalsh(correlation)[0]) < 10 * float(jnp.finfo(data.dtype).eps) * data.shape[1]:
+            raise ValueError(
+                "data columns are linearly dependent (or nearly), so they cannot be whitened; "
+                "drop the redundant columns or pass whiten=False."
+            )
+        return cls(loc, scale, jnp.linalg.cholesky(correlation))
 
     @classmethod
     def identity(cls, dim: int, dtype=float) -> "DataScaling":
@@ -73,11 +101,15 @@ class DataScaling(eqx.Module):
 
     def standardize(self, y: Float[Array, "n d"]) -> Float[Array, "n d"]:
         """Data units to model units."""
-        return (y - self.loc) / self.scale
+        standard = (y - self.loc) / self.scale
+        if self.whitening is None:
+            return standard
+        return jax.scipy.linalg.solve_triangular(self.whitening, standard.T, lower=True).T
 
     def unstandardize(self, x: Float[Array, "n d"]) -> Float[Array, "n d"]:
         """Model units to data units."""
-        return self.loc + self.scale * x
+        correlated = x if self.whitening is None else x @ self.whitening.T
+        return self.loc + self.scale * correlated
 
 
 class GenerativeModel(eqx.Module):
@@ -156,6 +188,7 @@ def _sde_spec(sde: AbstractSDE) -> dict | None:
             "noise": "scalar" if sde.sigma_bias.shape[0] == 1 else "diagonal",
             "state_dependent": sde.sigma_net is not None,
             "sigma_min": sde.sigma_min,
+            "preserve_normal": sde.preserve_normal,
         }
     if isinstance(sde, GradientFlowSDE) and isinstance(sde.potential_net, eqx.nn.MLP):
         net = sde.potential_net
@@ -194,6 +227,7 @@ def save_model(path: str | Path, model: GenerativeModel) -> Path:
         "sde": _sde_spec(model.sde) if gaussian else None,
         "dim": model.dim,
         "dtype": str(model.scaling.loc.dtype),
+        "whitened": model.scaling.whitening is not None,
         "initial_points": model.initial.points.shape[0] if isinstance(model.initial, EmpiricalInitial) else None,
         "t0": model.t0,
         "t1": model.t1,
@@ -254,9 +288,11 @@ def load_model(path: str | Path, *, like: AbstractSDE | GenerativeModel | None =
 
 def _neural_template(spec: dict) -> NeuralSDE:
     options = {name: spec[name] for name in ("width", "depth", "noise", "state_dependent")}
-    # Files written before the floor existed have none; sigma_init only sets weights the file replaces.
+    # Files written before the floor (or preserve_normal) existed have none; sigma_init only sets
+    # weights the file replaces.
     floor = spec.get("sigma_min", 0.0)
-    return NeuralSDE(spec["dim"], key=jr.key(0), sigma_init=floor + 1.0, sigma_min=floor, **options)
+    return NeuralSDE(spec["dim"], key=jr.key(0), sigma_init=floor + 1.0, sigma_min=floor,
+                     preserve_normal=spec.get("preserve_normal", False), **options)  # fmt: skip
 
 
 def _template(header: dict, like, path: Path) -> GenerativeModel:
@@ -273,7 +309,10 @@ def _template(header: dict, like, path: Path) -> GenerativeModel:
     sde = jax.tree.map(cast, like)
     num_points = header.get("initial_points")
     initial = gaussian_initial(jnp.zeros(dim, dtype), 1.0) if num_points is None else EmpiricalInitial(jnp.zeros((num_points, dim), dtype))
-    return GenerativeModel(sde, initial, DataScaling.identity(dim, dtype), header["t0"], header["t1"], header["num_steps"])
+    scaling = DataScaling.identity(dim, dtype)
+    if header.get("whitened", False):
+        scaling = DataScaling(scaling.loc, scaling.scale, jnp.eye(dim, dtype=dtype))
+    return GenerativeModel(sde, initial, scaling, header["t0"], header["t1"], header["num_steps"])
 
 
 
@@ -287,14 +326,18 @@ def fit_generative(
     t1: float = 1.0,
     num_steps: int = 50,
     standardize: bool = True,
+    whiten: bool = True,
     **fit_options,
 ) -> tuple[GenerativeModel, TrainHistory]:
     """Fits a generative SDE to ``data`` in its own units: standardise, train, package.
 
-    The data are standardised per column (stored in the model), a ``dkjax.NeuralSDE``
-    (unless ``sde`` is given) is trained by ``dkjax.fit`` to carry ``N(0, I)`` at time 0 to
-    them at ``t1``, and the selected model comes back as a ``GenerativeModel`` that samples
-    in the data's units.
+    The data are whitened (stored in the model): centred, scaled per column and decorrelated,
+    so that their best-fit Gaussian is ``N(0, I)``. A ``dkjax.NeuralSDE`` with
+    ``preserve_normal=True`` (unless ``sde`` is given), which carries ``N(0, I)`` to itself
+    before training, is trained by ``dkjax.fit`` to carry ``N(0, I)`` at time 0 to them at
+    ``t1``: training starts from the best-fit Gaussian, and model selection (which scores the
+    untrained model too) keeps it unless a trained one is closer to the held-out points. The
+    selected model comes back as a ``GenerativeModel`` that samples in the data's units.
 
     Arguments:
         data: the training points ``(n, d)``, in any units (integers are converted to floats).
@@ -302,7 +345,8 @@ def fit_generative(
         steps: optimisation steps.
         sde: the model to train, in standardised units (default ``NeuralSDE(d)``).
         t1, num_steps: the time horizon and its Euler-Maruyama steps.
-        standardize: standardise the data per column (``False``: train on them as they are).
+        standardize: standardise the data (``False``: train on them as they are).
+        whiten: with ``standardize``, also decorrelate the columns (``False``: per column only).
         **fit_options: passed on to ``dkjax.fit`` (``validation`` points are given in the
             data's units and standardised like the data).
 
@@ -311,7 +355,8 @@ def fit_generative(
 
     Raises:
         ValueError, TypeError: as ``dkjax.fit``; ``data`` not numeric or not ``(n, d)``; a NaN or inf
-            in ``data`` (its row and column named); a constant data column when standardising.
+            in ``data`` (its row and column named); a constant data column when standardising;
+            linearly dependent columns when whitening.
 
     Example:
         >>> data = dkjax.toy_data("two_moons", jax.random.key(0), 256) * 3.0 + 10.0
@@ -323,12 +368,12 @@ def fit_generative(
     """
     data = as_float_points(data, "data")  # integers converted; a NaN named by row before standardising
     dim = data.shape[1]
-    scaling = DataScaling.fit(data) if standardize else DataScaling.identity(dim, data.dtype)
+    scaling = DataScaling.fit(data, whiten=whiten) if standardize else DataScaling.identity(dim, data.dtype)
     validation = fit_options.get("validation")
     if validation is not None and not isinstance(validation, (int, float)):
         fit_options["validation"] = scaling.standardize(jnp.asarray(validation, data.dtype))
     model_key, train_key = jr.split(key)
-    sde = NeuralSDE(dim, key=model_key) if sde is None else sde
+    sde = NeuralSDE(dim, key=model_key, preserve_normal=True) if sde is None else sde
     initial = gaussian_initial(jnp.zeros(dim, data.dtype), 1.0)
     trained, history = fit(
         sde, scaling.standardize(data), initial, t1=t1, num_steps=num_steps, key=train_key, steps=steps, **fit_options

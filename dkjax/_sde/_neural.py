@@ -25,7 +25,11 @@ class NeuralSDE(AbstractSDE):
     of size ``dim`` (``noise="diagonal"``), plus, with ``state_dependent=True``, an MLP of
     ``(x, t)`` inside the softplus: state-dependent diagonal noise. ``sigma_min > 0`` adds a
     floor, ``sigma = sigma_min + softplus(...)``, so the noise stays bounded below wherever the
-    paths go (the DK kernel step divides by it). Every weight is a parameter of the DK estimator.
+    paths go (the DK kernel step divides by it). With ``preserve_normal=True`` the drift is
+    ``MLP(x, t) - sigma^2 x / 2``, under which ``N(0, I)`` is invariant for noise that does not
+    depend on ``x`` (the untrained noise never does), and the MLP's last layer starts at zero:
+    the untrained model carries ``N(0, I)`` to itself, so training on whitened data starts from
+    their best-fit Gaussian. Every weight is a parameter of the DK estimator.
 
     Arguments:
         dim: state dimension ``d``.
@@ -36,6 +40,7 @@ class NeuralSDE(AbstractSDE):
         sigma_init: initial noise level (positive).
         state_dependent: whether the noise level also depends on ``x``.
         sigma_min: the noise level's lower bound (``>= 0``, below ``sigma_init``).
+        preserve_normal: subtract ``sigma^2 x / 2`` from the drift (see above).
 
     Raises:
         ValueError: ``dim``, ``width`` or ``depth`` < 1, unknown ``noise``, ``sigma_init <= 0``,
@@ -53,6 +58,7 @@ class NeuralSDE(AbstractSDE):
     sigma_net: eqx.nn.MLP | None
     dim: int = eqx.field(static=True)
     sigma_min: float = eqx.field(static=True, default=0.0)
+    preserve_normal: bool = eqx.field(static=True, default=False)
 
     def __init__(
         self,
@@ -65,6 +71,7 @@ class NeuralSDE(AbstractSDE):
         sigma_init: float = 0.5,
         state_dependent: bool = False,
         sigma_min: float = 0.0,
+        preserve_normal: bool = False,
     ):
         for name, value in (("dim", dim), ("width", width), ("depth", depth)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -77,8 +84,12 @@ class NeuralSDE(AbstractSDE):
             raise ValueError(f"sigma_min must be >= 0 and below sigma_init = {sigma_init}; got {sigma_min!r}.")
         drift_key, sigma_key = jr.split(key)
         drift_net = eqx.nn.MLP(dim + 1, dim, width, depth, activation=jax.nn.silu, key=drift_key)
-        # A small last layer starts the model near pure diffusion, so early paths stay tame.
-        self.drift_net = eqx.tree_at(lambda m: m.layers[-1].weight, drift_net, drift_net.layers[-1].weight * 0.1)
+        # A small last layer starts the model near pure diffusion, so early paths stay tame; a zero
+        # one starts it exactly at the law preserve_normal keeps (its gradient is still nonzero).
+        last = drift_net.layers[-1]
+        zero = (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias))
+        start = zero if preserve_normal else (0.1 * last.weight, last.bias)
+        self.drift_net = eqx.tree_at(lambda m: (m.layers[-1].weight, m.layers[-1].bias), drift_net, start)
         size = 1 if noise == "scalar" else dim
         dtype = self.drift_net.layers[0].weight.dtype
         self.sigma_bias = jnp.full((size,), inverse_softplus(sigma_init - sigma_min), dtype)
@@ -90,6 +101,7 @@ class NeuralSDE(AbstractSDE):
             self.sigma_net = None
         self.dim = dim
         self.sigma_min = float(sigma_min)
+        self.preserve_normal = bool(preserve_normal)
 
     @classmethod
     def for_snapshots(
@@ -126,7 +138,10 @@ class NeuralSDE(AbstractSDE):
         return jnp.concatenate([x, jnp.reshape(t, (1,)).astype(x.dtype)])
 
     def drift(self, t: Scalar, x: State) -> State:
-        return self.drift_net(self._features(t, x))
+        learned = self.drift_net(self._features(t, x))
+        if not self.preserve_normal:
+            return learned
+        return learned - 0.5 * self.diffusion(t, x) ** 2 * x
 
     def diffusion(self, t: Scalar, x: State) -> State:
         raw = self.sigma_bias + self.sigma_slope * t
