@@ -7,9 +7,8 @@
 All models run side by side in one process on one machine, in the default float dtype:
 
 - **DK-SDE**: ``dkjax.fit_generative(data, t1=1, num_steps=..., steps=..., validation=val)``
-  with every other setting at the library's defaults, so the benchmark follows them (it whitens
-  the data and starts from their best-fit Gaussian). ``fit`` records the energy distance on
-  ``val``, in the whitened units it trains in, every ``validate_every`` steps against its
+  with every other setting at the library's defaults, so the benchmark follows them. ``fit``
+  records the energy distance on ``val``, in the standardised units it trains in, every ``validate_every`` steps against its
   training time and returns the model its selection rule keeps.
 - **Flow**: flowjax's masked autoregressive flow with rational-quadratic spline transformers
   (8 knots on [-4, 4]), trained by ``flowjax.train.fit_to_data`` at its defaults (Adam 5e-4,
@@ -36,7 +35,7 @@ lowest and highest); on sets with discrete columns (at most 10 values in ``train
 of samples within 0.1 of one of a discrete column's values (the lowest over such columns). Times are wall seconds of training, compilation included. "Time to
 flow's ED" is when a model's energy distance on ``val`` first falls to the flow's final
 energy distance on ``val``: for DK-SDE the training time ``fit`` records with the first
-evaluation at or below it (both measured in the whitened units DK-SDE trains in) (the evaluations themselves not counted), for the flow its whole
+evaluation at or below it (both measured in the units DK-SDE trains in) (the evaluations themselves not counted), for the flow its whole
 training (validation passes and early stopping included), for the Gaussian its fit if it is
 that good.
 
@@ -244,7 +243,7 @@ def train_dk(train, val, cfg, key, log=print):
     """DK-SDE at ``fit_generative``'s defaults, selected on ``val``; its held-out energy distance against training time.
 
     ``val`` is passed as the validation set, so the curve (``history.validation``: step,
-    training seconds, energy distance in the whitened units the model trains in) is measured on
+    training seconds, energy distance in the units the model trains in) is measured on
     the points the flow's threshold is measured on. ``cfg["eval_every"]`` (``None``: ``fit``'s
     default) sets its spacing. Returns ``(sampler, info, to_training_units)``.
     """
@@ -298,7 +297,7 @@ def run_dataset(name: str, cfg: dict, key, log=print) -> tuple[dict, dict]:
     samples["data itself"] = jnp.asarray(parts["ref"])
     val_ed = {model: float(dkjax.energy_distance(x, val)) for model, x in samples.items()}
     target = val_ed["flow"]
-    # DK-SDE's curve is measured in the whitened units it trains in: the flow's threshold too.
+    # DK-SDE's curve is measured in the units it trains in: the flow's threshold too.
     dk_target = float(dkjax.energy_distance(to_dk_units(samples["flow"]), to_dk_units(val)))
     models = {}
     for model in MODELS:
@@ -365,7 +364,7 @@ def results_markdown(results: dict) -> str:
         "better) of a Gaussian KDE of each model's samples, bandwidth by Scott's rule on those samples. "
         "Spread: each column's standard deviation over the test part's, lowest-highest. Near discrete values: "
         "on sets with columns of at most 10 values, the share of samples within 0.1 of such a value (lowest "
-        "column). DK units: the whitened units DK-SDE trains and selects in. "
+        "column). DK units: the units DK-SDE trains and selects in. "
         "Time to flow's ED: training time until the energy distance on the `val` part first falls to the flow's "
         "final one (the flow: its whole training, validation passes and early stopping included; DK-SDE: the "
         "training-step time `fit` records with each held-out evaluation, which leaves out the evaluations "

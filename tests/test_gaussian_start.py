@@ -88,7 +88,8 @@ def test_preserve_normal_starts_silent_and_keeps_the_standard_normal(dtype):
 def _fit_gaussian(dtype, **options):
     data = _gaussian_data(dtype)
     return dkjax.fit_generative(
-        data, key=jr.key(1), steps=2, num_steps=10, num_paths=256, validate_every=1, learning_rate=1e-8, progress=False,
+        data, key=jr.key(1), steps=2, num_steps=10, num_paths=256, validate_every=1, learning_rate=1e-8,
+        whiten=True, progress=False,
         sde=_cast(dkjax.NeuralSDE(2, key=jr.key(2), width=16, depth=1, preserve_normal=True), dtype), **options,
     )  # fmt: skip
 

@@ -235,7 +235,7 @@ def test_fit_generative_standardises_held_out_points_given_in_data_units():
     assert len(scores(history)) == 3 and np.all(np.abs(scores(history)) < 1.0), history.validation
     np.testing.assert_allclose(scores(history), scores(standard_history), rtol=1e-3, atol=1e-5)
     assert history.best_step == standard_history.best_step
-    assert _same_arrays(model.scaling, dkjax.DataScaling.fit(loc + scale * train, whiten=True))
+    assert _same_arrays(model.scaling, dkjax.DataScaling.fit(loc + scale * train))
     assert (model.t0, model.t1, model.num_steps) == (0.0, 1.0, 10)
     assert _same_arrays(model.initial, _initial())
     raw, _ = run(train, standardize=False, validation=None)

@@ -326,27 +326,30 @@ def fit_generative(
     t1: float = 1.0,
     num_steps: int = 50,
     standardize: bool = True,
-    whiten: bool = True,
+    whiten: bool = False,
     **fit_options,
 ) -> tuple[GenerativeModel, TrainHistory]:
     """Fits a generative SDE to ``data`` in its own units: standardise, train, package.
 
-    The data are whitened (stored in the model): centred, scaled per column and decorrelated,
-    so that their best-fit Gaussian is ``N(0, I)``. A ``dkjax.NeuralSDE`` with
-    ``preserve_normal=True`` (unless ``sde`` is given), which carries ``N(0, I)`` to itself
-    before training, is trained by ``dkjax.fit`` to carry ``N(0, I)`` at time 0 to them at
-    ``t1``: training starts from the best-fit Gaussian, and model selection (which scores the
-    untrained model too) keeps it unless a trained one is closer to the held-out points. The
-    selected model comes back as a ``GenerativeModel`` that samples in the data's units.
+    The data are standardised per column (stored in the model), a ``dkjax.NeuralSDE``
+    (unless ``sde`` is given) is trained by ``dkjax.fit`` to carry ``N(0, I)`` at time 0 to
+    them at ``t1``, and the selected model comes back as a ``GenerativeModel`` that samples
+    in the data's units. With ``whiten=True`` the data are also decorrelated, so that their
+    best-fit Gaussian is ``N(0, I)``, and the default model is a ``NeuralSDE`` with
+    ``preserve_normal=True``, which carries ``N(0, I)`` to itself before training: training
+    starts from the best-fit Gaussian, and model selection (which scores the untrained model
+    too) keeps it unless a trained one scores below it on the held-out points.
 
     Arguments:
         data: the training points ``(n, d)``, in any units (integers are converted to floats).
         key: PRNG key (model initialisation and training).
         steps: optimisation steps.
-        sde: the model to train, in standardised units (default ``NeuralSDE(d)``).
+        sde: the model to train, in standardised units (default ``NeuralSDE(d,
+            preserve_normal=whiten)``).
         t1, num_steps: the time horizon and its Euler-Maruyama steps.
         standardize: standardise the data (``False``: train on them as they are).
-        whiten: with ``standardize``, also decorrelate the columns (``False``: per column only).
+        whiten: with ``standardize``, also decorrelate the columns and start the default model
+            at their best-fit Gaussian (see above).
         **fit_options: passed on to ``dkjax.fit`` (``validation`` points are given in the
             data's units and standardised like the data).
 
@@ -373,7 +376,7 @@ def fit_generative(
     if validation is not None and not isinstance(validation, (int, float)):
         fit_options["validation"] = scaling.standardize(jnp.asarray(validation, data.dtype))
     model_key, train_key = jr.split(key)
-    sde = NeuralSDE(dim, key=model_key, preserve_normal=True) if sde is None else sde
+    sde = NeuralSDE(dim, key=model_key, preserve_normal=whiten) if sde is None else sde
     initial = gaussian_initial(jnp.zeros(dim, data.dtype), 1.0)
     trained, history = fit(
         sde, scaling.standardize(data), initial, t1=t1, num_steps=num_steps, key=train_key, steps=steps, **fit_options
