@@ -91,7 +91,7 @@ def training_rows(num_paths: int = 1024, num_steps: int = 50) -> list[dict]:
     for name, model in _training_models().items():
         dim = model.dim
         data = jax.random.normal(jax.random.key(3), (4096, dim))
-        initial = dkjax.gaussian_initial(jnp.zeros(dim), 1.0)
+        initial = dkjax.GaussianInitial(jnp.zeros(dim), 1.0)
         optimizer = _optimizer(None, defaults.learning_rate, 800, defaults.final_lr_fraction, defaults.clip_norm)[0]
         params, static = eqx.partition(model, eqx.is_inexact_array)
         opt_state = optimizer.init(params)

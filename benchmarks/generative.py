@@ -248,7 +248,7 @@ def train_dk(train, val, cfg, key, log=print):
     """
     dim, dtype = train.shape[1], train.dtype
     model_key, fit_key = jr.split(key)
-    initial = dkjax.gaussian_initial(jnp.zeros(dim, dtype), 1.0)
+    initial = dkjax.GaussianInitial(jnp.zeros(dim, dtype), 1.0)
     grid = {"t1": 1.0, "num_steps": cfg["num_steps"]}
     spacing = {} if cfg["eval_every"] is None else {"validate_every": cfg["eval_every"]}
     with Timer() as timer:

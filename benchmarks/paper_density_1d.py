@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import dkjax
-from dkjax._response._plots import _pyplot, plot_density_response, plot_slope_segments
+from dkjax._plotting import pyplot
+from dkjax._response._plots import plot_density_response, plot_slope_segments
 from tests.helpers import grid_density_1d
 
 from ._common import Timer, machine, markdown_table, setup, write_results
@@ -106,7 +107,7 @@ def main():
     )
 
     # Figure (a): tangents from the DK score; (b): log p_T(x; gamma) against gamma, DK response slopes.
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     inside = (grid > edges[0] - 0.3) & (grid < edges[-1] + 0.3)
     centres = np.asarray(res.points[:, 0])

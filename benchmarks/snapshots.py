@@ -32,7 +32,7 @@ import lineax as lx
 import optax
 
 import dkjax
-from dkjax._generative._snapshots import grid_steps
+from dkjax._engine._save_at import grid_steps
 from dkjax._generative._train import _make_train_step
 
 from ._common import ROOT, machine, markdown_table, to_json, write_results
@@ -73,10 +73,10 @@ def start_model():
 
 
 def make_data(n: int):
-    initial = dkjax.gaussian_initial(jnp.array([-1.8, 1.5]), 0.2)
+    initial = dkjax.GaussianInitial(jnp.array([-1.8, 1.5]), 0.2)
     times = sorted(TRAIN_TIMES + (HELD_OUT, FORECAST))
     x0 = initial(jr.key(100), n)[0]
-    fine = dkjax.simulate_snapshots(DoubleWell(jnp.array(SIGMA)), x0, times, num_steps=3000, key=jr.key(101), t1=T1)
+    fine = dkjax.simulate(DoubleWell(jnp.array(SIGMA)), x0, t1=T1, num_steps=3000, key=jr.key(101), save_at=dkjax.SaveAt(ts=times))
     return {t: fine[times.index(t)] for t in times}, initial
 
 
@@ -140,7 +140,7 @@ def dk_memory(model, train, initial, *, num_steps, num_paths, objective, method)
 
 def score(model, initial, data, num_steps, key):
     x0 = initial(jr.fold_in(key, 0), 2000)[0]
-    xs = dkjax.simulate_snapshots(model, x0, [HELD_OUT, FORECAST], num_steps=num_steps, key=key, t1=T1)
+    xs = dkjax.simulate(model, x0, t1=T1, num_steps=num_steps, key=key, save_at=dkjax.SaveAt(ts=[HELD_OUT, FORECAST]))
     out = {}
     for k, (name, t) in enumerate((("held_out", HELD_OUT), ("forecast", FORECAST))):
         out[f"{name}_energy_distance"] = float(dkjax.energy_distance(xs[k], data[t]))

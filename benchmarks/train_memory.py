@@ -49,7 +49,7 @@ def _setup(num_paths):
     data = dkjax.toy_data("two_moons", jr.key(0), 4096)
     heldout = dkjax.toy_data("two_moons", jr.key(1), 2048)
     model = dkjax.NeuralSDE(2, key=jr.key(2))
-    initial = dkjax.gaussian_initial(jnp.zeros(2), 1.0)
+    initial = dkjax.GaussianInitial(jnp.zeros(2), 1.0)
     return data, heldout, model, initial
 
 

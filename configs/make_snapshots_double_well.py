@@ -27,8 +27,9 @@ TIMES, POINTS = (0.25, 0.5, 1.0, 1.5), 600
 
 def main():
     groups = len(TIMES) + 1  # one independent group of paths per time, the first one observed at t = 0
-    x0 = dkjax.gaussian_initial(jnp.zeros(2), 0.3)(jr.key(100), groups * POINTS)[0]
-    states = dkjax.simulate_snapshots(DoubleWell(jnp.array(SIGMA)), x0, TIMES, num_steps=1200, key=jr.key(101))
+    x0 = dkjax.GaussianInitial(jnp.zeros(2), 0.3)(jr.key(100), groups * POINTS)[0]
+    states = dkjax.simulate(DoubleWell(jnp.array(SIGMA)), x0, t1=TIMES[-1], num_steps=1200, key=jr.key(101),
+                            save_at=dkjax.SaveAt(ts=TIMES))
     arrays = {"t0": x0[:POINTS]}
     for k, time in enumerate(TIMES, start=1):
         arrays[f"t{time:g}"] = states[k - 1, k * POINTS : (k + 1) * POINTS]

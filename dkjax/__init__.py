@@ -10,6 +10,7 @@ from ._sde._systems import Lorenz96Multiplicative as Lorenz96Multiplicative
 from ._sde._systems import OrnsteinUhlenbeck as OrnsteinUhlenbeck
 from ._engine._noise import BrownianIncrements as BrownianIncrements
 from ._engine._simulate import simulate as simulate
+from ._engine._save_at import SaveAt as SaveAt
 
 # The divergence-kernel estimator
 from ._engine._estimator import DKResult as DKResult
@@ -46,13 +47,11 @@ from ._sde._neural import NeuralSDE as NeuralSDE
 from ._sde._gradient_flow import GradientFlowSDE as GradientFlowSDE
 from ._generative._snapshots import EmpiricalInitial as EmpiricalInitial
 from ._generative._snapshots import Snapshots as Snapshots
-from ._generative._snapshots import simulate_snapshots as simulate_snapshots
 from ._generative._snapshot_eval import SnapshotScore as SnapshotScore
 from ._generative._snapshot_eval import forecast as forecast
 from ._generative._snapshot_eval import interpolate_snapshots as interpolate_snapshots
 from ._generative._snapshot_eval import leave_one_time_out as leave_one_time_out
 from ._generative._snapshot_eval import score_held_out as score_held_out
-from ._generative._data import gaussian_initial as gaussian_initial
 from ._generative._data import lorenz96_snapshots as lorenz96_snapshots
 from ._generative._data import toy_data as toy_data
 from ._generative._train import TrainHistory as TrainHistory
@@ -60,7 +59,7 @@ from ._generative._train import fit as fit
 from ._generative._objective import AbstractObjective as AbstractObjective
 from ._generative._objective import Energy as Energy
 from ._generative._objective import KL as KL
-from ._generative._train import sample as sample
+from ._generative._model import sample as sample
 from ._generative._settings import TRAIN_DEFAULTS as TRAIN_DEFAULTS
 from ._generative._settings import TrainSettings as TrainSettings
 from ._generative._data import GaussianInitial as GaussianInitial

@@ -105,7 +105,7 @@ def train_run(tmp: Path) -> Path:
     run.mkdir()
     (run / "config.toml").write_text(dump_config(applicable(train_config(None, ["train.steps=300"]))))
     sde = dkjax.NeuralSDE(2, key=jr.key(0), width=8, depth=1)
-    initial = dkjax.gaussian_initial(jnp.zeros(2), 1.0)
+    initial = dkjax.GaussianInitial(jnp.zeros(2), 1.0)
     model = dkjax.GenerativeModel(sde, initial, dkjax.DataScaling.identity(2), 0.0, 1.0, 50)
     dkjax.save_model(run / "model.eqx", model)
     return run
@@ -167,7 +167,7 @@ def cases(tmp: Path):
     good_csv = data_file(tmp, "good.csv", "x,y\n" + "".join(f"{i},{i % 7}\n" for i in range(40)))
     data = dkjax.toy_data("two_moons", jr.key(0), 64)
     model = dkjax.NeuralSDE(2, key=jr.key(1), width=8, depth=1)
-    initial = dkjax.gaussian_initial(jnp.zeros(2), 1.0)
+    initial = dkjax.GaussianInitial(jnp.zeros(2), 1.0)
     fit_args = dict(t1=1.0, num_steps=10, key=jr.key(2), steps=2, progress=False)
     return [
         ("divergence_kernel", "x0 of shape (d,) instead of (num_paths, d)", dk(x0=jnp.zeros(3))),
@@ -191,6 +191,9 @@ def cases(tmp: Path):
          dk(sde=Exploding(jnp.asarray(1.0)), x0=jnp.full((4, 1), 3.0), num_steps=50, on_nonfinite="raise")),
         ("divergence_kernel", "paths blow up (default on_nonfinite='warn'; a RuntimeWarning)",
          warned(dk(sde=Exploding(jnp.asarray(1.0)), x0=jnp.full((4, 1), 3.0), num_steps=50))),
+        ("simulate", "a save time off the step grid",
+         lambda: dkjax.simulate(OU, X0, t1=1.0, num_steps=10, key=jr.key(0), save_at=dkjax.SaveAt(ts=[0.33]))),
+        ("SaveAt", "save times not increasing", lambda: dkjax.SaveAt(ts=[1.0, 0.5])),
         ("observable_response", "phi not callable",
          lambda: dkjax.observable_response(OU, 3.0, X0, **GOOD)),
         ("observable_response", "a sampler x0 without num_paths",
@@ -207,7 +210,8 @@ def cases(tmp: Path):
         ("fit", "path_chunk with gradient='per_path'",
          lambda: dkjax.fit(model, data, initial, path_chunk=64, gradient="per_path", **fit_args)),
         ("toy_data", "an unknown data set", lambda: dkjax.toy_data("mnist", jr.key(0), 10)),
-        ("gaussian_initial", "std <= 0", lambda: dkjax.gaussian_initial(jnp.zeros(2), -1.0)),
+        ("GaussianInitial", "std <= 0", lambda: dkjax.GaussianInitial(jnp.zeros(2), -1.0)),
+        ("GaussianInitial", "mean with a NaN", lambda: dkjax.GaussianInitial(jnp.array([0.0, jnp.nan]), 1.0)),
         ("LinearSDE", "A not square", lambda: dkjax.LinearSDE(A=jnp.zeros((2, 3)), S=jnp.eye(2))),
         ("dkjax train", "unknown config key", cli_call("train", "--config", str(bad_toml), "--out", str(tmp / "r"))),
         ("dkjax train", "--set with a bad value", cli_call("train", "--set", "train.steps=0", "--out", str(tmp / "r"))),

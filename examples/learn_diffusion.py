@@ -42,7 +42,7 @@ def main() -> None:
     jax.config.update("jax_enable_x64", True)
 
     truth = dkjax.OrnsteinUhlenbeck(theta=1.5, sigma=0.8)
-    initial = dkjax.gaussian_initial(jnp.ones(1), 0.2)
+    initial = dkjax.GaussianInitial(jnp.ones(1), 0.2)
     data_key, init_key, fit_key = jr.split(jr.key(0), 3)
     x0 = initial(init_key, 4096)[0]
     data = dkjax.simulate(truth, x0, t1=1.0, num_steps=50, key=data_key)

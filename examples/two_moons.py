@@ -29,7 +29,7 @@ def main() -> None:
     data = dkjax.toy_data("two_moons", data_key, 4096)
     heldout = dkjax.toy_data("two_moons", heldout_key, 2048)
     model = dkjax.NeuralSDE(2, key=model_key, width=64, depth=2, noise="scalar", sigma_init=0.5)
-    initial = dkjax.gaussian_initial(jnp.zeros(2), 1.0)
+    initial = dkjax.GaussianInitial(jnp.zeros(2), 1.0)
     schedule = optax.cosine_decay_schedule(3e-3, args.steps, 0.1)
     start = time.perf_counter()
     model, history = dkjax.fit(

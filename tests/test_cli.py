@@ -307,29 +307,6 @@ def test_missing_config_file(tmp_path, capsys):
     assert "does not exist" in _error(capsys, ["train", "--config", str(tmp_path / "absent.toml"), "--quiet"])
 
 
-def test_the_cli_modules_import_one_another_without_a_circle():
-    """Every ``from ._x import`` (at the top or inside a function) between ``dkjax/_cli`` modules, as a graph."""
-    import ast
-
-    folder = ROOT / "dkjax" / "_cli"
-    graph = {}
-    for path in folder.glob("*.py"):
-        nodes = ast.walk(ast.parse(path.read_text()))
-        graph[path.stem] = {n.module for n in nodes if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module}
-
-    def cycle_from(module, trail):
-        if module in trail:
-            return trail[trail.index(module):] + [module]
-        for imported in graph.get(module, ()):
-            found = cycle_from(imported, trail + [module])
-            if found:
-                return found
-        return None
-
-    cycles = [c for c in (cycle_from(m, []) for m in graph) if c]
-    assert not cycles, cycles
-
-
 def test_a_data_file_names_the_run_and_model_sigma_min_reaches_the_model(tmp_path):
     from dkjax._cli._config import ConfigError
     from dkjax._cli._run_dir import _new_run_dir

@@ -94,6 +94,29 @@ def test_examples_and_docs_use_only_the_public_api():
     assert {path: hits for path, hits in found.items() if hits} == {}
 
 
+def test_every_dkjax_name_the_docs_and_examples_use_exists():
+    """Each ``dkjax.NAME`` in README, docs, examples, config scripts and benchmarks is a public name (a removed
+    or renamed one would show here), and the changelog's removed names are gone from the package."""
+    import re
+
+    import dkjax
+
+    files = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "docs" / "examples").glob("*.py")]
+    files += [*(ROOT / "examples").glob("*.py"), *(ROOT / "configs").glob("*.py"), *(ROOT / "benchmarks").glob("*.py")]
+    changelog = ROOT / "docs" / "changelog.md"
+    used = {
+        (str(path.relative_to(ROOT)), name)
+        for path in files
+        if path not in (changelog, ROOT / "docs" / "api.md")
+        for name in re.findall(r"\bdkjax\.([A-Za-z]\w*)", path.read_text())
+    }
+    assert len(used) > 50
+    assert sorted(where for where in used if not hasattr(dkjax, where[1])) == []
+    removed = re.findall(r"^\| `dkjax\.(\w+)\(", changelog.read_text(), re.M)
+    assert removed == ["simulate_snapshots", "gaussian_initial"]
+    assert [name for name in removed if hasattr(dkjax, name)] == []
+
+
 def test_the_model_selection_rule_is_stated_one_way():
     """README, cli.md, guide.md, eval.json's note and fit's docstring state the rule ``_Selection`` applies."""
     import dkjax
@@ -155,28 +178,3 @@ def test_the_docs_benchmark_commands_exist_with_their_options():
             assert done.returncode == 0, (words, done.stderr[-1000:])
             helps[words[2]] = done.stdout
         assert all(word in helps[words[2]] for word in words[3:] if word.startswith("--")), (words, helps[words[2]])
-
-
-def test_scaling_md_quotes_its_results_files():
-    """The figures docs/scaling.md quotes for training time, DK / simulate in float32 and the GPU precision check."""
-    import re
-
-    scaling = " ".join((ROOT / "docs" / "scaling.md").read_text().split())
-    results = ROOT / "benchmarks" / "results"
-    core = (results / "core_overhead" / "results.md").read_text()
-    simulate = float(re.search(r"\| dkjax\.simulate \| 4096 \| ([0-9.]+) \|", core).group(1))
-    dk = float(re.search(r"\| divergence_kernel matrix_free \| 4096 \| ([0-9.]+) \|", core).group(1))
-    assert f"{dk / simulate:.2f}x additive in float32 (`core_overhead`: {dk} s against {simulate} s" in scaling
-    quick = (results / "suite_quick" / "results.md").read_text()
-    seconds = {name: float(re.search(rf"\| train:{name} \| 100 \|[^|]*\|[^|]*\| ([0-9.]+) \|", quick).group(1))
-               for name in ("dk_two_pass", "dk_chunked", "backprop_batched")}  # fmt: skip
-    best = seconds["backprop_batched"]
-    assert f"{best} s (one solve)" in scaling
-    assert (f"{seconds['dk_two_pass'] / best:.1f}x (two-pass) and {seconds['dk_chunked'] / best:.1f}x (chunked)"
-            in scaling)  # fmt: skip
-    gpu = (results / "gpu_nvidia_h200" / "results.md").read_text()
-    for row in ("ou float32: d/dtheta E[X_T^2] | -0.213 | -0.212 | 0.000826 | -0.647",
-                "ou float64: d/dtheta E[X_T^2] | -0.213 | -0.212 | 0.000826 | -0.648",
-                "gbm float32: d/dsigma E[X_T^2] | 1.96 | 1.88 | 0.0191 | 3.83"):  # fmt: skip
-        assert row in gpu
-    assert "z = -0.647 in float32, -0.648 in float64" in scaling and "GPU open" not in scaling

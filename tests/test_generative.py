@@ -36,10 +36,48 @@ def test_data_scaling_rejects_constant_column():
         dkjax.DataScaling.fit(data)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gaussian_initial_draws_its_law_and_broadcasts_a_scalar_std(dtype):
+    mean = jnp.array([1.0, -2.0], dtype)
+    initial = dkjax.GaussianInitial(mean, 0.5)
+    assert initial.std.shape == (2,) and initial.std.dtype == dtype and initial.mean.dtype == dtype
+    x0, score0 = initial(jr.key(0), 64)
+    # The same numbers as before the checks moved into the module: mean + std * N(0, 1) of the key.
+    np.testing.assert_array_equal(x0, mean + 0.5 * jr.normal(jr.key(0), (64, 2), dtype))
+    np.testing.assert_allclose(score0, -(x0 - mean) / 0.25, rtol=1e-6 if dtype == jnp.float32 else 1e-12)
+    np.testing.assert_array_equal(dkjax.GaussianInitial(mean, jnp.full(2, 0.5, dtype))(jr.key(0), 64)[0], x0)
+    # Integer means are accepted and converted to the default float.
+    assert dkjax.GaussianInitial(jnp.array([1, 2]), 1).mean.dtype == jnp.result_type(float)
+
+
+@pytest.mark.parametrize(
+    "mean, std, match",
+    [
+        (jnp.zeros((2, 2)), 1.0, r"mean must be a vector \(d,\); got shape \(2, 2\)"),
+        (jnp.zeros(2), jnp.ones(3), r"std must be a positive scalar or a vector of shape \(2,\); got shape \(3,\)"),
+        (jnp.zeros(2), -1.0, r"std must be a positive scalar or a vector of shape \(2,\); got \[-1. -1.\]"),
+        (jnp.zeros(2), jnp.array([1.0, 0.0]), "std must be a positive scalar"),
+        (jnp.array([0.0, jnp.nan]), 1.0, r"mean holds 1 non-finite value\(s\)"),
+        (jnp.zeros(2), jnp.inf, r"std holds 2 non-finite value\(s\)"),
+    ],
+)
+def test_gaussian_initial_checks_its_arguments_when_built(mean, std, match):
+    with pytest.raises(ValueError, match=match):
+        dkjax.GaussianInitial(mean, std)
+
+
+def test_gaussian_initial_builds_inside_a_transform():
+    """Under jit the values are unknown: the shapes are checked, the draws work."""
+    draw = jax.jit(lambda m, s: dkjax.GaussianInitial(m, s)(jr.key(1), 3)[0])
+    np.testing.assert_array_equal(draw(jnp.zeros(2), 1.0), dkjax.GaussianInitial(jnp.zeros(2), 1.0)(jr.key(1), 3)[0])
+    with pytest.raises(ValueError, match="std must be a positive scalar or a vector of shape"):
+        jax.jit(lambda m: dkjax.GaussianInitial(m, jnp.ones(3))(jr.key(1), 3))(jnp.zeros(2))
+
+
 def _model(dtype, t1=1.0, num_steps=10):
     sde = _cast(dkjax.NeuralSDE(2, key=jr.key(0), width=8, depth=1), dtype)
     scaling = dkjax.DataScaling(jnp.array([10.0, -5.0], dtype), jnp.array([2.0, 0.5], dtype))
-    return dkjax.GenerativeModel(sde, dkjax.gaussian_initial(jnp.zeros(2, dtype), 1.0), scaling, 0.0, t1, num_steps)
+    return dkjax.GenerativeModel(sde, dkjax.GaussianInitial(jnp.zeros(2, dtype), 1.0), scaling, 0.0, t1, num_steps)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -49,7 +87,7 @@ def test_generative_model_samples_in_data_units(dtype):
     assert samples.shape == (4096, 2) and samples.dtype == dtype
     # Same key, same paths: the model's own law in standardised units, mapped back.
     standard = dkjax.sample(model.sde, model.initial, 4096, t1=1.0, num_steps=10, key=jr.key(1))
-    np.testing.assert_allclose(samples, model.scaling.unstandardize(standard), rtol=1e-6)
+    np.testing.assert_array_equal(samples, model.scaling.unstandardize(standard))  # model.sample is an alias
     assert abs(float(jnp.mean(samples[:, 0])) - 10.0) < 1.0 and abs(float(jnp.mean(samples[:, 1])) + 5.0) < 0.3
 
 
@@ -83,7 +121,7 @@ def test_save_and_load_round_trip(tmp_path, dtype):
 def test_load_needs_a_template_for_structured_sdes(tmp_path):
     sde = dkjax.OrnsteinUhlenbeck(theta=jnp.array([1.5]), sigma=jnp.array([0.7]))
     model = dkjax.GenerativeModel(
-        sde, dkjax.gaussian_initial(jnp.zeros(1), 1.0), dkjax.DataScaling.identity(1), 0.0, 1.0, 10
+        sde, dkjax.GaussianInitial(jnp.zeros(1), 1.0), dkjax.DataScaling.identity(1), 0.0, 1.0, 10
     )
     path = dkjax.save_model(tmp_path / "ou.eqx", model)
     with pytest.raises(ValueError, match="pass like="):
@@ -117,7 +155,7 @@ def test_fit_generative_learns_data_in_its_own_units(dtype):
 def _diverging_problem():
     """Training data far from the validation data: the held-out distance grows as training goes on."""
     sde = dkjax.OrnsteinUhlenbeck(theta=jnp.array([0.5]), sigma=jnp.array([1.0]))
-    initial = dkjax.gaussian_initial(jnp.zeros(1), 1.0)
+    initial = dkjax.GaussianInitial(jnp.zeros(1), 1.0)
     train = 3.0 + 0.2 * jr.normal(jr.key(0), (512, 1))
     held_out = jr.normal(jr.key(1), (512, 1))
     return sde, initial, train, held_out

@@ -76,7 +76,7 @@ def test_training_step_memory_does_not_grow_with_steps():
     import optax
 
     model = dkjax.NeuralSDE(2, key=jr.key(2))
-    initial = dkjax.gaussian_initial(jnp.zeros(2), 1.0)
+    initial = dkjax.GaussianInitial(jnp.zeros(2), 1.0)
     optimizer = optax.adam(1e-3)
     params, static = eqx.partition(model, eqx.is_inexact_array)
     opt_state = optimizer.init(params)

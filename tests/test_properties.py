@@ -198,7 +198,7 @@ def test_fit_keeps_dtype_and_structure(dtype, objective):
         inner=Inner(scale=jnp.asarray(0.5, dtype)), general=False,
     )  # fmt: skip
     data = jr.normal(jr.key(1), (16, d), dtype)
-    initial = dkjax.gaussian_initial(jnp.zeros(d, dtype), 1.0)
+    initial = dkjax.GaussianInitial(jnp.zeros(d, dtype), 1.0)
     fitted, history = dkjax.fit(
         sde, data, initial, t1=0.2, num_steps=2, key=jr.key(2), steps=2, num_paths=8, batch_size=8,
         kernel_rate=1.0, objective=objective, progress=False,

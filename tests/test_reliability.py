@@ -54,7 +54,7 @@ def divergence_kernel(key):
 def observable_response(key):
     sde = dkjax.GeometricBrownianMotion(mu=jnp.array([0.1, -0.2]), sigma=0.3)
     return dkjax.observable_response(
-        sde, lambda x: jnp.stack([x[0], x @ x]), dkjax.gaussian_initial(jnp.ones(2), 0.1), num_paths=100,
+        sde, lambda x: jnp.stack([x[0], x @ x]), dkjax.GaussianInitial(jnp.ones(2), 0.1), num_paths=100,
         chunk_size=40, t1=0.5, num_steps=10, key=key, kernel_rate=1.0,
     )
 
@@ -62,7 +62,7 @@ def observable_response(key):
 def fit(key):
     model, history = dkjax.fit(
         dkjax.NeuralSDE(2, key=jr.key(1), width=8, depth=1), dkjax.toy_data("two_moons", jr.key(0), 64),
-        dkjax.gaussian_initial(jnp.zeros(2), 1.0), t1=1.0, num_steps=8, key=key, steps=3,
+        dkjax.GaussianInitial(jnp.zeros(2), 1.0), t1=1.0, num_steps=8, key=key, steps=3,
         optimizer=optax.adam(1e-2), num_paths=32, batch_size=32, kernel_rate=5.0, progress=False,
     )
     # Wall-clock times differ between runs; every number that training computes must not.

@@ -68,7 +68,7 @@ _CHECK = textwrap.dedent(
     out["grad_all_reduce"] = "all-reduce" in hlo
 
     # fit with a path-sharded initial law equals the unsharded fit.
-    initial = dkjax.gaussian_initial(jnp.zeros(2), 1.0)
+    initial = dkjax.GaussianInitial(jnp.zeros(2), 1.0)
     fit_kw = dict(t1=0.5, num_steps=10, key=jax.random.key(5), steps=2, num_paths=64, batch_size=32,
                   kernel_rate=5.0, progress=False)
     m_one, h_one = dkjax.fit(ou, data, initial, **fit_kw)

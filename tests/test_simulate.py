@@ -68,7 +68,7 @@ def test_sample_draws_the_model_law_at_t1(dtype):
     time-dependent OU from N(1, 0.3^2), the EM chain's exact mean and variance."""
     sde = TimeDependentOU(*jnp.array([2.0, -1.2, 1.2, -0.6], dtype))
     t0, t1, num_steps, n = 0.5, 1.5, 20, 50_000
-    initial = dkjax.gaussian_initial(jnp.array([1.0], dtype), 0.3)
+    initial = dkjax.GaussianInitial(jnp.array([1.0], dtype), 0.3)
     x = dkjax.sample(sde, initial, n, t0=t0, t1=t1, num_steps=num_steps, key=jax.random.key(6))
     assert x.shape == (n, 1) and x.dtype == dtype
     mean, var = em_time_ou_moments(sde, 1.0, 0.09, t0, (t1 - t0) / num_steps, num_steps)
@@ -104,3 +104,62 @@ def test_second_call_with_same_shapes_does_not_recompile(entry):
     other_sde, other_x0, other_key = dkjax.OrnsteinUhlenbeck(2.0, 0.3), x0 + 1.0, jax.random.key(1)
     compiled, _ = compilations_during(lambda: function(other_sde, other_x0, t1=2.0, t0=0.5, num_steps=10, key=other_key))
     assert compiled == 0
+
+
+# ---------------------------------------------------------------- SaveAt: which states simulate returns
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_save_at_rows_are_the_paths_of_simulate_to_each_time(dtype):
+    """Each saved row is, to the bit, ``simulate`` run to that time with the same key (t0 > 0, an offset)."""
+    sde = jax.tree.map(lambda p: jnp.asarray(p, dtype), dkjax.OrnsteinUhlenbeck(1.2, 0.7, 0.3))
+    x0 = jax.random.normal(jax.random.key(0), (50, 2), dtype)
+    grid = dict(t0=0.5, t1=2.5, num_steps=40, key=jax.random.key(1), path_offset=7)
+    save_at = dkjax.SaveAt(t0=True, ts=[0.75, 1.5, 2.5], t1=True)
+    xs = dkjax.simulate(sde, x0, **grid, save_at=save_at)
+    assert xs.shape == (5, 50, 2) and xs.dtype == dtype
+    np.testing.assert_array_equal(xs[0], x0)
+    for row, (t, n) in zip(xs[1:], ((0.75, 5), (1.5, 20), (2.5, 40), (2.5, 40))):
+        np.testing.assert_array_equal(row, dkjax.simulate(sde, x0, **{**grid, "t1": t, "num_steps": n}))
+    # The default keeps its meaning: the final states, with no save axis; t1 alone in a list of saves has one.
+    np.testing.assert_array_equal(dkjax.simulate(sde, x0, **grid), xs[-1])
+    np.testing.assert_array_equal(dkjax.simulate(sde, x0, **grid, save_at=dkjax.SaveAt(t0=True, t1=True)), xs[jnp.array([0, -1])])
+    np.testing.assert_array_equal(dkjax.simulate(sde, x0, **grid, save_at=dkjax.SaveAt(ts=[1.5])), xs[2:3])
+
+
+def test_save_at_memory_does_not_grow_with_steps():
+    from test_performance_properties import peak_bytes
+
+    sde, x0 = dkjax.Lorenz96(forcing=8.0, noise=0.5), 8.0 + jax.random.normal(jax.random.key(1), (256, 40))
+
+    def peak(steps):
+        save_at = dkjax.SaveAt(t0=True, ts=[0.0025 * steps, 0.005 * steps])
+        run = lambda x, k: dkjax.simulate(sde, x, t1=0.005 * steps, num_steps=steps, key=k, save_at=save_at)
+        return peak_bytes(jax.jit(run), x0, jax.random.key(0))
+
+    assert peak(4000) / peak(100) <= 1.05
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: dkjax.SaveAt(), ValueError, "SaveAt must save something"),
+        (lambda: dkjax.SaveAt(ts=[]), ValueError, "ts must hold at least one time"),
+        (lambda: dkjax.SaveAt(ts=[0.5, 0.5]), ValueError, r"ts must be increasing; got \[0.5, 0.5\]"),
+        (lambda: dkjax.SaveAt(ts=[0.5, float("nan")]), ValueError, "every time in ts must be a finite number; got nan"),
+        (lambda: dkjax.SaveAt(ts="0.5"), ValueError, "ts must be a sequence of times"),
+        (lambda: dkjax.SaveAt(ts=0.5), ValueError, "ts must be a sequence of times"),
+        (lambda: _simulate_saving(dkjax.SaveAt(ts=[0.33])), ValueError, "time 0.33 is not on the step grid"),
+        (lambda: _simulate_saving(dkjax.SaveAt(ts=[0.5, 1.5])), ValueError, r"time 1.5 lies outside \(t0, t1\]"),
+        (lambda: _simulate_saving(dkjax.SaveAt(ts=[0.0])), ValueError, r"time 0.0 lies outside \(t0, t1\]"),
+        (lambda: _simulate_saving("t1"), TypeError, "save_at must be a dkjax.SaveAt; got str"),
+    ],
+)
+def test_save_at_refuses_what_it_cannot_save(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def _simulate_saving(save_at):
+    sde, x0 = dkjax.OrnsteinUhlenbeck(1.0, 0.5), jnp.zeros((4, 1))
+    return dkjax.simulate(sde, x0, t1=1.0, num_steps=10, key=jax.random.key(0), save_at=save_at)

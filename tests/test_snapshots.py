@@ -13,7 +13,8 @@ from helpers import em_ou_moments
 
 import dkjax
 from dkjax._generative._objective import dk_gradient, energy_weights
-from dkjax._generative._snapshots import grid_steps, per_time_weights
+from dkjax._engine._save_at import grid_steps
+from dkjax._generative._snapshots import per_time_weights
 
 DTYPES = [jnp.float32, jnp.float64]
 # Recoveries by training: float32 in the quick suite, float64 with the slow cases (the snapshot
@@ -37,7 +38,7 @@ def test_snapshot_gradient_is_the_weighted_sum_of_single_time_gradients(dtype):
     # The response at t_k read off one pass equals a separate DK run to t_k (same noise keys),
     # for both routes and the chunked replay; unequal sizes, unequal weights.
     sde = _ou(dtype)
-    x0, score0 = dkjax.gaussian_initial(jnp.array([2.0], dtype), 0.5)(jr.key(0), 200)
+    x0, score0 = dkjax.GaussianInitial(jnp.array([2.0], dtype), 0.5)(jr.key(0), 200)
     times, num_steps, t1 = (0.3, 0.7, 1.2), 60, 1.2
     data = tuple(m + 0.6 * jr.normal(jr.key(k), (n, 1), dtype) for k, (m, n) in enumerate([(1.6, 90), (1.1, 40), (0.6, 70)]))
     w = (1.0, 2.5, 0.5)
@@ -103,7 +104,7 @@ def test_snapshot_energy_gradient_matches_exact_ou(method):
 
 
 def test_times_off_the_grid_or_outside_are_named():
-    sde, initial = _ou(), dkjax.gaussian_initial(jnp.zeros(1), 1.0)
+    sde, initial = _ou(), dkjax.GaussianInitial(jnp.zeros(1), 1.0)
     data = {0.5: np.zeros((4, 1)), 1.0: np.ones((4, 1))}
     fit = lambda data, **kw: dkjax.fit(sde, data, initial, key=jr.key(0), steps=1, progress=False, **kw)
     with pytest.raises(ValueError, match="time 0.33 is not on the step grid"):
@@ -130,7 +131,7 @@ def test_times_off_the_grid_or_outside_are_named():
 
 def test_t1_defaults_to_the_last_time_and_a_zero_weight_drops_a_time():
     # With the middle time weighted 0 the run is the run on the other two (same losses, same model).
-    initial = dkjax.gaussian_initial(jnp.array([1.0]), 0.3)
+    initial = dkjax.GaussianInitial(jnp.array([1.0]), 0.3)
     rng = np.random.default_rng(0)
     points = {t: rng.normal(1.0 - t, 0.5, (64 + 16 * k, 1)) for k, t in enumerate((0.25, 0.5, 1.0))}
     run = lambda data: dkjax.fit(_ou(), data, initial, num_steps=20, key=jr.key(1), steps=3, num_paths=64,
@@ -141,18 +142,9 @@ def test_t1_defaults_to_the_last_time_and_a_zero_weight_drops_a_time():
     np.testing.assert_allclose(a.theta, b.theta, rtol=1e-12)
 
 
-def test_simulate_snapshots_are_simulate_at_each_time():
-    sde, x0 = _ou(), jr.normal(jr.key(0), (50, 1))
-    xs = dkjax.simulate_snapshots(sde, x0, [0.25, 1.0], num_steps=40, key=jr.key(1), t1=2.0)
-    for k, (t, n) in enumerate(((0.25, 5), (1.0, 20))):
-        np.testing.assert_allclose(xs[k], dkjax.simulate(sde, x0, t1=t, num_steps=n, key=jr.key(1)), rtol=1e-12)
-    with pytest.raises(ValueError, match="increasing"):
-        dkjax.simulate_snapshots(sde, x0, [1.0, 0.5], num_steps=40, key=jr.key(1))
-
-
 def test_validation_per_time_selects_a_model():
     # Also the memory-lean route through fit, replayed in chunks.
-    initial = dkjax.gaussian_initial(jnp.array([1.0]), 0.3)
+    initial = dkjax.GaussianInitial(jnp.array([1.0]), 0.3)
     rng = np.random.default_rng(1)
     data = {t: rng.normal(1.0 - t, 0.5, (100, 1)) for t in (0.5, 1.0)}
     _, history = dkjax.fit(_ou(), data, initial, num_steps=20, key=jr.key(1), steps=4, num_paths=64,
@@ -180,7 +172,7 @@ def test_ou_recovered_from_three_exact_marginals(dtype):
     rng = np.random.default_rng(0)
     data = {t: rng.normal(*_ou_marginal(t), (4000, 1)).astype(dtype) for t in OU_TIMES}
     start = _cast(dkjax.OrnsteinUhlenbeck(jnp.array(0.5), jnp.array(0.4), jnp.array(0.0)), dtype)
-    initial = dkjax.gaussian_initial(jnp.array([M0], dtype), S0)
+    initial = dkjax.GaussianInitial(jnp.array([M0], dtype), S0)
     fitted, _ = dkjax.fit(start, data, initial, num_steps=80, key=jr.key(1), steps=300, num_paths=1024,
                           learning_rate=0.1, final_lr_fraction=0.01, objective="energy", kernel_rate=1.0,
                           validation=None, progress=False)  # fmt: skip
@@ -242,10 +234,11 @@ def _double_well_data(dtype, n=2000, extra=8):
     """Snapshots of V = (x1^2 - 1)^2 + x2^2 / 2 from N(0, 0.3^2 I) (out of equilibrium: the
     population splits between the wells), from a 20x finer Euler-Maruyama grid; plus
     ``extra`` independent draws at the held-out time for the metric's own noise floor."""
-    initial = dkjax.gaussian_initial(jnp.zeros(2), 0.3)
+    initial = dkjax.GaussianInitial(jnp.zeros(2), 0.3)
     x0 = initial(jr.key(100), n * (extra + 2))[0]
     times = sorted(DW_TIMES + (DW_HELD_OUT,))
-    fine = dkjax.simulate_snapshots(_DoubleWell(jnp.array(DW_SIGMA)), x0, times, num_steps=1200, key=jr.key(101))
+    fine = dkjax.simulate(_DoubleWell(jnp.array(DW_SIGMA)), x0, t1=times[-1], num_steps=1200, key=jr.key(101),
+                          save_at=dkjax.SaveAt(ts=times))
     data = {t: np.asarray(fine[times.index(t), :n], dtype) for t in DW_TIMES}
     held = np.asarray(fine[times.index(DW_HELD_OUT)], dtype).reshape(extra + 2, n, 2)
     return data, held
@@ -262,7 +255,7 @@ def _fit_double_well(dtype, steps):
     data, held = _double_well_data(dtype)
     start = dkjax.GradientFlowSDE(2, key=jr.key(0), sigma_init=0.4,
                                   potential=_Quartic(jnp.array([np.log(0.5), -0.5, 0.2, 0.0, 0.0], dtype)))  # fmt: skip
-    initial = dkjax.gaussian_initial(jnp.zeros(2, dtype), 0.3)
+    initial = dkjax.GaussianInitial(jnp.zeros(2, dtype), 0.3)
     fitted, _ = dkjax.fit(start, data, initial, num_steps=60, key=jr.key(1), steps=steps, num_paths=512,
                           learning_rate=0.05, final_lr_fraction=0.01, objective="kl", validation=None,
                           progress=False)  # fmt: skip
@@ -277,7 +270,7 @@ def test_double_well_gradient_flow_recovered(dtype):
     fitted, initial, held = _fit_double_well(dtype, steps=300)
     assert abs(float(fitted.noise_level) / DW_SIGMA - 1) < 0.10, float(fitted.noise_level)
     x0 = initial(jr.key(5), 4000)[0]
-    xs = dkjax.simulate_snapshots(fitted, x0, [DW_HELD_OUT], num_steps=60, key=jr.key(6), t1=1.5)[0]
+    xs = dkjax.simulate(fitted, x0, t1=1.5, num_steps=60, key=jr.key(6), save_at=dkjax.SaveAt(ts=[DW_HELD_OUT]))[0]
     distance, floor = float(dkjax.energy_distance(xs, held[0])), _noise_floor(held, 4000)
     assert distance <= 2 * floor, (distance, floor)
 
@@ -299,7 +292,7 @@ def test_gradient_flow_drift_is_minus_the_potential_gradient_and_round_trips(tmp
     x = jnp.array([0.3, -1.2])
     np.testing.assert_allclose(sde.drift(0.0, x), -jax.grad(sde.potential)(x), rtol=1e-12)
     assert float(sde.noise_level) == pytest.approx(0.6)
-    model = dkjax.GenerativeModel(sde, dkjax.gaussian_initial(jnp.zeros(2), 1.0), dkjax.DataScaling.identity(2), 0.0, 1.0, 10)
+    model = dkjax.GenerativeModel(sde, dkjax.GaussianInitial(jnp.zeros(2), 1.0), dkjax.DataScaling.identity(2), 0.0, 1.0, 10)
     loaded = dkjax.load_model(dkjax.save_model(tmp_path / "m.eqx", model))
     assert isinstance(loaded.sde, dkjax.GradientFlowSDE) and loaded.sde.confinement == 0.5
     np.testing.assert_array_equal(loaded.sample(5, key=jr.key(1)), model.sample(5, key=jr.key(1)))
@@ -313,7 +306,7 @@ def test_state_dependent_noise_stays_above_its_floor(tmp_path):
     low = eqx.tree_at(lambda s: s.sigma_bias, sde, jnp.full(2, -50.0))
     sigma = jax.vmap(lambda x: low.diffusion(0.0, x))(10 * jr.normal(jr.key(1), (100, 2)))
     assert float(jnp.min(sigma)) >= 0.05 and float(jnp.max(sigma)) < 0.051
-    model = dkjax.GenerativeModel(sde, dkjax.gaussian_initial(jnp.zeros(2), 1.0), dkjax.DataScaling.identity(2), 0.0, 1.0, 10)
+    model = dkjax.GenerativeModel(sde, dkjax.GaussianInitial(jnp.zeros(2), 1.0), dkjax.DataScaling.identity(2), 0.0, 1.0, 10)
     assert dkjax.load_model(dkjax.save_model(tmp_path / "m.eqx", model)).sde.sigma_min == 0.05
 
 
@@ -334,7 +327,7 @@ def test_interpolation_baseline_is_the_displacement_interpolation():
 def test_leave_one_time_out_and_forecast_beat_their_baselines_on_ou():
     rng = np.random.default_rng(3)
     data = {t: rng.normal(*_ou_marginal(t), (1000, 1)) for t in (0.4, 1.0, 1.6, 2.0)}
-    start, initial = dkjax.OrnsteinUhlenbeck(jnp.array(0.7), jnp.array(0.6), jnp.array(-0.5)), dkjax.gaussian_initial(jnp.array([M0]), S0)
+    start, initial = dkjax.OrnsteinUhlenbeck(jnp.array(0.7), jnp.array(0.6), jnp.array(-0.5)), dkjax.GaussianInitial(jnp.array([M0]), S0)
     options = dict(num_steps=20, steps=80, num_paths=512, learning_rate=0.1, objective="energy", kernel_rate=1.0,
                    validation=None, progress=False, num_samples=1000)  # fmt: skip
     _, _, score = dkjax.leave_one_time_out(start, data, initial, time=1.0, key=jr.key(0), **options)
@@ -393,7 +386,7 @@ def test_snapshot_file_errors_name_the_problem(tmp_path):
         load_snapshot_file(tmp_path / "t.csv", "time")
 
 
-@pytest.mark.parametrize("name", ["Snapshots", "EmpiricalInitial", "simulate_snapshots", "interpolate_snapshots",
+@pytest.mark.parametrize("name", ["Snapshots", "EmpiricalInitial", "SaveAt", "interpolate_snapshots",
                                   "GradientFlowSDE"])  # fmt: skip
 def test_docstring_examples_run_and_print_what_they_claim(name):
     import doctest

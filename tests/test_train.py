@@ -46,7 +46,7 @@ def test_fit_recovers_ou_drift_and_noise(case):
     data = _ou_data(theta, sigma, mean0, std0, t1, 4096, jr.key(0)).astype(dtype)
     ones = jnp.ones(len(mean0), dtype)
     model = _frozen_mean_ou(jnp.asarray(theta_start, dtype) * ones, jnp.asarray(sigma_start, dtype) * ones)
-    initial = dkjax.gaussian_initial(jnp.asarray(mean0, dtype), jnp.asarray(std0, dtype))
+    initial = dkjax.GaussianInitial(jnp.asarray(mean0, dtype), jnp.asarray(std0, dtype))
     optimizer = optax.adam(optax.cosine_decay_schedule(0.05, steps, 0.05))
     fitted, history = dkjax.fit(
         model, data, initial, t1=t1, num_steps=40, key=jr.key(1), steps=steps,
@@ -60,7 +60,7 @@ def test_fit_recovers_ou_drift_and_noise(case):
 def _tiny_problem(dtype=F64):
     sde = cast(dkjax.NeuralSDE(2, key=jr.key(0), width=8, depth=1), dtype)
     data = jr.normal(jr.key(1), (64, 2), dtype) * 0.5 + 1.0
-    return sde, data, dkjax.gaussian_initial(jnp.zeros(2, dtype), 1.0)
+    return sde, data, dkjax.GaussianInitial(jnp.zeros(2, dtype), 1.0)
 
 
 def _fit_tiny(steps, directory, resume=False, dtype=F64, **kwargs):
@@ -100,7 +100,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good(tmp_path):
     data = jr.normal(jr.key(0), (64, 1))
     with pytest.warns(RuntimeWarning) as caught:
         fitted, history = dkjax.fit(
-            model, data, dkjax.gaussian_initial([0.0], [1.0]), t1=1.0, num_steps=100, key=jr.key(1), steps=5,
+            model, data, dkjax.GaussianInitial([0.0], [1.0]), t1=1.0, num_steps=100, key=jr.key(1), steps=5,
             num_paths=64, progress=False,
         )  # fmt: skip
     messages = " ".join(str(w.message) for w in caught)
@@ -115,7 +115,7 @@ def test_training_step_compiles_once_for_a_model_built_from_python_numbers():
     # OU(1.5, 0.8) holds weakly typed parameters; the optimiser's updates are not. Three steps
     # must compile what one step compiles (the step and the validation, once each).
     data = 0.5 * jr.normal(jr.key(0), (64, 1))
-    run = lambda steps, lr: dkjax.fit(dkjax.OrnsteinUhlenbeck(1.5, 0.8), data, dkjax.gaussian_initial([0.0], [1.0]),
+    run = lambda steps, lr: dkjax.fit(dkjax.OrnsteinUhlenbeck(1.5, 0.8), data, dkjax.GaussianInitial([0.0], [1.0]),
                                       t1=1.0, num_steps=10, key=jr.key(1), steps=steps, num_paths=32, progress=False,
                                       learning_rate=lr)  # fmt: skip
     run(1, 1e-3)  # compiles the eager operations fit shares between calls
@@ -132,7 +132,7 @@ def test_a_repeated_fit_compiles_nothing(snapshots):
         points = lambda k: 0.5 * jr.normal(jr.fold_in(key, k), (64, 2))
         data = {0.5 * t1: points(0), t1: points(1)} if snapshots else points(0)
         model = dkjax.NeuralSDE(2, key=jr.fold_in(key, 2), width=8)
-        initial = dkjax.gaussian_initial(jnp.zeros(2), 1.0)
+        initial = dkjax.GaussianInitial(jnp.zeros(2), 1.0)
         return dkjax.fit(model, data, initial, t1=t1, num_steps=10, key=jr.fold_in(key, 3), steps=3, num_paths=32,
                          validate_every=2, kernel_rate_every=2, progress=False)  # fmt: skip
 
@@ -183,7 +183,7 @@ def test_two_moons_beats_best_gaussian_threefold():
     heldout = dkjax.toy_data("two_moons", jr.key(1), 2048).astype(f32)
     sde = dkjax.NeuralSDE(2, key=jr.key(2))
     sde = jax.tree.map(lambda a: a.astype(f32) if eqx.is_inexact_array(a) else a, sde)
-    initial = dkjax.gaussian_initial(jnp.zeros(2, f32), 1.0)
+    initial = dkjax.GaussianInitial(jnp.zeros(2, f32), 1.0)
     fitted, history = dkjax.fit(sde, data, initial, t1=1.0, num_steps=50, key=jr.key(3), steps=300, progress=False)
     assert history.stop_reason is None
     assert history.best_step >= 200, history.validation
@@ -222,7 +222,7 @@ def test_an_optimizer_that_cannot_be_hashed_still_trains():
     optimizer = Unhashable(adam)
     optimizer.init, optimizer.update = adam.init, adam.update  # noqa: B010
     data = 0.5 * jr.normal(jr.key(0), (64, 1))
-    model, history = dkjax.fit(dkjax.OrnsteinUhlenbeck(1.5, 0.8), data, dkjax.gaussian_initial([0.0], [1.0]), t1=1.0,
+    model, history = dkjax.fit(dkjax.OrnsteinUhlenbeck(1.5, 0.8), data, dkjax.GaussianInitial([0.0], [1.0]), t1=1.0,
                                num_steps=10, key=jr.key(1), steps=2, num_paths=32, optimizer=optimizer,
                                clip_norm=None, validation=None, progress=False)  # fmt: skip
     assert len(history.records) == 2 and float(model.theta) != 1.5

@@ -32,7 +32,7 @@ def _ou(theta, sigma, mean=0.0, dtype=F32):
 
 
 def _initial(dim=1, dtype=F32):
-    return dkjax.gaussian_initial(jnp.zeros(dim, dtype), 1.0)
+    return dkjax.GaussianInitial(jnp.zeros(dim, dtype), 1.0)
 
 
 def _data(loc=0.5, scale=0.6, key=0, n=64):
@@ -259,7 +259,7 @@ def test_save_and_load_keep_every_field_and_the_samples(tmp_path):
     samples identically. (Both dtypes round-trip in test_generative.py.)"""
     dtype = F32
     scaling = dkjax.DataScaling(jnp.array([10.0, -5.0], dtype), jnp.array([2.0, 0.5], dtype))
-    gaussian = dkjax.gaussian_initial(jnp.array([1.0, -2.0], dtype), jnp.array([0.5, 2.0], dtype))
+    gaussian = dkjax.GaussianInitial(jnp.array([1.0, -2.0], dtype), jnp.array([0.5, 2.0], dtype))
     empirical = dkjax.EmpiricalInitial(jr.normal(jr.key(7), (5, 2), dtype))
     for k, initial in enumerate((gaussian, empirical)):
         model = dkjax.GenerativeModel(_noisy_neural_sde(dtype), initial, scaling, 0.25, 1.5, 5)
@@ -299,8 +299,8 @@ def test_snapshot_held_out_score_is_the_weighted_sum_of_the_per_time_distances()
     rng = np.random.default_rng(1)
     held = {t: jnp.asarray(rng.normal(*law, (64, 1)), F32) for t, law in zip((0.5, 1.0), (NEAR, FAR))}
     # Each time's distance, measured on samples of our own (the same law as the validation's samples).
-    xs = dkjax.simulate_snapshots(_ou(1.0, 0.5), _initial()(jr.key(2), 1024)[0], [0.5, 1.0], num_steps=10,
-                                  key=jr.key(3))  # fmt: skip
+    xs = dkjax.simulate(_ou(1.0, 0.5), _initial()(jr.key(2), 1024)[0], t1=1.0, num_steps=10, key=jr.key(3),
+                        save_at=dkjax.SaveAt(ts=[0.5, 1.0]))  # fmt: skip
     near, far = (float(dkjax.energy_distance(x, held[t])) for x, t in zip(xs, (0.5, 1.0)))
     assert abs(near) < 0.02 * far, (near, far)
     mixed = _snapshot_score(dkjax.Snapshots(held, weights=(2.0, 3.0)), weights=(1.0, 0.0))

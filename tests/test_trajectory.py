@@ -155,7 +155,8 @@ def test_push_forward_scores_an_ou_interval_in_standard_errors():
     # t = 0 cells (one time early) moves the mean by 0.49 = 25 standard errors of the mean.
     theta, sigma, n = 1.0, 0.5, 1500
     sde = dkjax.OrnsteinUhlenbeck(jnp.float32(theta), jnp.float32(sigma), jnp.float32(0.0))
-    xs = dkjax.simulate_snapshots(sde, jnp.full((3 * n, 1), 2.0, jnp.float32), [0.5, 1.0], num_steps=40, key=jr.key(4))
+    xs = dkjax.simulate(sde, jnp.full((3 * n, 1), 2.0, jnp.float32), t1=1.0, num_steps=40, key=jr.key(4),
+                        save_at=dkjax.SaveAt(ts=[0.5, 1.0]))
     data = {0.0: np.full((n, 1), 2.0, np.float32), 0.5: np.asarray(xs[0][:n]), 1.0: np.asarray(xs[1][n:2 * n])}
     score = dkjax.push_forward_score(sde, data, time=1.0, num_steps=40, key=jr.key(5))
     sd = float(np.std(data[1.0]))
@@ -183,7 +184,7 @@ def test_a_snapshot_at_t0_becomes_the_initial_law_or_is_dropped():
     rest, initial = split_initial_snapshot(data, None, 0.0)
     assert rest.times == (0.5, 1.0) and isinstance(initial, dkjax.EmpiricalInitial)
     np.testing.assert_array_equal(np.asarray(initial(jr.key(0), 3)[0]), np.zeros((3, 2)))
-    given = dkjax.gaussian_initial(jnp.zeros(2), 1.0)
+    given = dkjax.GaussianInitial(jnp.zeros(2), 1.0)
     rest, same = split_initial_snapshot(dkjax.Snapshots(data, weights=[5.0, 1.0, 2.0]), given, 0.0)
     assert same is given and rest.times == (0.5, 1.0) and rest.weights == (1.0, 2.0)
     untouched, _ = split_initial_snapshot({0.5: x1}, given, 0.0)

@@ -45,12 +45,12 @@ def test_observable_response_matches_the_em_chain():
 def test_fit_and_sample_stay_float32():
     data = dkjax.toy_data("two_moons", jr.key(0), 128)
     sde, history = dkjax.fit(
-        dkjax.NeuralSDE(2, key=jr.key(1), width=8, depth=1), data, dkjax.gaussian_initial(jnp.zeros(2), 1.0),
+        dkjax.NeuralSDE(2, key=jr.key(1), width=8, depth=1), data, dkjax.GaussianInitial(jnp.zeros(2), 1.0),
         t1=1.0, num_steps=10, key=jr.key(2), steps=3, num_paths=64, progress=False, objective="energy",
     )  # fmt: skip
     assert history.stop_reason is None and np.all(np.isfinite(history.loss))
     assert {leaf.dtype for leaf in jax.tree.leaves(dkjax.parameters(sde))} == {F32}
-    samples = dkjax.sample(sde, dkjax.gaussian_initial(jnp.zeros(2), 1.0), 16, t1=1.0, num_steps=10, key=jr.key(3))
+    samples = dkjax.sample(sde, dkjax.GaussianInitial(jnp.zeros(2), 1.0), 16, t1=1.0, num_steps=10, key=jr.key(3))
     assert samples.dtype == F32
 
 

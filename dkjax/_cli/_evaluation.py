@@ -40,7 +40,8 @@ def _evaluate(config, model, data: _Data, history, run_dir: Path, quiet: bool) -
     from ._datafile import column_names
     from ._systems import parameter_labels
     from .._generative._metrics import energy_distance, sliced_wasserstein, smoothed_nll
-    from .._generative._plots import can_plot, plot_loss, plot_samples
+    from .._generative._plots import plot_loss, plot_samples
+    from .._plotting import can_plot
 
     eval_cfg = config["eval"]
     key = jr.key(eval_cfg["seed"])

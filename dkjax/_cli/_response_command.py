@@ -149,12 +149,12 @@ def _initial_states(plan: Plan, config: dict, key):
     import jax.numpy as jnp
     import jax.random as jr
 
-    from .._generative._data import gaussian_initial
+    from .._generative._data import GaussianInitial
     from .._engine._simulate import simulate
 
     cfg, spinup = config["response"], config["initial"]["spinup_time"]
     init_key, spin_key = jr.split(key)
-    x0, score0 = gaussian_initial(plan.mean, plan.std)(init_key, cfg["num_paths"])
+    x0, score0 = GaussianInitial(plan.mean, plan.std)(init_key, cfg["num_paths"])
     if spinup == 0:
         return x0, score0, 0
     steps = max(1, round(spinup * cfg["num_steps"] / cfg["t1"]))
@@ -318,11 +318,11 @@ def format_table(results: dict) -> str:
 
 
 def _plot(results: dict, path: Path) -> None:
-    from .._generative._plots import _pyplot, can_plot
+    from .._plotting import can_plot, pyplot
 
     if not can_plot(f"the figure {path.name}"):
         return
-    plt = _pyplot()
+    plt = pyplot()
     entries = results["observables"]
     fig, axes = plt.subplots(1, len(entries), figsize=(4 * len(entries), 3.2), squeeze=False)
     for ax, (name, entry) in zip(axes[0], entries.items()):

@@ -15,10 +15,10 @@ def _dtype(config):
 def _initial(config, dtype, dim: int):
     import jax.numpy as jnp
 
-    from .._generative._data import gaussian_initial
+    from .._generative._data import GaussianInitial
 
     mean = jnp.full(dim, config["model"]["initial_mean"], dtype)
-    return gaussian_initial(mean, config["model"]["initial_std"])
+    return GaussianInitial(mean, config["model"]["initial_std"])
 
 
 def _sde_class_model(config, dtype):
@@ -237,7 +237,7 @@ def _check_snapshot_times(config, train) -> None:
         ConfigError: a time before 0 or off the grid, named with the keys that set the grid.
     """
     from ._config import ConfigError
-    from .._generative._snapshots import grid_steps
+    from .._engine._save_at import grid_steps
 
     if not isinstance(train, dict):
         return

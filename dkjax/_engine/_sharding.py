@@ -150,7 +150,7 @@ def sharded_initial(
         ValueError: (from the wrapped call) a mesh without a ``"paths"`` axis.
 
     Example:
-        >>> initial = dkjax.sharded_initial(dkjax.gaussian_initial(jnp.zeros(2), 1.0))
+        >>> initial = dkjax.sharded_initial(dkjax.GaussianInitial(jnp.zeros(2), 1.0))
         >>> x0, score0 = initial(jax.random.key(0), 4 * jax.device_count())  # e.g. for dkjax.fit
         >>> print(x0.sharding.spec)
         P('paths',)

@@ -4,9 +4,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._custom_types import Array, Key, PathIds, RealScalarLike, States
+from .._custom_types import Array, Float, Key, PathIds, RealScalarLike, States
 from ._driver import AbstractFold, AbstractStep, KeepNothing, drive
 from ._noise import brownian_normal
+from ._save_at import SaveAt, grid_steps
 from .._sde._abstract import AbstractSDE, em_increment, noise_dimension
 from .._validation import check_finite, check_key, check_parameter_dtypes, check_states, check_time_grid
 
@@ -102,20 +103,19 @@ class _RecordAt(AbstractFold):
 
 
 @eqx.filter_jit
-def record_states(sde, x0, t0, t1, key, num_steps, steps):
+def record_states(sde, x0, t0, t1, key, num_steps, steps, path_offset=0):
     """States at the step indices ``steps`` (increasing), shape ``(K, M, d)``, and at ``num_steps``.
 
     The engine's driver with ``dkjax.simulate``'s step (noise addressed by ``(key, step,
-    path)``), so the divergence-kernel replay follows the same paths.
+    path_offset + path)``), so the divergence-kernel replay follows the same paths.
     """
     t0, dt = time_grid(t0, t1, num_steps, x0.dtype)
     _, noise_dim = noise_dimension(sde, t0, x0[0])
     steps = jnp.asarray(steps, jnp.int32)
     recorded = jnp.zeros((steps.shape[0],) + x0.shape, x0.dtype)
     step, fold = _StatesOut(EulerMaruyama(sde, noise_dim)), _RecordAt(steps)
-    x, recorded = drive(
-        step, fold, x0, recorded, path_ids=path_ids_for(x0.shape[0], 0), t0=t0, dt=dt, key=key, first=0, stop=num_steps
-    )
+    path_ids = path_ids_for(x0.shape[0], path_offset)
+    x, recorded = drive(step, fold, x0, recorded, path_ids=path_ids, t0=t0, dt=dt, key=key, first=0, stop=num_steps)
     return recorded, x
 
 
@@ -124,6 +124,19 @@ def _simulate(sde, x0, path_offset, t0, t1, key, num_steps):
     # Path ids made inside the jit follow x0's sharding, also of a global multi-process array.
     t0, dt = time_grid(t0, t1, num_steps, x0.dtype)
     return simulate_paths(sde, x0, path_ids_for(x0.shape[0], path_offset), t0, dt, key, num_steps)
+
+
+def _saved_states(sde, x0, path_offset, t0, t1, key, num_steps: int, save_at: SaveAt, steps):
+    """The states ``save_at`` asks for, stacked ``(K, M, d)`` in the order ``t0``, ``ts`` (at ``steps``), ``t1``."""
+    rows = [x0[None]] if save_at.t0 else []
+    if steps is None:
+        final = _simulate(sde, x0, path_offset, t0, t1, key, num_steps)
+    else:
+        recorded, final = record_states(sde, x0, t0, t1, key, num_steps, steps, path_offset)
+        rows.append(recorded)
+    if save_at.t1:
+        rows.append(final[None])
+    return jnp.concatenate(rows)
 
 
 def simulate(
@@ -135,12 +148,14 @@ def simulate(
     key: Key,
     t0: RealScalarLike = 0.0,
     path_offset: int = 0,
-) -> States:
-    """Simulates ``num_paths`` paths of ``sde`` by Euler-Maruyama and returns the final states.
+    save_at: SaveAt = SaveAt(t1=True),
+) -> States | Float[Array, "K paths d"]:
+    """Simulates ``num_paths`` paths of ``sde`` by Euler-Maruyama and returns their states.
 
     The noise of path ``i`` at step ``n`` is addressed by ``(key, n, path_offset + i)``, so
     ``dkjax.divergence_kernel`` with the same arguments follows the same paths (the same
-    noise; the states agree up to floating-point rounding).
+    noise; the states agree up to floating-point rounding). Whatever ``save_at`` asks for,
+    the paths are the same, and memory does not grow with ``num_steps``.
 
     Arguments:
         sde: the SDE.
@@ -152,16 +167,21 @@ def simulate(
         path_offset: global index of the first path (to split one ensemble over chunks
             or calls without reusing noise; a multi-process array from ``shard_paths``
             needs none: its global rows number the paths).
+        save_at: which states to return, a ``dkjax.SaveAt`` (default: the final states).
 
     Returns:
-        The states at ``t1``, shape ``(num_paths, d)``. Paths that blow up hold non-finite
+        With the default ``SaveAt(t1=True)``, the states at ``t1``, shape ``(num_paths, d)``.
+        Otherwise an array ``(K, num_paths, d)``: the states at ``t0`` (if saved), at each of
+        ``save_at.ts``, then at ``t1`` (if saved). Paths that blow up hold non-finite
         values; they are not removed.
 
     Raises:
         ValueError: if ``x0`` is not ``(num_paths, d)`` or does not match the SDE, holds
-            non-finite values, ``num_steps < 1`` or ``t1 <= t0``, or the SDE's parameters
-            have a wider floating dtype than ``x0`` (both dtypes are named).
-        TypeError: if ``sde`` is not an ``AbstractSDE`` or ``key`` is not a PRNG key.
+            non-finite values, ``num_steps < 1`` or ``t1 <= t0``, a save time lies outside
+            ``(t0, t1]`` or off the step grid (named), or the SDE's parameters have a wider
+            floating dtype than ``x0`` (both dtypes are named).
+        TypeError: if ``sde`` is not an ``AbstractSDE``, ``key`` is not a PRNG key or
+            ``save_at`` is not a ``dkjax.SaveAt``.
 
     Example:
         >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)  # scalar parameters: any dimension
@@ -169,8 +189,19 @@ def simulate(
         ...                     key=jax.random.key(0))
         >>> print(xT.shape)
         (1000, 2)
+        >>> xs = dkjax.simulate(sde, jnp.zeros((1000, 2)), t1=1.0, num_steps=100,
+        ...                     key=jax.random.key(0), save_at=dkjax.SaveAt(ts=[0.25, 0.5]))
+        >>> print(xs.shape)
+        (2, 1000, 2)
     """
     check_common(sde, x0, t0, t1, num_steps, key)
+    if not isinstance(save_at, SaveAt):
+        raise TypeError(f"save_at must be a dkjax.SaveAt; got {type(save_at).__name__}.")
     x0 = jnp.asarray(x0)
+    # On the grid of the times as given (not rounded to x0's dtype), before any work.
+    steps = None if save_at.ts is None else grid_steps(save_at.ts, t0, t1, num_steps)
     t0, t1 = jnp.asarray(t0, x0.dtype), jnp.asarray(t1, x0.dtype)
-    return _simulate(sde, x0, jnp.asarray(path_offset, jnp.int32), t0, t1, key, num_steps)
+    path_offset = jnp.asarray(path_offset, jnp.int32)
+    if save_at.final_only:
+        return _simulate(sde, x0, path_offset, t0, t1, key, num_steps)
+    return _saved_states(sde, x0, path_offset, t0, t1, key, num_steps, save_at, steps)

@@ -9,7 +9,8 @@ import numpy as np
 from .._sde._abstract import AbstractSDE, noise_dimension
 from .._validation import check_choice, check_key, check_positive, check_time_grid
 from ._objective import GRADIENT_METHODS, OBJECTIVES, AbstractObjective
-from ._snapshots import _GRID_TOLERANCE, EmpiricalInitial, Snapshots, as_snapshots, grid_steps
+from .._engine._save_at import GRID_TOLERANCE, grid_steps
+from ._snapshots import EmpiricalInitial, Snapshots, as_snapshots
 
 
 def check_finite_rows(name: str, points) -> None:
@@ -93,7 +94,7 @@ def split_initial_snapshot(data, initial, t0=0.0):
         snaps = as_snapshots(data)
         t0 = float(t0)
         first = snaps.times[0]
-        if abs(first - t0) <= _GRID_TOLERANCE * max(1.0, abs(t0)):
+        if abs(first - t0) <= GRID_TOLERANCE * max(1.0, abs(t0)):
             if len(snaps.times) == 1:
                 raise ValueError(f"data: its only snapshot lies at t0 = {t0}; give at least one time after t0.")
             if initial is None:
@@ -102,7 +103,7 @@ def split_initial_snapshot(data, initial, t0=0.0):
     if initial is None:
         raise ValueError(
             f"initial is None, which needs a snapshot at t0 = {float(t0)} (it becomes the initial law); "
-            "pass initial, e.g. dkjax.gaussian_initial(mean, std), or add the snapshot at t0."
+            "pass initial, e.g. dkjax.GaussianInitial(mean, std), or add the snapshot at t0."
         )
     return data, initial
 

@@ -4,12 +4,14 @@ import math
 from collections.abc import Callable
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-from .._custom_types import Array, Float, Key
+from .._custom_types import Array, ArrayLike, Float, Key
 from .._engine._simulate import simulate
 from .._sde._systems import Lorenz96
+from .._validation import check_finite, is_concrete
 
 Points = Float[Array, "n 2"]
 
@@ -98,53 +100,54 @@ class GaussianInitial(eqx.Module):
     """The initial law ``N(mean, diag(std^2))``: ``initial(key, n) -> (x0, score0)``.
 
     An Equinox module, so a trained generative model can carry (and save) its initial law.
-    Build it with ``dkjax.gaussian_initial``, which checks its arguments (the constructor
-    does not).
 
     Arguments:
-        mean: vector ``(d,)``; std: positive vector ``(d,)``.
+        mean: vector ``(d,)``; its floating dtype is the samples' dtype (integers become the
+            default float).
+        std: positive scalar or vector ``(d,)``, stored as a vector ``(d,)``.
+
+    Raises:
+        ValueError: ``mean`` not a vector, or ``std`` not a scalar or ``(d,)``, not positive,
+            or ``mean`` or ``std`` holding a non-finite value (checked when the values are
+            known, not inside a JAX transform).
 
     Example:
-        >>> initial = dkjax.GaussianInitial(jnp.zeros(2), jnp.ones(2))
+        >>> initial = dkjax.GaussianInitial(jnp.zeros(2), 1.0)
         >>> x0, score0 = initial(jax.random.key(0), 3)
-        >>> print(x0.shape, bool(jnp.allclose(score0, -x0)))
-        (3, 2) True
+        >>> print(x0.shape, initial.std, bool(jnp.allclose(score0, -x0)))
+        (3, 2) [1. 1.] True
     """
 
     mean: Float[Array, " d"]
     std: Float[Array, " d"]
 
+    def __init__(self, mean: Float[ArrayLike, " d"], std: Float[ArrayLike, ""] | Float[ArrayLike, " d"]):
+        mean = jnp.asarray(mean)
+        if not jnp.issubdtype(mean.dtype, jnp.inexact):
+            mean = mean.astype(jnp.result_type(float))
+        std = jnp.asarray(std, mean.dtype)
+        # A scalar std is one per coordinate: a saved model's template has the vector's shape.
+        self.mean, self.std = mean, jnp.broadcast_to(std, mean.shape) if std.ndim == 0 else std
+
+    def __check_init__(self):
+        if self.mean.ndim != 1:
+            raise ValueError(f"mean must be a vector (d,); got shape {self.mean.shape}.")
+        if self.std.shape != self.mean.shape:
+            raise ValueError(
+                f"std must be a positive scalar or a vector of shape {self.mean.shape}; got shape {self.std.shape}."
+            )
+        if not (is_concrete(self.mean) and is_concrete(self.std)):
+            return
+        check_finite("mean", self.mean)
+        check_finite("std", self.std)
+        with jax.ensure_compile_time_eval():  # concrete values met while an outer jit traces
+            positive = bool(jnp.all(self.std > 0))
+        if not positive:
+            raise ValueError(f"std must be a positive scalar or a vector of shape {self.mean.shape}; got {self.std}.")
+
     def __call__(self, key: Key, n: int) -> tuple[Float[Array, "n d"], Float[Array, "n d"]]:
         x0 = self.mean + self.std * jr.normal(key, (n, self.mean.shape[0]), self.mean.dtype)
         return x0, -(x0 - self.mean) / self.std**2
-
-
-def gaussian_initial(mean, std) -> GaussianInitial:
-    """The initial law ``N(mean, diag(std^2))`` as ``initial(key, n) -> (x0, score0)``.
-
-    Arguments:
-        mean: vector ``(d,)`` (its dtype is the dtype of the samples).
-        std: positive scalar or vector ``(d,)``.
-
-    Returns:
-        A ``GaussianInitial`` module; ``initial(key, n)`` returns ``x0`` of shape ``(n, d)``
-        and its score ``-(x0 - mean) / std^2``.
-
-    Raises:
-        ValueError: ``mean`` not a vector or ``std`` not positive.
-
-    Example:
-        >>> x0, score0 = dkjax.gaussian_initial(jnp.zeros(20), 0.5)(jax.random.key(0), 100)
-        >>> print(x0.shape, score0.shape)
-        (100, 20) (100, 20)
-    """
-    mean = jnp.asarray(mean)
-    if mean.ndim != 1:
-        raise ValueError(f"mean must be a vector (d,); got shape {mean.shape}.")
-    std = jnp.asarray(std, mean.dtype)
-    if std.ndim > 1 or (std.ndim == 1 and std.shape != mean.shape) or not bool(jnp.all(std > 0)):
-        raise ValueError(f"std must be a positive scalar or a vector of shape {mean.shape}; got {std}.")
-    return GaussianInitial(mean, jnp.broadcast_to(std, mean.shape))
 
 
 def lorenz96_snapshots(
@@ -181,7 +184,7 @@ def lorenz96_snapshots(
     """
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 4:
         raise ValueError(f"dim must be an int >= 4; got {dim!r}.")
-    initial = gaussian_initial(jnp.zeros(dim), initial_std)
+    initial = GaussianInitial(jnp.zeros(dim), initial_std)
     init_key, path_key = jr.split(key)
     x0 = initial(init_key, n)[0]
     sde = Lorenz96(forcing=forcing, noise=noise)

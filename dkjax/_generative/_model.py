@@ -9,16 +9,16 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .._custom_types import Array, Float, Key, States
+from .._custom_types import Array, Float, InitialSampler, Key, RealScalarLike, States
 from ._arguments import as_float_points
-from ._data import GaussianInitial, gaussian_initial
+from ._data import GaussianInitial
 from .._sde._gradient_flow import GradientFlowSDE, gradient_flow_template
 from .._sde._neural import NeuralSDE
 from .._sde._abstract import AbstractSDE
 from .._engine._simulate import simulate
 from ._snapshots import EmpiricalInitial
 from ._train import TrainHistory, fit
-from .._validation import check_key
+from .._validation import check_key, check_positive
 
 _FORMAT = "dkjax-generative-model"
 _VERSION = 1
@@ -112,6 +112,49 @@ class DataScaling(eqx.Module):
         return self.loc + self.scale * correlated
 
 
+def sample(
+    sde: AbstractSDE,
+    initial: InitialSampler,
+    n: int,
+    *,
+    t1: RealScalarLike,
+    num_steps: int,
+    key: Key,
+    t0: RealScalarLike = 0.0,
+) -> States:
+    """``n`` samples of an SDE's law at ``t1``: initial states from ``initial``, then ``dkjax.simulate``.
+
+    The one sampler of a trained model: ``GenerativeModel.sample`` is this on the model's
+    grid, in the data's units. Given initial states instead of a law, use ``dkjax.simulate``.
+
+    Arguments:
+        sde: the (trained) model.
+        initial: ``initial(key, n) -> (x0, score0)``, the law at ``t0`` (``score0`` unused).
+        n: number of samples.
+        t1, num_steps, t0: the time grid (use the one the model was trained on).
+        key: PRNG key (split into the initial draw's key and the paths' key).
+
+    Returns:
+        Array of shape ``(n, d)``.
+
+    Raises:
+        ValueError: ``n`` not a positive int, or as ``dkjax.simulate``.
+        TypeError: ``key`` not a PRNG key.
+
+    Example:
+        >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)
+        >>> xs = dkjax.sample(sde, dkjax.GaussianInitial(jnp.zeros(2), 1.0), 1000, t1=1.0,
+        ...                   num_steps=50, key=jax.random.key(0))
+        >>> print(xs.shape)
+        (1000, 2)
+    """
+    check_positive("n", n, integer=True)
+    check_key(key)
+    init_key, path_key = jr.split(key)
+    x0 = initial(init_key, n)[0]
+    return simulate(sde, x0, t1=t1, num_steps=num_steps, key=path_key, t0=t0)
+
+
 class GenerativeModel(eqx.Module):
     """A trained SDE with everything needed to sample it: initial law, time grid, data scaling.
 
@@ -149,6 +192,9 @@ class GenerativeModel(eqx.Module):
     def sample(self, n: int, *, key: Key, t: float | None = None) -> States:
         """``n`` samples of the model's law at time ``t`` (default ``t1``), in the data's units.
 
+        A thin alias: ``dkjax.sample(model.sde, model.initial, n, ...)`` on the model's own
+        grid, mapped back by ``model.scaling`` (the same numbers for the same key).
+
         Arguments:
             n: number of samples (a positive int).
             key: PRNG key.
@@ -160,9 +206,6 @@ class GenerativeModel(eqx.Module):
         Raises:
             ValueError: ``n`` not a positive int, or ``t`` outside ``(t0, t1]`` or off the grid.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int; got {n!r}.")
-        check_key(key)
         t = self.t1 if t is None else float(t)
         dt = (self.t1 - self.t0) / self.num_steps
         steps = round((t - self.t0) / dt)
@@ -170,9 +213,7 @@ class GenerativeModel(eqx.Module):
             raise ValueError(
                 f"t must lie in ({self.t0}, {self.t1}] on the model's grid of step {dt:.6g}; got {t}."
             )
-        init_key, path_key = jr.split(key)
-        x0 = self.initial(init_key, n)[0]
-        xt = simulate(self.sde, x0, t1=t, num_steps=steps, key=path_key, t0=self.t0)
+        xt = sample(self.sde, self.initial, n, t1=t, num_steps=steps, key=key, t0=self.t0)
         return self.scaling.unstandardize(xt)
 
 
@@ -250,7 +291,7 @@ def load_model(path: str | Path, *, like: AbstractSDE | GenerativeModel | None =
         path: the file.
         like: an SDE of the saved one's structure (any weights), or a whole
             ``GenerativeModel`` of the saved one's structure (needed when its initial law is
-            not a ``dkjax.gaussian_initial``). Not needed for a ``dkjax.NeuralSDE`` with a
+            not a ``dkjax.GaussianInitial``). Not needed for a ``dkjax.NeuralSDE`` with a
             Gaussian initial law: the file records their structure.
 
     Returns:
@@ -308,7 +349,10 @@ def _template(header: dict, like, path: Path) -> GenerativeModel:
     cast = lambda leaf: leaf.astype(dtype) if eqx.is_inexact_array(leaf) else leaf
     sde = jax.tree.map(cast, like)
     num_points = header.get("initial_points")
-    initial = gaussian_initial(jnp.zeros(dim, dtype), 1.0) if num_points is None else EmpiricalInitial(jnp.zeros((num_points, dim), dtype))
+    if num_points is None:
+        initial = GaussianInitial(jnp.zeros(dim, dtype), 1.0)
+    else:
+        initial = EmpiricalInitial(jnp.zeros((num_points, dim), dtype))
     scaling = DataScaling.identity(dim, dtype)
     if header.get("whitened", False):
         scaling = DataScaling(scaling.loc, scaling.scale, jnp.eye(dim, dtype=dtype))
@@ -377,7 +421,7 @@ def fit_generative(
         fit_options["validation"] = scaling.standardize(jnp.asarray(validation, data.dtype))
     model_key, train_key = jr.split(key)
     sde = NeuralSDE(dim, key=model_key, preserve_normal=whiten) if sde is None else sde
-    initial = gaussian_initial(jnp.zeros(dim, data.dtype), 1.0)
+    initial = GaussianInitial(jnp.zeros(dim, data.dtype), 1.0)
     trained, history = fit(
         sde, scaling.standardize(data), initial, t1=t1, num_steps=num_steps, key=train_key, steps=steps, **fit_options
     )

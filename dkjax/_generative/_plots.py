@@ -1,36 +1,15 @@
 """PNG plots of a training run (matplotlib with the Agg backend, imported only when plotting)."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from .._engine._save_at import SaveAt
+from .._engine._simulate import simulate
+from .._plotting import pyplot, save_figure
+
 _PANEL_INCHES = 4.0
 _MARGIN = 0.05  # of the data's range, on each side
-
-
-INSTALL_HINT = "pip install 'dkjax[plot]'"
-
-
-def can_plot(files: str) -> bool:
-    """Whether matplotlib is installed; if not, says on stderr that ``files`` are skipped and how to get them."""
-    if importlib.util.find_spec("matplotlib") is not None:
-        return True
-    print(f"dkjax: skipped {files}: matplotlib is not installed (for figures: {INSTALL_HINT}).", file=sys.stderr)
-    return False
-
-
-def _pyplot():
-    try:
-        import matplotlib
-    except ModuleNotFoundError as error:
-        raise ModuleNotFoundError(f"figures need matplotlib, an optional extra: {INSTALL_HINT}") from error
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_samples(samples, data, path: str | Path, title: str = "", columns=None) -> None:
@@ -41,17 +20,12 @@ def plot_samples(samples, data, path: str | Path, title: str = "", columns=None)
     true aspect ratio, shaped to the points' extent so that no blank bands appear.
     ``columns`` names the coordinates on the axes (e.g. a CSV file's header).
     """
-    _save(samples_figure(samples, data, title, columns), path)
-
-
-def _save(fig, path) -> None:
-    fig.savefig(path, dpi=120)
-    _pyplot().close(fig)
+    save_figure(samples_figure(samples, data, title, columns), path)
 
 
 def samples_figure(samples, data, title: str = "", columns=None):
     """The figure of ``plot_samples`` (a matplotlib ``Figure``, left open)."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = []
     for points, label in ((data, "data"), (samples, "model samples")):
         points = np.asarray(points)[:, :2]
@@ -111,12 +85,12 @@ def plot_loss(records: list[dict], path: str | Path, validation: list[dict] = ()
         validation: ``TrainHistory.validation`` (``step``, ``energy_distance``); a second panel.
         best_step: the step of the model kept, marked in both panels.
     """
-    _save(loss_figure(records, validation, best_step), path)
+    save_figure(loss_figure(records, validation, best_step), path)
 
 
 def loss_figure(records: list[dict], validation: list[dict] = (), best_step: int | None = None):
     """The figure of ``plot_loss`` (a matplotlib ``Figure``, left open)."""
-    plt = _pyplot()
+    plt = pyplot()
     steps = np.array([r["step"] for r in records])
     rows = 2 if len(validation) else 1
     fig, axes = plt.subplots(rows, 1, figsize=(6.5, 3.2 * rows + 0.4), sharex=True, layout="constrained", squeeze=False)
@@ -195,7 +169,7 @@ def plot_snapshots(
     figure = snapshots_figure(
         model, snapshots, key=key, num_samples=num_samples, num_paths=num_paths, held_out=held_out, columns=columns
     )
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def snapshots_figure(model, snapshots, *, key, num_samples: int = 2000, num_paths: int = 8, held_out=(), columns=None):
@@ -207,7 +181,7 @@ def snapshots_figure(model, snapshots, *, key, num_samples: int = 2000, num_path
     if isinstance(snapshots, Snapshots):
         snapshots = dict(zip(snapshots.times, snapshots.points))
     times = sorted(snapshots)
-    plt = _pyplot()
+    plt = pyplot()
     two_d = np.shape(snapshots[times[0]])[1] > 1
     fig, axes = plt.subplots(1, len(times) + 1, figsize=(3.2 * (len(times) + 1), 3.4), layout="constrained")
     if two_d:  # the time panels share their axes, so motion between times shows
@@ -243,14 +217,12 @@ def _draw_paths(ax, model, snapshots, times, key, num_paths: int, name: str = "c
     """``num_paths`` model paths of the first coordinate over the whole grid, snapshots as dots."""
     import jax.random as jr
 
-    from ._snapshots import simulate_snapshots
-
     init_key, path_key = jr.split(key)
     grid = model.t0 + (model.t1 - model.t0) * np.arange(1, model.num_steps + 1) / model.num_steps
     x0 = model.initial(init_key, num_paths)[0]
-    states = simulate_snapshots(model.sde, x0, grid, num_steps=model.num_steps, key=path_key, t1=model.t1, t0=model.t0)
-    paths = np.concatenate([np.asarray(model.scaling.unstandardize(x0))[None], np.asarray(
-        [model.scaling.unstandardize(s) for s in states])])[:, :, 0]  # fmt: skip
+    states = simulate(model.sde, x0, t1=model.t1, num_steps=model.num_steps, key=path_key, t0=model.t0,
+                      save_at=SaveAt(t0=True, ts=grid))  # fmt: skip
+    paths = np.asarray(model.scaling.unstandardize(states))[:, :, 0]
     rng = np.random.default_rng(0)
     for time in times:
         column = np.asarray(snapshots[time])[:300, 0]

@@ -11,10 +11,11 @@ from scipy.optimize import linear_sum_assignment
 from .._custom_types import Array, Float, InitialSampler, Key, RealScalarLike
 from ._metrics import energy_distance, sliced_wasserstein
 from .._sde._abstract import AbstractSDE
+from .._engine._save_at import SaveAt, grid_steps
 from .._engine._simulate import simulate
 from .._validation import check_choice
 from ._arguments import split_initial_snapshot
-from ._snapshots import Snapshots, as_snapshots, grid_steps, simulate_snapshots
+from ._snapshots import Snapshots, as_snapshots
 from ._train import TrainHistory, fit
 
 # Unweighted interpolation between sets of different sizes matches subsamples of at most this many points.
@@ -347,7 +348,8 @@ def push_forward_score(
 
     Example:
         >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)
-        >>> xs = dkjax.simulate_snapshots(sde, jnp.zeros((200, 1)), [0.5, 1.0, 1.5], num_steps=30, key=jax.random.key(1))
+        >>> xs = dkjax.simulate(sde, jnp.zeros((200, 1)), t1=1.5, num_steps=30, key=jax.random.key(1),
+        ...                     save_at=dkjax.SaveAt(ts=[0.5, 1.0, 1.5]))
         >>> data = {0.5: xs[0], 1.0: xs[1], 1.5: xs[2]}
         >>> score = dkjax.push_forward_score(sde, data, time=1.0, num_steps=30, key=jax.random.key(0))
         >>> print(score.start_time, score.num_steps, score.distance < score.no_motion)
@@ -421,7 +423,8 @@ def score_held_out(
     Example:
         >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)
         >>> initial = dkjax.EmpiricalInitial(jnp.zeros((1, 1)))   # every path starts at 0
-        >>> xs = dkjax.simulate_snapshots(sde, jnp.zeros((500, 1)), [0.5, 1.0, 1.5], num_steps=30, key=jax.random.key(1))
+        >>> xs = dkjax.simulate(sde, jnp.zeros((500, 1)), t1=1.5, num_steps=30, key=jax.random.key(1),
+        ...                     save_at=dkjax.SaveAt(ts=[0.5, 1.0, 1.5]))
         >>> data = {0.5: xs[0], 1.0: xs[1], 1.5: xs[2]}
         >>> [score] = dkjax.score_held_out(sde, {0.5: data[0.5], 1.5: data[1.5]}, {1.0: data[1.0]}, initial,
         ...                                t1=1.5, num_steps=30, key=jax.random.key(0))
@@ -431,7 +434,7 @@ def score_held_out(
     train, held_out = as_snapshots(train), as_snapshots(held_out)
     sample_key, baseline_key, metric_key = jr.split(key, 3)
     x0 = initial(jr.fold_in(sample_key, 0), num_samples)[0]
-    states = simulate_snapshots(sde, x0, held_out.times, num_steps=num_steps, key=sample_key, t1=t1, t0=t0)
+    states = simulate(sde, x0, t1=t1, num_steps=num_steps, key=sample_key, t0=t0, save_at=SaveAt(ts=held_out.times))
     scores = []
     for k, (time, points) in enumerate(zip(held_out.times, held_out.points)):
         points = jnp.asarray(points, x0.dtype)
@@ -483,7 +486,8 @@ def leave_one_time_out(
     Example:
         >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)
         >>> initial = dkjax.EmpiricalInitial(jnp.zeros((1, 1)))   # every path starts at 0
-        >>> xs = dkjax.simulate_snapshots(sde, jnp.zeros((500, 1)), [0.5, 1.0, 1.5], num_steps=30, key=jax.random.key(1))
+        >>> xs = dkjax.simulate(sde, jnp.zeros((500, 1)), t1=1.5, num_steps=30, key=jax.random.key(1),
+        ...                     save_at=dkjax.SaveAt(ts=[0.5, 1.0, 1.5]))
         >>> data = {0.5: xs[0], 1.0: xs[1], 1.5: xs[2]}
         >>> fitted, history, score = dkjax.leave_one_time_out(sde, data, initial, time=1.0, num_steps=30,
         ...                                                   key=jax.random.key(0), steps=5)
@@ -554,7 +558,8 @@ def forecast(
     Example:
         >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)
         >>> initial = dkjax.EmpiricalInitial(jnp.zeros((1, 1)))   # every path starts at 0
-        >>> xs = dkjax.simulate_snapshots(sde, jnp.zeros((500, 1)), [0.5, 1.0, 1.5], num_steps=30, key=jax.random.key(1))
+        >>> xs = dkjax.simulate(sde, jnp.zeros((500, 1)), t1=1.5, num_steps=30, key=jax.random.key(1),
+        ...                     save_at=dkjax.SaveAt(ts=[0.5, 1.0, 1.5]))
         >>> data = {0.5: xs[0], 1.0: xs[1], 1.5: xs[2]}
         >>> fitted, history, scores = dkjax.forecast(sde, data, initial, num_train=2, num_steps=30,
         ...                                          key=jax.random.key(0), steps=5)

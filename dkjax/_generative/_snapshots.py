@@ -20,12 +20,6 @@ from .._custom_types import Array, Float, Key, Params, RealScalarLike, Scalar, S
 from ._metrics import distance_column_sums, energy_distance
 from ._objective import AbstractObjective, as_objective
 from .._sde._abstract import AbstractSDE, noise_dimension, parameters
-from .._engine._simulate import check_common, record_states
-
-# Relative tolerance of "on the step grid": times written in decimal (0.1, 0.3) miss the
-# grid of dt = 0.1 by rounding only.
-_GRID_TOLERANCE = 1e-6
-
 
 class Snapshots(eqx.Module):
     """Samples of a population's law at several times, with a weight per time.
@@ -144,82 +138,6 @@ class EmpiricalInitial(eqx.Module):
 def as_snapshots(data) -> Snapshots:
     """``data`` as ``Snapshots`` (a mapping is wrapped with equal weights)."""
     return data if isinstance(data, Snapshots) else Snapshots(data)
-
-
-def grid_steps(times: Sequence[float], t0: float, t1: float, num_steps: int) -> tuple[int, ...]:
-    """The step index of each time on the grid ``t0 + n (t1 - t0) / num_steps``.
-
-    Raises:
-        ValueError: a time outside ``(t0, t1]`` or off the grid, named.
-    """
-    t0, t1 = float(t0), float(t1)
-    dt = (t1 - t0) / num_steps
-    steps = []
-    for t in times:
-        t = float(t)
-        n = round((t - t0) / dt)
-        if not t0 < t <= t1 * (1 + _GRID_TOLERANCE) + _GRID_TOLERANCE:
-            raise ValueError(f"time {t} lies outside (t0, t1] = ({t0}, {t1}].")
-        if abs(t0 + n * dt - t) > _GRID_TOLERANCE * max(1.0, abs(t), abs(dt)) or n < 1:
-            raise ValueError(
-                f"time {t} is not on the step grid t0 + n dt with dt = (t1 - t0) / num_steps = {dt:.6g}; "
-                f"the nearest grid times are {t0 + max(n - 1, 1) * dt:.6g} and {t0 + max(n, 1) * dt:.6g}."
-            )
-        steps.append(min(n, num_steps))
-    return tuple(steps)
-
-
-def _as_times(t0, t1, x0):
-    """``(t0, t1)`` as arrays of the states' dtype: a new ``t1`` does not retrace."""
-    return jnp.asarray(t0, x0.dtype), jnp.asarray(t1, x0.dtype)
-
-
-def simulate_snapshots(
-    sde: AbstractSDE,
-    x0: States,
-    times: Sequence[float],
-    *,
-    num_steps: int,
-    key: Key,
-    t1: RealScalarLike | None = None,
-    t0: RealScalarLike = 0.0,
-) -> Float[Array, "K paths d"]:
-    """The states of the same Euler-Maruyama paths at several times, in one pass.
-
-    The paths are those of ``dkjax.simulate`` with the same ``key``, ``t0``, ``t1`` and
-    ``num_steps`` (memory ``O(K M d)``, not growing with ``num_steps``).
-
-    Arguments:
-        sde: the SDE.
-        x0: initial states ``(M, d)``.
-        times: the times, increasing, on the grid ``t0 + n (t1 - t0) / num_steps``.
-        num_steps: Euler-Maruyama steps from ``t0`` to ``t1``.
-        key: PRNG key.
-        t1: the end of the grid (default: the last time).
-        t0: the initial time.
-
-    Returns:
-        Array ``(K, M, d)``: row ``k`` holds the states at ``times[k]``.
-
-    Raises:
-        ValueError: times not increasing, off the grid or outside ``(t0, t1]`` (named), or
-            as ``dkjax.simulate``.
-        TypeError: as ``dkjax.simulate``.
-
-    Example:
-        >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)
-        >>> xs = dkjax.simulate_snapshots(sde, jnp.zeros((100, 1)), [0.5, 1.0], num_steps=20, key=jax.random.key(0))
-        >>> print(xs.shape)
-        (2, 100, 1)
-    """
-    times = [float(t) for t in times]
-    if not times or any(b <= a for a, b in zip(times, times[1:])):
-        raise ValueError(f"times must be a non-empty increasing sequence; got {times}.")
-    t1 = times[-1] if t1 is None else t1
-    check_common(sde, x0, t0, t1, num_steps, key)
-    steps = grid_steps(times, t0, t1, num_steps)
-    x0 = jnp.asarray(x0)
-    return record_states(sde, x0, *_as_times(t0, t1, x0), key, num_steps, steps)[0]
 
 
 SnapshotWeights = Callable[[Float[Array, "K m d"]], tuple[Scalar, Float[Array, "K m"], object]]

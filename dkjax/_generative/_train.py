@@ -14,22 +14,18 @@ import jax.numpy as jnp
 import jax.random as jr
 import optax
 
-from .._custom_types import Array, Float, InitialSampler, Key, RealScalarLike, States
-from .._engine._simulate import record_states, simulate
+from .._custom_types import Array, Float, InitialSampler, Key, RealScalarLike
+from .._engine._save_at import grid_steps
+from .._engine._simulate import record_states
 from .._sde._abstract import AbstractSDE
-from .._validation import check_key, check_positive
+from .._validation import check_key
 from ._arguments import check_data, check_fit_arguments, split_initial_snapshot
 from ._callbacks import last_checkpoint, make_callbacks
 from ._metrics import distance_column_sums, energy_distance
 from ._objective import AbstractObjective, as_objective, dk_gradient, parameter_count
 from ._policies import PILOT_PATHS, FixedRate, Pilot, RisingRate, StiffnessCheck
 from ._settings import TRAIN_DEFAULTS
-from ._snapshots import (
-    Snapshots,
-    grid_steps,
-    per_time_weights,
-    split_snapshots,
-)
+from ._snapshots import Snapshots, per_time_weights, split_snapshots
 from ._state import TrainHistory, TrainState
 
 # A fold_in salt that keeps the validation split off the training steps' keys (fold_in(key, step), step < 2**31).
@@ -396,7 +392,7 @@ def fit(
     Example:
         >>> data = dkjax.toy_data("two_moons", jax.random.key(0), 256)
         >>> sde, history = dkjax.fit(dkjax.NeuralSDE(2, key=jax.random.key(1), width=8), data,
-        ...                          dkjax.gaussian_initial(jnp.zeros(2), 1.0), t1=1.0, num_steps=10,
+        ...                          dkjax.GaussianInitial(jnp.zeros(2), 1.0), t1=1.0, num_steps=10,
         ...                          key=jax.random.key(2), steps=5, num_paths=64, progress=False)
         >>> print(len(history.records), history.best_step is not None)
         5 True
@@ -458,35 +454,3 @@ def fit(
     chosen = state.best_params if validate is not None and history.best_step is not None else state.params
     return eqx.combine(chosen, static), history
 
-
-def sample(
-    sde: AbstractSDE, initial: InitialSampler, n: int, *, t1: RealScalarLike, num_steps: int, key: Key, t0: RealScalarLike = 0.0
-) -> States:
-    """``n`` samples of the model's law at ``t1``: initial states from ``initial``, then Euler-Maruyama.
-
-    Arguments:
-        sde: the (trained) model.
-        initial: ``initial(key, n) -> (x0, score0)``, the law at ``t0`` (``score0`` unused).
-        n: number of samples.
-        t1, num_steps, t0: the time grid (use the one the model was trained on).
-        key: PRNG key.
-
-    Returns:
-        Array of shape ``(n, d)``.
-
-    Raises:
-        ValueError: ``n`` not a positive int, or as ``dkjax.simulate``.
-        TypeError: ``key`` not a PRNG key.
-
-    Example:
-        >>> sde = dkjax.OrnsteinUhlenbeck(theta=1.0, sigma=0.5)
-        >>> xs = dkjax.sample(sde, dkjax.gaussian_initial(jnp.zeros(2), 1.0), 1000, t1=1.0,
-        ...                   num_steps=50, key=jax.random.key(0))
-        >>> print(xs.shape)
-        (1000, 2)
-    """
-    check_positive("n", n, integer=True)
-    check_key(key)
-    init_key, path_key = jr.split(key)
-    x0 = initial(init_key, n)[0]
-    return simulate(sde, x0, t1=t1, num_steps=num_steps, key=path_key, t0=t0)

@@ -5,14 +5,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .._generative._plots import _pyplot
+from .._plotting import pyplot, save_figure
 from ._results import DensityResponse, StationaryResponse
-
-
-def _save(fig, path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    _pyplot().close(fig)
 
 
 def _leaf(tree, parameter: str, index) -> np.ndarray:
@@ -54,7 +48,7 @@ def plot_response_vs_parameter(
         >>> import os; print(os.path.exists("r.png"))
         True
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     x = np.asarray(values, float)
     for offset, (label, (y, err)) in enumerate(series.items()):
@@ -67,7 +61,7 @@ def plot_response_vs_parameter(
         ax.set_yscale("symlog", linthresh=10.0)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path, tight=True)
 
 
 def plot_density_response(
@@ -101,7 +95,7 @@ def plot_density_response(
     """
     if result.points.shape[1] != 1:
         raise ValueError("plot_density_response draws 1-D results; reshape 2-D ones with result.grid_shape.")
-    plt = _pyplot()
+    plt = pyplot()
     x = np.asarray(result.points[:, 0])
     panels = [
         ("density", "p_T(x)", np.asarray(result.density), np.asarray(result.density_stderr)),
@@ -116,7 +110,7 @@ def plot_density_response(
             ax.plot(*reference[key], "k-", lw=1, label="exact")
         ax.set(xlabel="x", ylabel=label)
         ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path, tight=True)
 
 
 def plot_window_plateau(
@@ -156,7 +150,7 @@ def plot_window_plateau(
         >>> import os; print(os.path.exists("plateau.png"))
         True
     """
-    plt = _pyplot()
+    plt = pyplot()
     est = _leaf(result.estimate, parameter, (slice(None),) + tuple(index))
     err = _leaf(result.stderr, parameter, (slice(None),) + tuple(index))
     t = np.asarray(result.window_times)
@@ -177,7 +171,7 @@ def plot_window_plateau(
     # Long titles wrap instead of running off the figure.
     ax.set_title(textwrap.fill(title, 48), fontsize=10)
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path, tight=True)
 
 
 def plot_slope_segments(
@@ -223,7 +217,7 @@ def plot_slope_segments(
         raise ValueError(f"centres and slopes must have the same shape; got {centres.shape} and {slopes.shape}.")
     own = ax is None
     if own:
-        fig, ax = _pyplot().subplots(figsize=(5.5, 4))
+        fig, ax = pyplot().subplots(figsize=(5.5, 4))
     half = half_width if half_width is not None else 0.3 * float(np.min(np.diff(centres))) if centres.size > 1 else 0.1
     ax.plot(x, y, "k-", lw=1, label="reference")
     at = np.interp(centres, np.asarray(x), np.asarray(y))
@@ -234,5 +228,5 @@ def plot_slope_segments(
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend(fontsize=8)
     if own:
-        _save(fig, path)
+        save_figure(fig, path, tight=True)
 

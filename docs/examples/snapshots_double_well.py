@@ -49,10 +49,11 @@ def main():
     parser.add_argument("--figure", type=Path, default=HERE / "snapshots_double_well.png")
     args = parser.parse_args()
 
-    initial = dkjax.gaussian_initial(jnp.zeros(2), 0.3)
+    initial = dkjax.GaussianInitial(jnp.zeros(2), 0.3)
     times = sorted(TIMES + (HELD_OUT,))
     x0 = initial(jr.key(100), 2000)[0]
-    truth = dkjax.simulate_snapshots(DoubleWell(jnp.array(SIGMA)), x0, times, num_steps=1200, key=jr.key(101))
+    truth = dkjax.simulate(DoubleWell(jnp.array(SIGMA)), x0, t1=times[-1], num_steps=1200, key=jr.key(101),
+                           save_at=dkjax.SaveAt(ts=times))
     data = {t: truth[times.index(t)] for t in TIMES}
     held_out = {HELD_OUT: truth[times.index(HELD_OUT)]}
 
