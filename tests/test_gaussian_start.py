@@ -69,7 +69,7 @@ def test_preserve_normal_starts_silent_and_keeps_the_standard_normal(dtype):
     ``v' = (1 - sigma^2 dt / 2)^2 v + sigma^2 dt`` from 1, never above ``1 / (1 - sigma^2 dt / 4)``."""
     sde = _cast(dkjax.NeuralSDE(3, key=jr.key(0), width=8, depth=1, sigma_init=0.8, preserve_normal=True), dtype)
     assert eqx.tree_equal(sde, _silent(dtype, True))  # the network's last layer starts at zero
-    initial = dkjax.gaussian_initial(jnp.zeros(3, dtype), 1.0)
+    initial = dkjax.GaussianInitial(jnp.zeros(3, dtype), 1.0)
     n, num_steps = 20000, 20
     x = dkjax.sample(sde, initial, n, t1=1.0, num_steps=num_steps, key=jr.key(1))
     assert x.dtype == dtype
