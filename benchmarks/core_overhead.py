@@ -11,6 +11,7 @@ Correctness is checked before timing: simulate must reproduce the reference loop
 distribution moments and the estimator's states must equal simulate's.
 
     python -m benchmarks.core_overhead [--paths 4096] [--steps 100]
+    python -m benchmarks.core_overhead --step-profile   # the flop counts alone (no timing: any load)
 """
 
 import argparse
@@ -160,6 +161,13 @@ def step_profile(num_paths: int = 1024) -> list[dict]:
     return rows
 
 
+def _profile_table(profile: list[dict]) -> str:
+    return ("Where a training step's cost goes: XLA's floating-point operation count of one time step of each "
+            "kind (1024 paths), in units of one Euler-Maruyama step. A training step runs one EM pass (to record "
+            "the states the weights need), the KL weights, and one DK training step per time step:\n\n"
+            + markdown_table(list(profile[0]), [list(row.values()) for row in profile]))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--paths", type=int, default=4096)
@@ -167,7 +175,16 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--exact-paths", type=int, default=512, help="paths for the (slow) exact mode")
     parser.add_argument("--memory-steps", type=int, nargs=2, default=[200, 2000])
+    parser.add_argument("--step-profile", action="store_true",
+                        help="only the step profile (XLA flop counts, no timing), to results/core_overhead/step_profile")
     args = parser.parse_args(argv)
+    if args.step_profile:
+        profile = step_profile()
+        out = ROOT / "benchmarks" / "results" / "core_overhead" / "step_profile"
+        out.mkdir(parents=True, exist_ok=True)
+        write_results(out, {"machine": machine(), "step_profile": profile}, f"Machine: {machine()}\n\n"
+                      + _profile_table(profile), "Step profile of the DK training step")  # fmt: skip
+        return
 
     sde = dkjax.Lorenz96(forcing=8.0, noise=0.5)
     key = jax.random.key(0)
@@ -232,10 +249,7 @@ def main(argv=None):
     table += ("\n\nOne fit training step / simulate of the same paths, by CPU time of the process (interleaved, "
               "least of 7; wall time on a shared machine measures its load):\n\n")
     table += markdown_table(list(training[0]), [list(row.values()) for row in training])
-    table += ("\n\nWhere a training step's cost goes: XLA's floating-point operation count of one time step of each "
-              "kind (1024 paths), in units of one Euler-Maruyama step. A training step runs one EM pass (to record "
-              "the states the weights need), the KL weights, and one DK training step per time step:\n\n")
-    table += markdown_table(list(profile[0]), [list(row.values()) for row in profile])
+    table += "\n\n" + _profile_table(profile)
     payload = {"machine": machine(), "args": vars(args), "timings": rows, "memory": memory, "memory_ratio": flat,
                "training": training, "step_profile": profile, "user_lorenz96_cpu": user_cpu}
     out = ROOT / "benchmarks" / "results" / "core_overhead"
