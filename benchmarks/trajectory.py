@@ -204,6 +204,7 @@ def main():
                f"used only for the score); push-forward of all cells of t - 1, exact W1 (POT emd2) against all "
                f"cells at t; seeds 0..{args.seeds - 1}; published rows: [SF]2M (arXiv 2307.03672) Table 4")
     fig = figure(args.out / "pushed.png", data, pushed, {k: w1[0, i] for i, k in enumerate(map(float, LEFT_OUT))})
+    fig = Path(fig).name if fig else "not drawn (matplotlib missing)"  # beside results.md, not a machine's path
     payload = {"setting": setting, "records": records, "mean_w1_per_seed": means, "baselines": baselines,
                "published": PUBLISHED, "figure": fig}  # fmt: skip
     text = f"{setting}\n\n{table}\n\nEach fit:\n\n{fits_table(records)}\n\nFigure: {fig}"
