@@ -85,7 +85,8 @@ def training_rows(num_paths: int = 1024, num_steps: int = 50) -> list[dict]:
     ``fit``'s defaults (KL objective with its bandwidth rule, Adam with clipping, a batch of 1024
     data points); the default ``NeuralSDE(2)`` and a 5-D state-dependent ``NeuralSDE``.
     """
-    from dkjax._generative._train import _make_train_step, _optimizer
+    from dkjax._generative._arguments import Schedule
+    from dkjax._generative._train import _make_train_step
 
     rows = []
     defaults = dkjax.TRAIN_DEFAULTS
@@ -93,13 +94,13 @@ def training_rows(num_paths: int = 1024, num_steps: int = 50) -> list[dict]:
         dim = model.dim
         data = jax.random.normal(jax.random.key(3), (4096, dim))
         initial = dkjax.GaussianInitial(jnp.zeros(dim), 1.0)
-        optimizer = _optimizer(None, defaults.learning_rate, 800, defaults.final_lr_fraction, defaults.clip_norm)[0]
+        optimizer = Schedule(800, None, defaults.learning_rate, defaults.final_lr_fraction, defaults.clip_norm).build()[0]
         params, static = eqx.partition(model, eqx.is_inexact_array)
         opt_state = optimizer.init(params)
         x0 = initial(jax.random.key(0), num_paths)[0]
         calls = {"simulate": lambda: dkjax.simulate(model, x0, t1=1.0, num_steps=num_steps, key=jax.random.key(2))}
         for route in ("per_path", "two_pass"):
-            step = _make_train_step(initial, optimizer, num_paths=num_paths, objective=defaults.objective, method=route,
+            step = _make_train_step(initial, optimizer, num_paths=num_paths, objective=defaults.objective, gradient=route,
                                     t0=0.0, t1=1.0, num_steps=num_steps, batch_size=defaults.batch_size)  # fmt: skip
             args = (params, static, opt_state, data, jax.random.key(4), jnp.asarray(2.0), jnp.asarray(0.05), jnp.asarray(4.0))
             calls[route] = lambda step=step, args=args: step(*args)[2]

@@ -129,7 +129,7 @@ def dk_memory(model, train, initial, *, num_steps, num_paths, objective, method)
     snaps = dkjax.Snapshots(train)
     steps = grid_steps(snaps.times, 0.0, T1, num_steps)
     optimizer = optax.adam(1e-2)
-    step = _make_train_step(initial, optimizer, num_paths=num_paths, objective=objective, method=method, t0=0.0, t1=T1,
+    step = _make_train_step(initial, optimizer, num_paths=num_paths, objective=objective, gradient=method, t0=0.0, t1=T1,
                             num_steps=num_steps, batch_size=num_paths, ess_target=32.0, observed=steps,
                             time_weights=snaps.weights)  # fmt: skip
     params, static = eqx.partition(model, eqx.is_inexact_array)

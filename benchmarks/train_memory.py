@@ -5,7 +5,8 @@ KL ``L_h`` with the ESS bandwidth rule) and the same optimiser (Adam with
 clipping). Gradients:
 
 - ``dk_two_pass``: the memory-lean two-pass DK gradient (``fit(..., gradient="two_pass")``);
-- ``dk_chunked``: the same, replaying the paths in 8 chunks (``fit(..., path_chunk=num_paths // 8)``);
+- ``dk_chunked``: the same, replaying the paths in 8 chunks
+  (``fit(..., gradient=dkjax.TwoPassGradient(path_chunk=num_paths // 8))``);
 - ``dk_per_path``: per-path DK responses (``gradient="per_path"``);
 - ``backprop``: reverse mode through ``diffrax.diffeqsolve`` (Euler on the same grid, driven by
   ``dkjax.BrownianIncrements``, diffrax's default ``RecursiveCheckpointAdjoint``, which
@@ -118,13 +119,13 @@ def _backprop_step(initial, optimizer, num_paths, batch_size, num_steps, variant
 
 
 def _dk_step(initial, optimizer, num_paths, batch_size, num_steps, method):
+    import dkjax
     from dkjax._generative._train import _make_train_step
 
-    chunked = method == "chunked"
+    gradient = dkjax.TwoPassGradient(path_chunk=max(1, num_paths // 8)) if method == "chunked" else method
     return _make_train_step(
-        initial, optimizer, objective="kl", method="two_pass" if chunked else method, t0=0.0, t1=1.0,
+        initial, optimizer, objective="kl", gradient=gradient, t0=0.0, t1=1.0,
         num_steps=num_steps, num_paths=num_paths, batch_size=batch_size, ess_target=16.0,
-        path_chunk=max(1, num_paths // 8) if chunked else None,
     )  # fmt: skip
 
 

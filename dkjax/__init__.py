@@ -59,6 +59,10 @@ from ._generative._train import fit as fit
 from ._generative._objective import AbstractObjective as AbstractObjective
 from ._generative._objective import Energy as Energy
 from ._generative._objective import KL as KL
+from ._generative._gradient import AbstractGradient as AbstractGradient
+from ._generative._gradient import AutoGradient as AutoGradient
+from ._generative._gradient import PerPathGradient as PerPathGradient
+from ._generative._gradient import TwoPassGradient as TwoPassGradient
 from ._generative._model import sample as sample
 from ._generative._settings import TRAIN_DEFAULTS as TRAIN_DEFAULTS
 from ._generative._settings import TrainSettings as TrainSettings

@@ -11,7 +11,7 @@ import pytest
 
 import dkjax
 from dkjax._engine._dk_step import StepWeights, SumResponses, dk_scan
-from dkjax._generative._objective import dk_gradient
+from dkjax._generative._gradient import dk_gradient
 from dkjax._engine._simulate import path_ids_for, time_grid
 
 DTYPES = [jnp.float32, jnp.float64]
@@ -58,8 +58,8 @@ def test_two_pass_objective_follows_the_paths_of_the_per_path_route():
     sde, x0 = _lorenz96(jnp.float32, num_paths=8)
     weights = lambda x: (jnp.mean(x**2), jnp.ones(x.shape[0], x.dtype) / x.shape[0], None)
     kwargs = dict(t1=2.0, num_steps=400, key=jax.random.key(1), kernel_rate=10.0)
-    per_path = dk_gradient(sde, x0, None, weights, method="per_path", **kwargs)
-    two_pass = dk_gradient(sde, x0, None, weights, method="two_pass", **kwargs)
+    per_path = dk_gradient(sde, x0, None, weights, gradient="per_path", **kwargs)
+    two_pass = dk_gradient(sde, x0, None, weights, gradient="two_pass", **kwargs)
     np.testing.assert_array_equal(np.asarray(per_path[3]), np.asarray(two_pass[3]))
 
 

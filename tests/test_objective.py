@@ -11,7 +11,8 @@ from helpers import assert_unbiased, cast, em_ou_moments
 import dkjax
 import dkjax._generative._metrics
 from dkjax._generative._metrics import energy_distance
-from dkjax._generative._objective import dk_gradient, energy_weights, ess_bandwidth, kl_weights
+from dkjax._generative._gradient import dk_gradient
+from dkjax._generative._objective import energy_weights, ess_bandwidth, kl_weights
 
 T, STEPS = 1.0, 40
 F32, F64 = jnp.float32, jnp.float64
@@ -36,11 +37,9 @@ def _weights(objective, data, key):
 
 
 @eqx.filter_jit
-def _gradient(sde, x0, score0, data, key, objective, method, path_chunk=None):
+def _gradient(sde, x0, score0, data, key, objective, gradient):
     weights = _weights(objective, data, jr.fold_in(key, 1))
-    return dk_gradient(
-        sde, x0, score0, weights, t1=T, num_steps=STEPS, key=key, kernel_rate=2.0, method=method, path_chunk=path_chunk
-    )
+    return dk_gradient(sde, x0, score0, weights, t1=T, num_steps=STEPS, key=key, kernel_rate=2.0, gradient=gradient)
 
 
 @pytest.mark.parametrize(
@@ -62,12 +61,12 @@ def test_gradient_routes_agree(objective, model, dtype):
         x0, score0 = _gaussian_start(jr.key(1), 128, mean=0.0, std=1.0, dim=2, dtype=dtype)
         score0 = None if model == "neural_point_mass" else score0
         data = jr.normal(jr.key(2), (64, 2), dtype) + jnp.array([1.0, -0.5], dtype)
-    loss_a, grad_a, _, x_a = _gradient(sde, x0, score0, data, key, objective, "per_path")
+    loss_a, grad_a, _, x_a = _gradient(sde, x0, score0, data, key, objective, dkjax.PerPathGradient())
     leaves_a = jax.tree.leaves(grad_a)
     scale = max(float(jnp.max(jnp.abs(g))) for g in leaves_a)
     assert len(leaves_a) > 0 and scale > 0 and {leaf.dtype for leaf in leaves_a} == {jnp.dtype(dtype)}
     for path_chunk in (None, 48):
-        loss_b, grad_b, _, x_b = _gradient(sde, x0, score0, data, key, objective, "two_pass", path_chunk)
+        loss_b, grad_b, _, x_b = _gradient(sde, x0, score0, data, key, objective, dkjax.TwoPassGradient(path_chunk))
         np.testing.assert_allclose(x_a, x_b, rtol=tolerance["x"])
         assert float(loss_a) == pytest.approx(float(loss_b), rel=tolerance["loss"])
         leaves_b = jax.tree.leaves(grad_b)

@@ -84,7 +84,7 @@ def test_training_step_memory_does_not_grow_with_steps():
 
     def peak(steps):
         step = _make_train_step(
-            initial, optimizer, objective="kl", method="two_pass", t0=0.0, t1=1.0, num_steps=steps,
+            initial, optimizer, objective="kl", gradient="two_pass", t0=0.0, t1=1.0, num_steps=steps,
             num_paths=128, batch_size=128, ess_target=16.0,
         )  # fmt: skip
         args = (params, static, opt_state, data, jr.key(0), jnp.asarray(10.0), jnp.asarray(0.05), jnp.asarray(4.0))

@@ -26,7 +26,8 @@ _CHECK = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     jax.config.update("jax_enable_x64", True)
     import dkjax
-    from dkjax._generative._objective import dk_gradient, energy_weights
+    from dkjax._generative._gradient import dk_gradient
+    from dkjax._generative._objective import energy_weights
 
     out = {"devices": len(jax.devices())}
     mesh = dkjax.path_mesh()
@@ -61,7 +62,7 @@ _CHECK = textwrap.dedent(
     data = 1.0 + jax.random.normal(jax.random.key(3), (32, 2))
     grad = jax.jit(lambda x: dk_gradient(
         ou, x, -x, lambda xt: energy_weights(xt, data), t1=0.5, num_steps=10, key=jax.random.key(4),
-        kernel_rate=5.0, method="two_pass")[1])
+        kernel_rate=5.0, gradient=dkjax.TwoPassGradient())[1])
     g_one, g_many = grad(y0), grad(dkjax.shard_paths(y0, mesh))
     out["grad"] = [[float(g_one.theta), float(g_one.sigma)], [float(g_many.theta), float(g_many.sigma)]]
     hlo = grad.lower(dkjax.shard_paths(y0, mesh)).compile().as_text()

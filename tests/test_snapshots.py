@@ -12,7 +12,8 @@ import pytest
 from helpers import em_ou_moments
 
 import dkjax
-from dkjax._generative._objective import dk_gradient, energy_weights
+from dkjax._generative._gradient import dk_gradient
+from dkjax._generative._objective import energy_weights
 from dkjax._engine._save_at import grid_steps
 from dkjax._generative._snapshots import per_time_weights
 
@@ -51,12 +52,13 @@ def test_snapshot_gradient_is_the_weighted_sum_of_single_time_gradients(dtype):
         expected = {name: expected[name] + w[k] * float(getattr(g, name)) for name in expected}
     rtol = 2e-3 if dtype == jnp.float32 else 1e-9
     # float32 takes the chunked replay only: each route is a compilation of its own.
-    routes = (("two_pass", 64),) if dtype == jnp.float32 else (("per_path", None), ("two_pass", None), ("two_pass", 64))
-    for method, chunk in routes:
+    chunked = dkjax.TwoPassGradient(path_chunk=64)
+    routes = (chunked,) if dtype == jnp.float32 else (dkjax.PerPathGradient(), dkjax.TwoPassGradient(), chunked)
+    for route in routes:
         _, g, _, _ = dk_gradient(sde, x0, score0, weights, steps, t1=t1, num_steps=num_steps, key=jr.key(1),
-                                       kernel_rate=1.0, method=method, path_chunk=chunk)  # fmt: skip
+                                 kernel_rate=1.0, gradient=route)  # fmt: skip
         for name, value in expected.items():
-            assert float(getattr(g, name)) == pytest.approx(value, rel=rtol, abs=rtol * 1e-2), (method, chunk, name)
+            assert float(getattr(g, name)) == pytest.approx(value, rel=rtol, abs=rtol * 1e-2), (route, name)
 
 
 T_OBS, STEPS_OBS = (0.4, 1.0), 40  # grid dt = 0.025 to t = 1.0
@@ -91,7 +93,7 @@ def test_snapshot_energy_gradient_matches_exact_ou(method):
         data = tuple(a + b * jr.normal(jr.fold_in(key, 10 + k), (1024, 1)) for k, (a, b) in enumerate(targets))
         weights = per_time_weights("energy", data, (1.0, 1.0), 32.0, key, (0.1,) * 2, (1.0,) * 2)
         _, g, _, _ = dk_gradient(sde, x0, -(x0 - 1.0) / 0.09, weights, steps, t1=T_OBS[-1], num_steps=STEPS_OBS,
-                                       key=key, kernel_rate=2.0, method=method)  # fmt: skip
+                                 key=key, kernel_rate=2.0, gradient=method)  # fmt: skip
         return jnp.stack([g.theta, g.sigma])
 
     samples = np.array([estimate(jr.key(20 + i)) for i in range(16)])

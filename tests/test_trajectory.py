@@ -17,7 +17,7 @@ import pytest
 
 import dkjax
 import dkjax._generative._snapshot_eval as snapshot_eval
-from dkjax._generative._arguments import check_fit_arguments, split_initial_snapshot
+from dkjax._generative._arguments import check_problem, split_initial_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,15 +194,8 @@ def test_a_snapshot_at_t0_becomes_the_initial_law_or_is_dropped():
     with pytest.raises(ValueError, match="only snapshot lies at t0"):
         split_initial_snapshot({0.0: x0}, None, 0.0)
     # fit's checks: the t0 snapshot no longer raises "lies outside (t0, t1]"; it leaves the loss.
-    arguments = dict(
-        sde=dkjax.OrnsteinUhlenbeck(1.0, 0.5), data=data, initial=given, key=jr.key(0), t0=0.0, t1=None,
-        num_steps=10, steps=1, num_paths=8, batch_size=8, kernel_rate_every=1, validate_every=1,
-        validation_samples=8, checkpoint_every=None, path_chunk=None, patience=None, bandwidth=None,
-        min_bandwidth=None, clip_norm=None, ess_target=8.0, learning_rate=0.1, final_lr_fraction=0.1,
-        objective="kl", gradient="auto", kernel_rate="auto", checkpoint_dir=None, resume=False,
-    )  # fmt: skip
-    snaps, t1, dim, _ = check_fit_arguments(arguments)
-    assert snaps.times == (0.5, 1.0) and t1 == 1.0 and dim == 2
+    problem = check_problem(dkjax.OrnsteinUhlenbeck(1.0, 0.5), data, given, jr.key(0), t0=0.0, t1=None, num_steps=10)
+    assert problem.data.times == (0.5, 1.0) and problem.t1 == 1.0 and problem.dim == 2 and problem.initial is given
     # The evaluations take initial=None only with a t0 snapshot, and name a bad protocol, before any fit.
     sde = dkjax.OrnsteinUhlenbeck(1.0, 0.5)
     with pytest.raises(ValueError, match="initial is None"):

@@ -16,7 +16,8 @@ from typing import Any
 from ._references import ConfigError, is_reference, resolve_reference
 from ._systems import SYSTEMS
 from .._generative._data import TOY_DATA
-from .._generative._objective import GRADIENT_METHODS, OBJECTIVES
+from .._generative._gradient import GRADIENTS
+from .._generative._objective import OBJECTIVES
 from .._generative._settings import TRAIN_DEFAULTS, TrainSettings
 from .._sde._neural import NeuralSDE
 from .._validation import is_positive
@@ -90,7 +91,7 @@ _TRAIN_SETTING_CHECKS: dict[str, Callable[[Any], _Key]] = {
     "kernel_rate_every": _positive_int,
     "ess_target": _positive_float,
     "objective": lambda d: _choice(d, OBJECTIVES),
-    "gradient": lambda d: _choice(d, ("auto",) + GRADIENT_METHODS),
+    "gradient": lambda d: _choice(d, GRADIENTS),
     "lean_threshold": _positive_int,
     "clip_norm": _positive_float,
     "validation_fraction": lambda d: _fraction(d, low_open=False),

@@ -1,15 +1,25 @@
-"""Argument validation of ``dkjax.fit``: every impossible argument named before any work."""
+"""The arguments of ``dkjax.fit``, grouped and checked: every impossible argument named before any work.
 
+``check_problem`` checks what is trained towards (model, data, initial law, time grid); the
+settings groups check themselves when built (``StepSettings``, ``Schedule``, ``Selection``,
+``Output``); the objective and the gradient route check theirs in their constructors.
+"""
+
+import dataclasses
+import functools
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
+from .._custom_types import InitialSampler, RealScalarLike
 from .._sde._abstract import AbstractSDE, noise_dimension
-from .._validation import check_choice, check_key, check_positive, check_time_grid
-from ._objective import GRADIENT_METHODS, OBJECTIVES, AbstractObjective
+from .._validation import check_key, check_positive, check_time_grid
 from .._engine._save_at import GRID_TOLERANCE, grid_steps
+from ._policies import AbstractRateControl, FixedRate, RisingRate
 from ._snapshots import EmpiricalInitial, Snapshots, as_snapshots
 
 
@@ -109,11 +119,8 @@ def split_initial_snapshot(data, initial, t0=0.0):
 
 
 def _check_data_and_grid(data, initial, key, t0, t1, num_steps):
-    """``(data, t1, dim, dtype)``: snapshot data as ``Snapshots`` (a snapshot at ``t0`` dropped: the
-    initial law is given), ``t1`` defaulting to their last time."""
+    """``(data, t1, dim, dtype)``: snapshot data as ``Snapshots``, ``t1`` defaulting to their last time."""
     snapshot_data = isinstance(data, (Mapping, Snapshots))
-    if snapshot_data and initial is not None:
-        data, initial = split_initial_snapshot(data, initial, t0)
     if snapshot_data:
         data = as_snapshots(data)
         t1 = data.times[-1] if t1 is None else t1
@@ -130,50 +137,157 @@ def _check_data_and_grid(data, initial, key, t0, t1, num_steps):
     return data, t1, dim, dtype
 
 
-def _check_numbers(a: dict) -> None:
-    for name in ("steps", "num_paths", "batch_size", "kernel_rate_every", "validate_every", "validation_samples"):
-        check_positive(name, a[name], integer=True)
-    for name in ("checkpoint_every", "path_chunk", "patience"):
-        check_positive(name, a[name], allow_none=True, integer=True)
-    for name in ("bandwidth", "min_bandwidth", "clip_norm"):
-        check_positive(name, a[name], allow_none=True)
-    check_positive("ess_target", a["ess_target"])
-    check_positive("learning_rate", a["learning_rate"])
-    fraction = a["final_lr_fraction"]
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
-        raise ValueError(f"final_lr_fraction must be a number in [0, 1]; got {fraction!r}.")
-    if a["num_paths"] < 2:
-        raise ValueError(f"num_paths must be >= 2; got {a['num_paths']}.")
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """What ``fit`` trains towards, checked: the data, the initial law and the time grid.
+
+    ``data`` is one array ``(num_points, d)`` observed at ``t1``, or ``Snapshots`` (a snapshot
+    at ``t0`` taken out: it is the initial law); ``dim`` and ``dtype`` are those of the
+    initial states.
+    """
+
+    data: Any
+    initial: InitialSampler
+    t0: RealScalarLike
+    t1: RealScalarLike
+    num_steps: int
+    dim: int
+    dtype: Any
+
+    @property
+    def grid(self) -> dict:
+        return dict(t0=self.t0, t1=self.t1, num_steps=self.num_steps)
+
+    @property
+    def dt(self) -> float:
+        return (float(self.t1) - float(self.t0)) / self.num_steps
+
+    def times(self, dtype) -> tuple:
+        """``(t0, t1)`` as arrays of ``dtype``: arguments of the compiled step, not constants."""
+        return jnp.asarray(self.t0, dtype), jnp.asarray(self.t1, dtype)
 
 
-def _check_choices(a: dict, dt: float) -> None:
-    if not isinstance(a["objective"], AbstractObjective):
-        check_choice("objective", a["objective"], OBJECTIVES)
-    check_choice("gradient", a["gradient"], ("auto",) + GRADIENT_METHODS)
-    kernel_rate = a["kernel_rate"]
-    if kernel_rate != "auto":
-        if isinstance(kernel_rate, (bool, str)) or not isinstance(kernel_rate, (int, float)):
-            raise ValueError(f"kernel_rate must be a number >= 0 or 'auto'; got {kernel_rate!r}.")
-        if not 0 <= kernel_rate <= 1 / dt:
-            raise ValueError(f"kernel_rate must be in [0, 1/dt = {1 / dt:.4g}]; got {kernel_rate}.")
-    if (a["checkpoint_every"] is not None or a["resume"]) and a["checkpoint_dir"] is None:
-        raise ValueError("checkpoint_every and resume need checkpoint_dir.")
-    if a["path_chunk"] is not None and a["gradient"] == "per_path":
-        raise ValueError("path_chunk applies to the two-pass gradient; use gradient='two_pass' or 'auto'.")
-
-
-def check_fit_arguments(arguments: dict):
-    """Checks ``fit``'s ``arguments`` (its keywords by name); returns ``(data, t1, dim, dtype)``.
+def check_problem(sde, data, initial, key, *, t0, t1, num_steps) -> Problem:
+    """``fit``'s model, data, initial law, key and time grid, checked together (shapes, dtypes, times).
 
     Raises:
         ValueError, TypeError: as ``dkjax.fit`` documents, naming the argument.
     """
-    a = arguments
-    if not isinstance(a["sde"], AbstractSDE):
-        raise TypeError(f"sde must be a dkjax.AbstractSDE; got {type(a['sde']).__name__}.")
-    check_key(a["key"])
-    data, t1, dim, dtype = _check_data_and_grid(a["data"], a["initial"], a["key"], a["t0"], a["t1"], a["num_steps"])
-    noise_dimension(a["sde"], jnp.asarray(a["t0"], dtype), jax.ShapeDtypeStruct((dim,), dtype))
-    _check_numbers(a)
-    _check_choices(a, (float(t1) - float(a["t0"])) / a["num_steps"])
-    return data, t1, dim, dtype
+    if not isinstance(sde, AbstractSDE):
+        raise TypeError(f"sde must be a dkjax.AbstractSDE; got {type(sde).__name__}.")
+    check_key(key)
+    data, initial = split_initial_snapshot(data, initial, t0)
+    data, t1, dim, dtype = _check_data_and_grid(data, initial, key, t0, t1, num_steps)
+    noise_dimension(sde, jnp.asarray(t0, dtype), jax.ShapeDtypeStruct((dim,), dtype))
+    return Problem(data, initial, t0, t1, num_steps, dim, dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+    """What one optimisation step simulates and reads: paths, data batch, kernel rate (``fit``'s names)."""
+
+    num_paths: int
+    batch_size: int
+    kernel_rate: float | str
+    kernel_rate_every: int
+    dt: float
+
+    def __post_init__(self):
+        for name in ("num_paths", "batch_size", "kernel_rate_every"):
+            check_positive(name, getattr(self, name), integer=True)
+        if self.num_paths < 2:
+            raise ValueError(f"num_paths must be >= 2; got {self.num_paths}.")
+        rate = self.kernel_rate
+        if rate != "auto":
+            if isinstance(rate, (bool, str)) or not isinstance(rate, (int, float)):
+                raise ValueError(f"kernel_rate must be a number >= 0 or 'auto'; got {rate!r}.")
+            if not 0 <= rate <= 1 / self.dt:
+                raise ValueError(f"kernel_rate must be in [0, 1/dt = {1 / self.dt:.4g}]; got {rate}.")
+
+    def rate_control(self) -> AbstractRateControl:
+        """How the pilot runs set the kernel rate: measured and never lowered for ``"auto"``, else fixed."""
+        return RisingRate() if self.kernel_rate == "auto" else FixedRate(float(self.kernel_rate))
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How many optimisation steps, and the optimiser that takes them (``fit``'s names)."""
+
+    steps: int
+    optimizer: Any
+    learning_rate: float
+    final_lr_fraction: float
+    clip_norm: float | None
+
+    def __post_init__(self):
+        check_positive("steps", self.steps, integer=True)
+        check_positive("learning_rate", self.learning_rate)
+        fraction = self.final_lr_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+            raise ValueError(f"final_lr_fraction must be a number in [0, 1]; got {fraction!r}.")
+        check_positive("clip_norm", self.clip_norm, allow_none=True)
+
+    def build(self):
+        """``(optimizer, default)``: the optimiser (default Adam, cosine-decayed over ``steps``) behind the clipping.
+
+        Cached, so that fits with the same settings get the same transformation, whose functions
+        are part of the compiled step's key: a repeated fit compiles nothing. An optimiser that
+        cannot be hashed is built afresh and keyed by identity (its fit then compiles its own step).
+        """
+        settings = (self.optimizer, self.learning_rate, self.steps, self.final_lr_fraction, self.clip_norm)
+        try:
+            return _cached_optimizer(*settings)
+        except TypeError:
+            built, default = _build_optimizer(*settings)
+            return _KeyedByIdentity(built.init, built.update), default
+
+
+class _KeyedByIdentity:
+    """An optimiser's ``init`` and ``update``, hashable by identity: a static argument of the compiled step."""
+
+    def __init__(self, init, update):
+        self.init, self.update = init, update
+
+
+def _build_optimizer(optimizer, learning_rate, steps, final_lr_fraction, clip_norm):
+    """``Schedule.build`` without the cache."""
+    default = optimizer is None
+    if default:
+        optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, final_lr_fraction))
+    if clip_norm is not None:
+        optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)
+    return optimizer, default
+
+
+_cached_optimizer = functools.lru_cache(maxsize=32)(_build_optimizer)
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """Model selection on held-out points (``fit``'s names); an int ``validation`` is a fraction."""
+
+    validation: Any
+    validate_every: int
+    validation_samples: int
+    patience: int | None
+
+    def __post_init__(self):
+        check_positive("validate_every", self.validate_every, integer=True)
+        check_positive("validation_samples", self.validation_samples, integer=True)
+        check_positive("patience", self.patience, allow_none=True, integer=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    """What ``fit`` writes while it trains (``fit``'s names)."""
+
+    checkpoint_dir: Any
+    checkpoint_every: int | None
+    resume: bool
+    metrics_file: Any
+    progress: bool
+
+    def __post_init__(self):
+        check_positive("checkpoint_every", self.checkpoint_every, allow_none=True, integer=True)
+        if (self.checkpoint_every is not None or self.resume) and self.checkpoint_dir is None:
+            raise ValueError("checkpoint_every and resume need checkpoint_dir.")

@@ -107,18 +107,16 @@ class Progress(Callback):
         self.bar.close()
 
 
-def make_callbacks(
-    state: TrainState, *, steps, checkpoint_dir, checkpoint_every, metrics_file, progress
-) -> list[Callback]:
-    """The callbacks ``fit``'s arguments ask for; none but the checkpoint bookkeeping off process 0."""
+def make_callbacks(state: TrainState, steps: int, output) -> list[Callback]:
+    """The callbacks ``fit``'s ``output`` settings ask for; none but the checkpoint bookkeeping off process 0."""
     writer = jax.process_index() == 0
     callbacks = []
-    if metrics_file is not None and writer:
-        callbacks.append(MetricsLog(metrics_file, state.history.records))
-    if progress and writer:
+    if output.metrics_file is not None and writer:
+        callbacks.append(MetricsLog(output.metrics_file, state.history.records))
+    if output.progress and writer:
         callbacks.append(Progress(steps, state.step))
-    if checkpoint_dir is not None:
-        callbacks.append(Checkpoints(checkpoint_dir, checkpoint_every, steps))
+    if output.checkpoint_dir is not None:
+        callbacks.append(Checkpoints(output.checkpoint_dir, output.checkpoint_every, steps))
     return callbacks
 
 

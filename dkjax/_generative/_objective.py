@@ -1,33 +1,24 @@
-"""Training objectives of DK-SDE and their forward-only gradients.
+"""Training objectives of DK-SDE: losses and their DK path weights.
 
 An objective maps the final states ``X_T^m`` of ``M`` model paths and a data batch to a
 loss and per-path weights ``c_m`` such that ``grad loss = sum_m c_m eta_m`` in expectation,
-``eta_m`` being path ``m``'s divergence-kernel response. That sum is formed either from
-the per-path responses (one pass, memory ``O(M size(theta))``) or by the memory-lean two
-passes: simulate, compute ``c``, replay the same noise and fold ``c``-weighted response
-increments into one parameter-shaped accumulator (memory ``O(M d + size(theta))``).
+``eta_m`` being path ``m``'s divergence-kernel response; how that sum is formed is the
+gradient route's business (``_gradient.py``).
 """
 
 import abc
-from collections.abc import Callable
-from typing import Any, Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-from .._custom_types import Array, Float, Key, Params, Scalar, States
-from .._engine._dk_step import StepWeights, SumResponses, dk_scan
-from .._engine._driver import AbstractFold
+from .._custom_types import Array, Float, Key, Scalar, States
+from .._validation import check_choice, check_positive
 from ._metrics import energy_terms, kde_sums
-from .._sde._abstract import AbstractSDE, parameters
-from .._engine._simulate import path_ids_for, record_at, record_states
 from ._settings import TRAIN_DEFAULTS
 
-GradientMethod = Literal["per_path", "two_pass"]
 OBJECTIVES = ("kl", "energy")
-GRADIENT_METHODS = ("per_path", "two_pass")
 _ESS_ROWS = 256
 _BISECTIONS = 12
 
@@ -177,7 +168,7 @@ class KL(AbstractObjective):
             per-coordinate standard deviation).
 
     Raises:
-        ValueError: a non-positive ``ess_target``, ``bandwidth`` or ``min_bandwidth``.
+        ValueError: ``ess_target``, ``bandwidth`` or ``min_bandwidth`` not a positive finite number.
 
     Example:
         >>> objective = dkjax.KL(ess_target=16.0)  # pass it to dkjax.fit(objective=...)
@@ -188,9 +179,9 @@ class KL(AbstractObjective):
     rule: BandwidthRule
 
     def __init__(self, ess_target: float = TRAIN_DEFAULTS.ess_target, bandwidth=None, min_bandwidth=None):
-        for name, value in (("ess_target", ess_target), ("bandwidth", bandwidth), ("min_bandwidth", min_bandwidth)):
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be > 0; got {value!r}.")
+        check_positive("ess_target", ess_target)
+        check_positive("bandwidth", bandwidth, allow_none=True)
+        check_positive("min_bandwidth", min_bandwidth, allow_none=True)
         self.rule = BandwidthRule(ess_target, bandwidth, min_bandwidth)
 
     def bandwidth_range(self, points):
@@ -226,171 +217,13 @@ class Energy(AbstractObjective):
 
 def as_objective(objective: "str | AbstractObjective", ess_target: float = TRAIN_DEFAULTS.ess_target,
                  bandwidth=None, min_bandwidth=None) -> AbstractObjective:  # fmt: skip
-    """``objective`` itself, or the module its shorthand ``"kl"`` / ``"energy"`` names."""
+    """``objective`` itself, or the module its shorthand ``"kl"`` / ``"energy"`` names.
+
+    Raises:
+        ValueError: an unknown shorthand, or a bad ``KL`` setting (named).
+    """
     if isinstance(objective, AbstractObjective):
         return objective
-    if objective == "energy":
-        return Energy()
-    return KL(ess_target, bandwidth, min_bandwidth)
-
-
-def dk_gradient(
-    sde: AbstractSDE,
-    x0: States,
-    score0: States | None,
-    weights: Callable,
-    steps: tuple[int, ...] | None = None,
-    *,
-    t1: Scalar,
-    num_steps: int,
-    key: Key,
-    kernel_rate: Scalar,
-    method: GradientMethod = "two_pass",
-    t0: Scalar = 0.0,
-    mode: str = "matrix_free",
-    path_chunk: int | None = None,
-) -> tuple[Scalar, Params, Any, States]:
-    """Loss and its forward-only gradient ``sum_k sum_m c_km eta_m(t_k)`` for path weights from the states.
-
-    With ``steps=None`` the objective reads the final states: ``weights(X_T)`` with ``X_T``
-    ``(M, d)`` returns ``(loss, c, aux)``, ``c`` of shape ``(M,)``. With observation steps
-    ``steps`` (increasing grid indices, for snapshots) ``weights`` reads the states at those
-    steps, ``(K, M, d)``, and returns ``c`` of shape ``(K, M)``: one final time is the case
-    ``K = 1``. ``c`` is treated as a constant and ``aux`` passed through. Both methods follow
-    the same paths (noise addressed by ``(key, step, path)``) and give the same gradient up to
-    rounding.
-
-    Arguments:
-        sde: the model; its parameters are ``dkjax.parameters(sde)``.
-        x0: initial states ``(M, d)``; ``score0`` their initial score or ``None``.
-        weights: the objective's path weights, see above.
-        steps: observation steps, or ``None`` for the final time alone.
-        t1, num_steps, key, kernel_rate, t0, mode: as for ``dkjax.divergence_kernel``.
-        method: ``"two_pass"`` (record the states at the observation steps, compute ``c``, then
-            replay the paths folding the ``c``-weighted response increments into one
-            accumulator: memory ``O(K M d + size(theta))``) or ``"per_path"`` (every path's
-            response, read off at the observation steps: memory ``O(K M size(theta))``).
-        path_chunk: two-pass only: replay the paths this many at a time, so the replay's
-            working memory scales with ``path_chunk`` instead of ``M``; ``None``: all at once.
-
-    Returns:
-        ``(loss, grad, aux, x_T)``; ``grad`` is shaped like ``dkjax.parameters(sde)``.
-    """
-    if path_chunk is not None and (method != "two_pass" or path_chunk < 1):
-        raise ValueError(
-            f"path_chunk must be an integer >= 1 with method='two_pass'; got {path_chunk!r} with method={method!r}."
-        )
-    observed = (num_steps,) if steps is None else tuple(int(n) for n in steps)
-    per_time = _as_per_time(weights) if steps is None else weights
-    t0_arr, t1_arr = jnp.asarray(t0, x0.dtype), jnp.asarray(t1, x0.dtype)
-    if method == "per_path":
-        states, eta_at, x_final = _per_path_responses(sde, x0, score0, observed, t0_arr, t1_arr, num_steps, key,
-                                                      kernel_rate, mode)  # fmt: skip
-        loss, c, aux = per_time(states)
-        grad = jax.tree.map(lambda eta: jnp.einsum("km,km...->...", jax.lax.stop_gradient(c), eta), eta_at)
-        return loss, grad, aux, x_final
-    states, x_final = record_states(sde, x0, t0_arr, t1_arr, key, num_steps, observed)
-    loss, c, aux = per_time(states)
-    step_weights = StepWeights(jax.lax.stop_gradient(c).T, jnp.asarray(observed, jnp.int32))
-    grad = weighted_replay(sde, x0, score0, step_weights, t1=t1, num_steps=num_steps, key=key,
-                           kernel_rate=kernel_rate, t0=t0, mode=mode, path_chunk=path_chunk)  # fmt: skip
-    return loss, grad, aux, x_final
-
-
-def _as_per_time(weights):
-    """A final-time objective ``X_T -> (loss, c, aux)`` as the one-time case ``X (1, M, d) -> (loss, c (1, M), aux)``."""
-
-    def per_time(states):
-        loss, c, aux = weights(states[0])
-        return loss, c[None], aux
-
-    return per_time
-
-
-class _RecordResponses(AbstractFold):
-    """Adds each path's response increment to its own and keeps the responses after ``steps`` (not the last)."""
-
-    steps: Array
-
-    def update(self, acc, n, output):
-        x_next, d_eta = output
-        eta, eta_at, x_at = acc
-        eta = jax.tree.map(jnp.add, eta, d_eta)
-        if self.steps.shape[0]:
-            eta_at, x_at = record_at((eta_at, x_at), (eta, x_next), n + 1, self.steps)
-        return eta, eta_at, x_at
-
-
-def _per_path_responses(sde, x0, score0, steps, t0, t1, num_steps, key, kernel_rate, mode):
-    """Each path's states and DK responses at the observation steps: ``(K, M, d)`` and ``(K, M, ...)`` leaves.
-
-    The responses at the last step are the final accumulator; only earlier steps are recorded.
-    """
-    params = parameters(sde)
-    point_mass = score0 is None
-    earlier = steps[:-1] if steps[-1] == num_steps else steps
-    eta0 = jax.tree.map(lambda p: jnp.zeros(x0.shape[:1] + p.shape, p.dtype), params)
-    acc0 = (eta0, jax.tree.map(lambda e: jnp.zeros((len(earlier),) + e.shape, e.dtype), eta0),
-            jnp.zeros((len(earlier),) + x0.shape, x0.dtype))  # fmt: skip
-    x_final, _, (eta, eta_at, x_at), _ = dk_scan(
-        sde, x0, jnp.zeros_like(x0) if point_mass else score0, path_ids_for(x0.shape[0], 0), t0=t0, t1=t1,
-        num_steps=num_steps, key=key, kernel_rate=jnp.asarray(kernel_rate, x0.dtype),
-        fold=_RecordResponses(jnp.asarray(earlier, jnp.int32)), acc0=acc0, jacobian=mode, point_mass=point_mass,
-    )  # fmt: skip
-    if len(earlier) < len(steps):
-        eta_at = jax.tree.map(lambda at, e: jnp.concatenate([at, e[None]]), eta_at, eta)
-        x_at = jnp.concatenate([x_at, x_final[None]])
-    return x_at, eta_at, x_final
-
-
-def weighted_replay(
-    sde: AbstractSDE,
-    x0: States,
-    score0: States | None,
-    step_weights: StepWeights,
-    *,
-    t1: Scalar,
-    num_steps: int,
-    key: Key,
-    kernel_rate: Scalar,
-    t0: Scalar = 0.0,
-    mode: str = "matrix_free",
-    path_chunk: int | None = None,
-) -> Params:
-    """The second pass of the two-pass gradient: ``sum_n sum_m w_nm (eta_{n+1} - eta_n)_m``.
-
-    Replays the paths of ``x0`` under ``key`` and folds each step's response increments,
-    path ``m`` at step ``n`` weighted by ``step_weights(n)[m]``, into one parameter-shaped
-    accumulator: one reverse pass over the whole batch per step, no per-path parameter arrays.
-    """
-    params = parameters(sde)
-    point_mass = score0 is None
-    grid = dict(t0=jnp.asarray(t0, x0.dtype), t1=jnp.asarray(t1, x0.dtype), num_steps=num_steps)
-
-    def replay(x0_chunk, score0_chunk, ids_chunk, c_chunk):
-        return dk_scan(
-            sde, x0_chunk, score0_chunk, ids_chunk, **grid, key=key, kernel_rate=jnp.asarray(kernel_rate, x0.dtype),
-            fold=SumResponses(), acc0=jax.tree.map(jnp.zeros_like, params), jacobian=mode, point_mass=point_mass,
-            weights=StepWeights(c_chunk, step_weights.steps),
-        )[2]  # fmt: skip
-
-    num_paths = x0.shape[0]
-    c = step_weights.c
-    inputs = (x0, jnp.zeros_like(x0) if point_mass else score0, path_ids_for(num_paths, 0), c)
-    if path_chunk is None or path_chunk >= num_paths:
-        return replay(*inputs)
-    # Padded paths replay path 0 with weight zero; noise is addressed by path id, so every
-    # chunk replays exactly the paths of the first pass.
-    num_chunks = -(-num_paths // path_chunk)
-    padding = num_chunks * path_chunk - num_paths
-    chunked = lambda leaf, fill: jnp.concatenate([leaf, fill]).reshape((num_chunks, path_chunk) + leaf.shape[1:])
-    chunks = [chunked(leaf, jnp.repeat(leaf[:1], padding, axis=0)) for leaf in inputs[:3]]
-    chunks.append(chunked(c, jnp.zeros((padding,) + c.shape[1:], c.dtype)))
-    add_chunk = lambda total, chunk: (jax.tree.map(jnp.add, total, replay(*chunk)), None)
-    return jax.lax.scan(add_chunk, jax.tree.map(jnp.zeros_like, params), chunks)[0]
-
-
-def parameter_count(sde: AbstractSDE) -> int:
-    """Number of scalar parameters of ``sde``."""
-    return sum(leaf.size for leaf in jax.tree.leaves(parameters(sde)))
-
+    check_choice("objective", objective, OBJECTIVES)
+    kl = KL(ess_target, bandwidth, min_bandwidth)  # checks the shorthand's settings whichever it names
+    return Energy() if objective == "energy" else kl

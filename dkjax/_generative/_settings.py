@@ -23,7 +23,8 @@ class TrainSettings:
         ess_target: the bandwidth rule keeps the kernel weights' mean effective sample size
             at least this large.
         objective: ``"kl"`` (smoothed likelihood) or ``"energy"`` (energy distance).
-        gradient: ``"auto"``, ``"per_path"`` or ``"two_pass"``.
+        gradient: the gradient route's shorthand, ``"auto"``, ``"per_path"`` or ``"two_pass"``
+            (``dkjax.AutoGradient``, ``dkjax.PerPathGradient``, ``dkjax.TwoPassGradient``).
         lean_threshold: with ``gradient="auto"``, models with more parameters than this use
             the two-pass gradient (measured faster above a few hundred parameters: it never
             forms per-path parameter arrays); smaller models carry per-path responses.

@@ -18,12 +18,12 @@ from .._custom_types import Array, Float, InitialSampler, Key, RealScalarLike
 from .._engine._save_at import grid_steps
 from .._engine._simulate import record_states
 from .._sde._abstract import AbstractSDE
-from .._validation import check_key
-from ._arguments import check_data, check_fit_arguments, split_initial_snapshot
+from ._arguments import Output, Problem, Schedule, Selection, StepSettings, check_data, check_problem
 from ._callbacks import last_checkpoint, make_callbacks
+from ._gradient import AbstractGradient, as_gradient, dk_gradient
 from ._metrics import distance_column_sums, energy_distance
-from ._objective import AbstractObjective, as_objective, dk_gradient, parameter_count
-from ._policies import PILOT_PATHS, FixedRate, Pilot, RisingRate, StiffnessCheck
+from ._objective import AbstractObjective, as_objective
+from ._policies import PILOT_PATHS, Pilot, StiffnessCheck
 from ._settings import TRAIN_DEFAULTS
 from ._snapshots import Snapshots, per_time_weights, split_snapshots
 from ._state import TrainHistory, TrainState
@@ -39,8 +39,7 @@ class _StepPlan:
     num_paths: int
     batch_size: int
     num_steps: int
-    method: str
-    path_chunk: int | None
+    gradient: AbstractGradient
     observed: tuple[int, ...] | None  # observation steps of snapshots; None: one array at t1
     time_weights: tuple[float, ...] | None
 
@@ -75,7 +74,7 @@ def _train_step(params, static, opt_state, data, key, kernel_rate, h_min, h_max,
     weights = _path_weights(objective, data, plan, (batch_key, jitter_key), h_min, h_max)
     loss, grad, (ess, h), x_final = dk_gradient(
         eqx.combine(params, static), x0, score0, weights, plan.observed, t0=times[0], t1=times[1],
-        num_steps=plan.num_steps, key=path_key, kernel_rate=kernel_rate, method=plan.method, path_chunk=plan.path_chunk,
+        num_steps=plan.num_steps, key=path_key, kernel_rate=kernel_rate, gradient=plan.gradient,
     )  # fmt: skip
     updates, opt_state = optimizer.update(grad, opt_state, params)
     params = eqx.apply_updates(params, updates)
@@ -89,14 +88,15 @@ def _train_step(params, static, opt_state, data, key, kernel_rate, h_min, h_max,
     return params, opt_state, metrics, x_final[:PILOT_PATHS]
 
 
-def _make_train_step(initial, optimizer, *, num_paths, objective, method, t0, t1, num_steps, batch_size,
-                     ess_target=TRAIN_DEFAULTS.ess_target, path_chunk=None, observed=None, time_weights=None):  # fmt: skip
+def _make_train_step(initial, optimizer, *, num_paths, objective, gradient, t0, t1, num_steps, batch_size,
+                     ess_target=TRAIN_DEFAULTS.ess_target, observed=None, time_weights=None):  # fmt: skip
     """``(params, static, opt_state, data, key, kernel_rate, h_min, h_max) -> (params, opt_state, metrics, states)``.
 
+    ``fit``'s step outside ``fit``, for the benchmarks: ``gradient`` a route or its shorthand.
     ``data`` is one array, or one array per time with ``observed`` (the observation steps)
     and ``time_weights``; ``h_min``, ``h_max`` are then one per time.
     """
-    plan = _StepPlan(num_paths, batch_size, num_steps, method, path_chunk, observed, time_weights)
+    plan = _StepPlan(num_paths, batch_size, num_steps, as_gradient(gradient), observed, time_weights)
     objective = as_objective(objective, ess_target)
 
     def train_step(params, static, opt_state, data, key, kernel_rate, h_min, h_max):
@@ -166,75 +166,36 @@ def _held_out_score(params, static, initial, held_out, keys, times, *, num_sampl
     return jnp.where(finite, score, jnp.inf), jnp.concatenate(terms)
 
 
-def _make_validator(initial, held_out: tuple, time_weights, observed, *, t0, t1, num_steps, num_samples, key):
-    """``(params, static) -> (score, terms)`` on the same noise at every evaluation (see ``_held_out_score``)."""
-    keys = tuple(jr.split(jr.fold_in(key, _VALIDATION_SALT)))
-    dtype = held_out[0].dtype
-    times = (jnp.asarray(t0, dtype), jnp.asarray(t1, dtype))
-    return lambda params, static: _held_out_score(
-        params, static, initial, held_out, keys, times, num_samples=num_samples, num_steps=num_steps,
-        observed=observed, time_weights=time_weights,
-    )  # fmt: skip
+def _make_validator(problem: Problem, held_out: tuple, observed, num_samples: int, key: Key):
+    """``(params, static) -> (score, terms)`` on the same noise at every evaluation (see ``_held_out_score``).
 
-
-def _optimizer(optimizer, learning_rate, steps, final_lr_fraction, clip_norm):
-    """``(optimizer, default)``: the optimiser (default Adam, cosine-decayed over ``steps``) behind the clipping.
-
-    Cached, so that fits with the same settings get the same transformation, whose functions
-    are part of the compiled step's key: a repeated fit compiles nothing. An optimiser that
-    cannot be hashed is built afresh and keyed by identity (its fit then compiles its own step).
+    ``held_out`` is ``(points, weights)``, one array and weight per observation time.
     """
-    try:
-        return _cached_optimizer(optimizer, learning_rate, steps, final_lr_fraction, clip_norm)
-    except TypeError:
-        built, default = _build_optimizer(optimizer, learning_rate, steps, final_lr_fraction, clip_norm)
-        return _KeyedByIdentity(built.init, built.update), default
-
-
-class _KeyedByIdentity:
-    """An optimiser's ``init`` and ``update``, hashable by identity: a static argument of the compiled step."""
-
-    def __init__(self, init, update):
-        self.init, self.update = init, update
-
-
-def _build_optimizer(optimizer, learning_rate, steps, final_lr_fraction, clip_norm):
-    """``_optimizer`` without the cache."""
-    default = optimizer is None
-    if default:
-        optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, final_lr_fraction))
-    if clip_norm is not None:
-        optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)
-    return optimizer, default
-
-
-_cached_optimizer = functools.lru_cache(maxsize=32)(_build_optimizer)
-
-
-def _gradient_route(gradient: str, path_chunk, sde: AbstractSDE, lean_threshold: int) -> str:
-    """``gradient``, with ``"auto"`` resolved: two-pass for chunked paths or a model over ``lean_threshold``."""
-    if gradient != "auto":
-        return gradient
-    lean = path_chunk is not None or parameter_count(sde) > lean_threshold
-    return "two_pass" if lean else "per_path"
+    points, time_weights = held_out
+    keys = tuple(jr.split(jr.fold_in(key, _VALIDATION_SALT)))
+    times = problem.times(points[0].dtype)
+    return lambda params, static: _held_out_score(
+        params, static, problem.initial, points, keys, times, num_samples=num_samples,
+        num_steps=problem.num_steps, observed=observed or (problem.num_steps,), time_weights=time_weights,
+    )  # fmt: skip
 
 
 def _as_fraction(validation):
     return float(validation) if isinstance(validation, int) and not isinstance(validation, bool) else validation
 
 
-def _split_data(data, validation, dtype, dim, key, grid):
+def _split_data(problem: Problem, validation, key: Key):
     """``(train, held_out, observed, time_weights)``: one array, or one array per snapshot time.
 
     ``held_out`` is ``(points, weights)``, one array and weight per time (a held-out fraction
     keeps the data's weights, held-out snapshots their own), or ``None``; ``observed`` the
     snapshot times' grid steps (``None`` for one array, observed at ``t1``).
     """
-    validation = _as_fraction(validation)
+    validation, data, dtype = _as_fraction(validation), problem.data, problem.dtype
     if not isinstance(data, Snapshots):
-        train, held = _split_validation(jnp.asarray(data, dtype), validation, dim, key)
+        train, held = _split_validation(jnp.asarray(data, dtype), validation, problem.dim, key)
         return train, None if held is None else ((held,), (1.0,)), None, (1.0,)
-    observed = grid_steps(data.times, **grid)
+    observed = grid_steps(data.times, **problem.grid)
     snaps = data.replace_points([jnp.asarray(p, dtype) for p in data.points])
     snaps, held = split_snapshots(snaps, validation, key, _split_fraction)
     return snaps.points, None if held is None else (held.points, held.weights), observed, snaps.weights
@@ -248,6 +209,15 @@ def _bandwidth_range(objective: AbstractObjective, train, observed, dtype):
     return tuple(tuple(jnp.asarray(r[i], dtype) for r in ranges) for i in (0, 1))
 
 
+def _start(params, optimizer, control, output: Output, steps: int, spans_steps: bool) -> TrainState:
+    """The state before the first step, or the latest checkpoint's when ``output`` asks to resume."""
+    state = TrainState.start(params, optimizer, control.start())
+    if output.resume and state.restore(output.checkpoint_dir, control, steps, schedule_spans_steps=spans_steps):
+        if output.progress and jax.process_index() == 0:
+            print(f"dkjax fit: resuming from step {state.step} of {output.checkpoint_dir}", flush=True)
+    return state
+
+
 def _finish(state: TrainState, callbacks, keep_going: bool, patience) -> None:
     """Ends a run that did not fail: the early-stop note, then the callbacks' last word (the final checkpoint)."""
     history = state.history
@@ -259,6 +229,46 @@ def _finish(state: TrainState, callbacks, keep_going: bool, patience) -> None:
         )
     for callback in callbacks:
         callback.on_end(state)
+
+
+def _train_loop(state: TrainState, static, train_step, inputs: tuple, pilot: Pilot, validate, callbacks, *, steps: int,
+                selection: Selection) -> None:  # fmt: skip
+    """Takes ``state`` to ``steps`` optimisation steps (or an early stop, or a failure), in place.
+
+    ``inputs`` are ``(train, key, h_min, h_max, times)``: the step's data, the run's key
+    (step ``n`` draws from ``fold_in(key, n)``), the bandwidth range and the grid's times.
+    """
+    train, key, h_min, h_max, times = inputs
+    history, recent_states, keep_going = state.history, None, True
+    elapsed = history.records[-1].get("time", 0.0) if history.records else 0.0
+    try:
+        if validate is not None and not history.validation:
+            state.evaluate(validate, static, 0, 0.0, selection.patience)
+        while state.step < steps and keep_going:
+            step, started = state.step, time.perf_counter()
+            state.rate = pilot(step, state.rate, eqx.combine(state.params, static), recent_states)
+            params, opt_state, metrics, recent_states = train_step(
+                state.params, static, state.opt_state, train, jr.fold_in(key, step),
+                jnp.asarray(state.rate, times[0].dtype), h_min, h_max, times,
+            )  # fmt: skip
+            metrics = {name: value.item() for name, value in metrics.items()}
+            elapsed += time.perf_counter() - started
+            if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
+                history.stop_reason = _nonfinite_message(step, metrics, last_checkpoint(callbacks))
+                warnings.warn(history.stop_reason, RuntimeWarning, stacklevel=3)
+                break
+            state.params, state.opt_state, state.step = params, opt_state, step + 1
+            record = {"step": step, **metrics, "kernel_rate": float(state.rate), "time": elapsed}
+            history.records.append(record)
+            if validate is not None and (state.step % selection.validate_every == 0 or state.step == steps):
+                keep_going = state.evaluate(validate, static, state.step, elapsed, selection.patience)
+            for callback in callbacks:
+                callback.on_step(state, record)
+        if history.stop_reason is None:
+            _finish(state, callbacks, keep_going, selection.patience)
+    finally:
+        for callback in callbacks:
+            callback.close()
 
 
 def fit(
@@ -281,7 +291,7 @@ def fit(
     kernel_rate: float | str = TRAIN_DEFAULTS.kernel_rate,
     kernel_rate_every: int = TRAIN_DEFAULTS.kernel_rate_every,
     objective: "str | AbstractObjective" = TRAIN_DEFAULTS.objective,
-    gradient: str = TRAIN_DEFAULTS.gradient,
+    gradient: "str | AbstractGradient" = TRAIN_DEFAULTS.gradient,
     lean_threshold: int = TRAIN_DEFAULTS.lean_threshold,
     path_chunk: int | None = None,
     clip_norm: float | None = TRAIN_DEFAULTS.clip_norm,
@@ -360,11 +370,14 @@ def fit(
         objective: an objective module (``dkjax.KL(...)``, ``dkjax.Energy()``, or your own
             ``dkjax.AbstractObjective``), or its shorthand ``"kl"`` (with ``ess_target``,
             ``bandwidth`` and ``min_bandwidth``) or ``"energy"``.
-        gradient: ``"per_path"``, ``"two_pass"`` (memory-lean) or ``"auto"``: two-pass when
-            the model has more than ``lean_threshold`` parameters.
-        path_chunk: replay the two-pass gradient's paths this many at a time, so that its
-            working memory scales with ``path_chunk`` instead of ``num_paths``; implies
-            ``gradient="two_pass"``. ``None``: all paths at once.
+        gradient: the gradient route, a module (``dkjax.PerPathGradient()``,
+            ``dkjax.TwoPassGradient(path_chunk=...)``, the memory-lean one, or
+            ``dkjax.AutoGradient(lean_threshold=...)``) or its shorthand ``"per_path"``,
+            ``"two_pass"`` or ``"auto"``: two-pass when the model has more than
+            ``lean_threshold`` parameters.
+        path_chunk: with a shorthand, replay the two-pass gradient's paths this many at a
+            time, so that its working memory scales with ``path_chunk`` instead of
+            ``num_paths``; implies the two-pass route. ``None``: all paths at once.
         validation: held-out points ``(n, d)`` (held-out ``Snapshots`` at the same times for
             snapshot data), a fraction of ``data`` to split off at random (of each time's
             points for snapshots), or ``None`` (no selection: the last model is returned).
@@ -397,60 +410,31 @@ def fit(
         >>> print(len(history.records), history.best_step is not None)
         5 True
     """
-    data, initial = split_initial_snapshot(data, initial, t0)
-    arguments = dict(locals())
-    data, t1, dim, dtype = check_fit_arguments(arguments)
+    problem = check_problem(sde, data, initial, key, t0=t0, t1=t1, num_steps=num_steps)
+    sampling = StepSettings(num_paths, batch_size, kernel_rate, kernel_rate_every, problem.dt)
+    schedule = Schedule(steps, optimizer, learning_rate, final_lr_fraction, clip_norm)
+    selection = Selection(validation, validate_every, validation_samples, patience)
+    output = Output(checkpoint_dir, checkpoint_every, resume, metrics_file, progress)
     objective = as_objective(objective, ess_target, bandwidth, min_bandwidth)
-    grid = dict(t0=t0, t1=t1, num_steps=num_steps)
-    optimizer, spans_steps = _optimizer(optimizer, learning_rate, steps, final_lr_fraction, clip_norm)
-    train, held_out, observed, time_weights = _split_data(data, validation, dtype, dim, key, grid)
-    method = _gradient_route(gradient, path_chunk, sde, lean_threshold)
-    plan = _StepPlan(num_paths, batch_size, num_steps, method, path_chunk, observed, observed and time_weights)
-    train_step = functools.partial(_train_step, initial=initial, objective=objective, optimizer=optimizer, plan=plan)
-    validate = None if held_out is None else _make_validator(
-        initial, *held_out, observed or (num_steps,), **grid, num_samples=validation_samples, key=key)  # fmt: skip
-    times = (jnp.asarray(t0, dtype), jnp.asarray(t1, dtype))
+    route = as_gradient(gradient, lean_threshold, path_chunk).resolve(sde)
+
+    # data and key -> training and held-out points -> the compiled step (fixed by its plan) and the validator.
+    train, held_out, observed, time_weights = _split_data(problem, selection.validation, key)
+    h_min, h_max = _bandwidth_range(objective, train, observed, problem.dtype)
+    optimizer, spans_steps = schedule.build()
+    plan = _StepPlan(sampling.num_paths, sampling.batch_size, problem.num_steps, route, observed, observed and time_weights)
+    train_step = functools.partial(_train_step, initial=problem.initial, objective=objective, optimizer=optimizer,
+                                   plan=plan)  # fmt: skip
+    validate = None if held_out is None else _make_validator(problem, held_out, observed, selection.validation_samples, key)
+
     params, static = eqx.partition(sde, eqx.is_inexact_array)
-    control = RisingRate() if kernel_rate == "auto" else FixedRate(float(kernel_rate))
-    state = TrainState.start(params, optimizer, control.start())
-    if resume and state.restore(checkpoint_dir, control, steps, schedule_spans_steps=spans_steps):
-        if progress and jax.process_index() == 0:
-            print(f"dkjax fit: resuming from step {state.step} of {checkpoint_dir}", flush=True)
-    pilot = Pilot(initial, key, grid, dtype, control, StiffnessCheck((float(t1) - float(t0)) / num_steps),
-                  kernel_rate_every)  # fmt: skip
-    callbacks = make_callbacks(state, steps=steps, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-                               metrics_file=metrics_file, progress=progress)  # fmt: skip
-    history, recent_states, keep_going = state.history, None, True
-    elapsed = history.records[-1].get("time", 0.0) if history.records else 0.0
-    h_min, h_max = _bandwidth_range(objective, train, observed, dtype)
-    try:
-        if validate is not None and not history.validation:
-            state.evaluate(validate, static, 0, 0.0, patience)
-        while state.step < steps and keep_going:
-            step, started = state.step, time.perf_counter()
-            state.rate = pilot(step, state.rate, eqx.combine(state.params, static), recent_states)
-            params, opt_state, metrics, recent_states = train_step(
-                state.params, static, state.opt_state, train, jr.fold_in(key, step), jnp.asarray(state.rate, dtype),
-                h_min, h_max, times,
-            )  # fmt: skip
-            metrics = {name: value.item() for name, value in metrics.items()}
-            elapsed += time.perf_counter() - started
-            if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
-                history.stop_reason = _nonfinite_message(step, metrics, last_checkpoint(callbacks))
-                warnings.warn(history.stop_reason, RuntimeWarning, stacklevel=2)
-                break
-            state.params, state.opt_state, state.step = params, opt_state, step + 1
-            record = {"step": step, **metrics, "kernel_rate": float(state.rate), "time": elapsed}
-            history.records.append(record)
-            if validate is not None and (state.step % validate_every == 0 or state.step == steps):
-                keep_going = state.evaluate(validate, static, state.step, elapsed, patience)
-            for callback in callbacks:
-                callback.on_step(state, record)
-        if history.stop_reason is None:
-            _finish(state, callbacks, keep_going, patience)
-    finally:
-        for callback in callbacks:
-            callback.close()
+    control = sampling.rate_control()
+    state = _start(params, optimizer, control, output, steps, spans_steps)
+    pilot = Pilot(problem.initial, key, problem.grid, problem.dtype, control, StiffnessCheck(problem.dt),
+                  sampling.kernel_rate_every)  # fmt: skip
+    _train_loop(state, static, train_step, (train, key, h_min, h_max, problem.times(problem.dtype)), pilot, validate,
+                make_callbacks(state, steps, output), steps=steps, selection=selection)  # fmt: skip
+    history = state.history
     chosen = state.best_params if validate is not None and history.best_step is not None else state.params
     return eqx.combine(chosen, static), history
 
