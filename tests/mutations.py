@@ -81,6 +81,7 @@ STEP, NOISE, SIMULATE = "dkjax/_engine/_dk_step.py", "dkjax/_engine/_noise.py", 
 JACOBIAN, ENGINE, STATISTICS = "dkjax/_engine/_jacobian.py", "dkjax/_engine/_driver.py", "dkjax/_response/_statistics.py"
 OBSERVABLE, DENSITY, STATIONARY = "dkjax/_response/_observable.py", "dkjax/_response/_density.py", "dkjax/_response/_stationary.py"
 OBJECTIVE, METRICS = "dkjax/_generative/_objective.py", "dkjax/_generative/_metrics.py"
+GRADIENT, ARGUMENTS = "dkjax/_generative/_gradient.py", "dkjax/_generative/_arguments.py"
 ESTIMATOR, RATE, BASELINES = "dkjax/_engine/_estimator.py", "dkjax/_engine/_kernel_rate.py", "dkjax/_response/_baselines.py"
 
 MUTATIONS = [
@@ -241,7 +242,7 @@ MUTATIONS = [
     _mutation(
         "auto_rate_without_safety",
         "kernel_rate='auto' returns the measured growth rate without the safety factor",
-        [(RATE, "max(min_rate, safety * float(growth))", "max(min_rate, float(growth))")],
+        [(RATE, "max(self.min_rate, self.safety * float(growth))", "max(self.min_rate, float(growth))")],
         [EST + "test_auto_kernel_rate_doubles_the_covector_growth_rate"],
     ),
     # ---- reductions behind the responses and their error bars
@@ -306,7 +307,7 @@ MUTATIONS = [
     _mutation(
         "two_pass_padding_weighted",
         "two-pass replay in chunks: the padding paths get weight one instead of zero",
-        [(OBJECTIVE, "chunks.append(chunked(c, jnp.zeros((padding,) + c.shape[1:], c.dtype)))",
+        [(GRADIENT, "chunks.append(chunked(c, jnp.zeros((padding,) + c.shape[1:], c.dtype)))",
           "chunks.append(chunked(c, jnp.ones((padding,) + c.shape[1:], c.dtype)))")],
         [OBJ + "test_gradient_routes_agree"],
     ),
@@ -374,7 +375,7 @@ MUTATIONS = [
     _mutation(
         "snapshot_response_read_one_step_early",
         "per-path snapshots: the response recorded one step before the observation time",
-        [(OBJECTIVE, "(eta, x_next), n + 1, self.steps)", "(eta, x_next), n + 2, self.steps)")],
+        [(GRADIENT, "(eta, x_next), n + 1, self.steps)", "(eta, x_next), n + 2, self.steps)")],
         [SNAP + "test_snapshot_gradient_is_the_weighted_sum_of_single_time_gradients",
          SNAP + "test_snapshot_energy_gradient_matches_exact_ou"],
     ),
@@ -398,27 +399,28 @@ MUTATIONS += [
     _mutation(
         "default_schedule_floor_absolute",
         "default schedule: final_lr_fraction * learning_rate passed where optax takes the fraction",
-        [(TRAIN, "optax.cosine_decay_schedule(learning_rate, steps, final_lr_fraction)",
+        [(ARGUMENTS, "optax.cosine_decay_schedule(learning_rate, steps, final_lr_fraction)",
           "optax.cosine_decay_schedule(learning_rate, steps, final_lr_fraction * learning_rate)")],
         [PROMISES + "test_default_optimizer_is_adam_cosine_decayed_to_the_final_fraction"],
     ),
     _mutation(
         "clipping_after_the_optimizer",
         "clip_norm clips the optimiser's update instead of the gradient it receives",
-        [(TRAIN, "optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)",
+        [(ARGUMENTS, "optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)",
           "optax.chain(optimizer, optax.clip_by_global_norm(clip_norm))")],
         [PROMISES + "test_the_optimizer_receives_the_gradient_clipped_to_clip_norm"],
     ),
     _mutation(
         "clipping_per_element",
         "clip_norm clips each gradient entry, not the global norm",
-        [(TRAIN, "optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)", "optax.chain(optax.clip(clip_norm), optimizer)")],
+        [(ARGUMENTS, "optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)", "optax.chain(optax.clip(clip_norm), optimizer)")],
         [PROMISES + "test_the_optimizer_receives_the_gradient_clipped_to_clip_norm"],
     ),
     _mutation(
         "no_evaluation_after_the_last_step",
         "held-out evaluation only every validate_every steps, not after the last one",
-        [(TRAIN, "(state.step % validate_every == 0 or state.step == steps)", "(state.step % validate_every == 0)")],
+        [(TRAIN, "(state.step % selection.validate_every == 0 or state.step == steps)",
+          "(state.step % selection.validate_every == 0)")],
         [PROMISES + "test_history_validation_cadence_and_metrics_file"],
     ),
     _mutation(
@@ -464,8 +466,8 @@ MUTATIONS += [
     _mutation(
         "auto_rate_lowered_when_the_flow_slackens",
         "kernel_rate='auto' takes each pilot's measurement, lowering the rate",
-        [(POLICIES, "return max(rate, estimate_kernel_rate(model, x0, key=key, **grid))",
-          "return estimate_kernel_rate(model, x0, key=key, **grid)")],
+        [(POLICIES, "return max(rate, AutoRate().measure(model, x0, key=key, **grid))",
+          "return AutoRate().measure(model, x0, key=key, **grid)")],
         [PROMISES + "test_auto_kernel_rate_follows_the_contraction_upward_never_down"],
     ),
     _mutation(

@@ -170,3 +170,66 @@ def test_a_dtype_mismatch_is_refused_naming_both_dtypes(call):
         run()
     message = str(caught.value)  # names the argument and both dtypes (JAX's own VJP error names no argument)
     assert "x0" in message and "float32" in message and "float64" in message, message
+
+
+# ---------------------------------------------------------------- validated once, at the public boundary
+
+
+@pytest.fixture
+def common_checks(monkeypatch):
+    """Counts the calls of ``check_common`` (the model, states, grid and key checks) from every dkjax module."""
+    import sys
+
+    from dkjax._engine import _simulate
+
+    original, calls = _simulate.check_common, []
+
+    def counting(*args, **kwargs):
+        calls.append(args[2:4])  # (t0, t1) of the grid checked
+        return original(*args, **kwargs)
+
+    for module in [m for name, m in sys.modules.items() if name.startswith("dkjax")]:
+        if getattr(module, "check_common", None) is original:
+            monkeypatch.setattr(module, "check_common", counting)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        # "auto" measures the rate in a pilot run on the arguments divergence_kernel has just checked.
+        lambda: dkjax.divergence_kernel(OU, jnp.zeros((64, 1)), kernel_rate="auto", **GOOD),
+        # Three chunks and an "auto" rate: the first chunk carries the checks, the others only their states'.
+        lambda: dkjax.observable_response(OU, lambda x: x[0], jnp.zeros((96, 1)), chunk_size=32, kernel_rate="auto",
+                                          **GOOD),  # fmt: skip
+        lambda: dkjax.density_response(OU, jnp.zeros((96, 1)), bins=jnp.linspace(-1, 1, 5), chunk_size=32, **GOOD),
+        lambda: dkjax.finite_difference_response(OU, lambda x: x[0], jnp.zeros((96, 1)), chunk_size=32, **GOOD),
+        lambda: dkjax.stationary_response(OU, lambda x: x[0], jnp.zeros((8, 1)), dt=0.1, spinup_steps=10,
+                                          num_steps=20, windows=[5], key=KEY, kernel_rate="auto"),  # fmt: skip
+        lambda: dkjax.finite_difference_stationary(OU, lambda x: x[0], jnp.zeros((8, 1)), dt=0.1, spinup_steps=10,
+                                                   num_steps=20, key=KEY),  # fmt: skip
+    ],
+    ids=["divergence_kernel", "observable_response", "density_response", "finite_difference_response",
+         "stationary_response", "finite_difference_stationary"],
+)  # fmt: skip
+def test_an_entry_point_checks_its_arguments_once(common_checks, call):
+    call()
+    assert len(common_checks) == 1, common_checks
+
+
+def test_fit_checks_once_and_its_pilot_runs_check_nothing(common_checks, monkeypatch):
+    from dkjax._generative import _train
+
+    problems, original = [], _train.check_problem
+
+    def counting(*args, **kwargs):
+        problems.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_train, "check_problem", counting)
+    data = 0.5 * jax.random.normal(KEY, (64, 1))
+    _, history = dkjax.fit(OU, data, dkjax.gaussian_initial([0.0], [1.0]), t1=1.0, num_steps=10, key=KEY, steps=3,
+                           num_paths=16, kernel_rate="auto", kernel_rate_every=1, validation=None, progress=False)  # fmt: skip
+    # Three pilot runs measured the rate (it is recorded at every step); none checked the model or the grid again.
+    assert len(history.records) == 3 and all(r["kernel_rate"] > 0 for r in history.records)
+    assert len(problems) == 1 and common_checks == []

@@ -113,7 +113,7 @@ def report_expansion(result: DKResult) -> None:
             f"{_EXPANSION_WARNING_RATIO} on {int(count)} paths; A = J - I, its truncation error is about this ratio "
             "to the power order + 1 per step). Use a smaller time step, a higher MatrixFree order, or mode='exact'.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,  # divergence_kernel's caller
         )
 
 
@@ -139,7 +139,7 @@ def report_nonfinite(result: DKResult, on_nonfinite: str) -> None:
     )
     if on_nonfinite == "raise":
         raise FloatingPointError(message)
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    warnings.warn(message, RuntimeWarning, stacklevel=4)  # divergence_kernel's caller
 
 
 def divergence_kernel(
@@ -222,6 +222,17 @@ def divergence_kernel(
     """
     check_common(sde, x0, t0, t1, num_steps, key)
     check_choice("on_nonfinite", on_nonfinite, _ON_NONFINITE)
+    return unchecked_divergence_kernel(sde, x0, t1, num_steps, key, t0, score0, dlogp0, kernel_rate, response_mix,
+                                       mode, path_offset, on_nonfinite)  # fmt: skip
+
+
+def unchecked_divergence_kernel(sde, x0, t1, num_steps, key, t0, score0, dlogp0, kernel_rate, response_mix, mode,
+                                path_offset, on_nonfinite) -> DKResult:  # fmt: skip
+    """``divergence_kernel`` without the checks of its SDE, states, grid and key: for a caller that checked them.
+
+    (A chunked response checks them with its first chunk, then runs every chunk through this.)
+    The options are still resolved, and checked, here.
+    """
     x0 = jnp.asarray(x0)
     t0_arr, dt = time_grid(t0, t1, num_steps, x0.dtype)
     score0, dlogp0, options, rate_used = dk_options(

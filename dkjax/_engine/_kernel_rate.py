@@ -177,11 +177,31 @@ class AutoRate(AbstractKernelRate):
             )
 
     def resolve(self, sde, x0, *, t0, t1, num_steps, key, jacobian):
-        rate = estimate_kernel_rate(
-            sde, x0, t1=t1, num_steps=num_steps, key=jr.fold_in(key, _PILOT_SALT), t0=t0, mode=jacobian,
-            num_pilot_paths=self.num_pilot_paths, safety=self.safety, min_rate=self.min_rate,
-        )  # fmt: skip
+        # The estimator checked sde, x0 and the grid already: the pilot run skips those checks.
+        rate = self.measure(sde, x0, t1=t1, num_steps=num_steps, key=jr.fold_in(key, _PILOT_SALT), t0=t0,
+                            mode=jacobian)  # fmt: skip
         return ConstantRate(rate)
+
+    def measure(self, sde, x0, *, t1, num_steps, key, t0=0.0, mode="matrix_free") -> float:
+        """``dkjax.estimate_kernel_rate`` with these settings, for arguments its caller has checked."""
+        x0 = jnp.asarray(x0)[: self.num_pilot_paths]
+        w0 = jr.normal(jr.fold_in(key, _COVECTOR_SALT), x0.shape, x0.dtype)
+        w0 = w0 / jnp.linalg.norm(w0, axis=1, keepdims=True)
+        t0_arr, dt = time_grid(t0, t1, num_steps, x0.dtype)
+        t1_arr = jnp.asarray(t1, x0.dtype)
+        growth, empty = _covector_growth(sde, x0, w0, t0_arr, t1_arr, key, as_jacobian(mode), num_steps)
+        if int(empty) or not bool(jnp.isfinite(growth)):
+            raise ValueError("the kernel-rate pilot run went non-finite; use a smaller time step.")
+        rate = max(self.min_rate, self.safety * float(growth))
+        if rate * float(dt) > 1.0:
+            warnings.warn(
+                f"the measured covector growth needs a kernel rate {rate:.3g} above 1/dt = {1 / float(dt):.3g}; "
+                "capped at 1/dt. Use more time steps.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            rate = 1.0 / float(dt)
+        return rate
 
 
 def as_kernel_rate(kernel_rate) -> AbstractKernelRate:
@@ -291,21 +311,6 @@ def estimate_kernel_rate(
         True
     """
     check_common(sde, x0, t0, t1, num_steps, key)
-    AutoRate(num_pilot_paths, safety, min_rate).check(None, None, num_steps)
-    x0 = jnp.asarray(x0)[:num_pilot_paths]
-    w0 = jr.normal(jr.fold_in(key, _COVECTOR_SALT), x0.shape, x0.dtype)
-    w0 = w0 / jnp.linalg.norm(w0, axis=1, keepdims=True)
-    t0_arr, dt = time_grid(t0, t1, num_steps, x0.dtype)
-    growth, empty = _covector_growth(sde, x0, w0, t0_arr, jnp.asarray(t1, x0.dtype), key, as_jacobian(mode), num_steps)
-    if int(empty) or not bool(jnp.isfinite(growth)):
-        raise ValueError("the kernel-rate pilot run went non-finite; use a smaller time step.")
-    rate = max(min_rate, safety * float(growth))
-    if rate * float(dt) > 1.0:
-        warnings.warn(
-            f"the measured covector growth needs a kernel rate {rate:.3g} above 1/dt = {1 / float(dt):.3g}; "
-            "capped at 1/dt. Use more time steps.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        rate = 1.0 / float(dt)
-    return rate
+    rule = AutoRate(num_pilot_paths, safety, min_rate)
+    rule.check(None, None, num_steps)
+    return rule.measure(sde, x0, t1=t1, num_steps=num_steps, key=key, t0=t0, mode=mode)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from .._custom_types import Key, Scalar, States
-from .._engine._kernel_rate import estimate_kernel_rate
+from .._engine._kernel_rate import AutoRate
 from .._sde._abstract import AbstractSDE
 
 _POWER_ITERATIONS = 20
@@ -52,7 +52,7 @@ class FixedRate(AbstractRateControl):
 
 
 class RisingRate(AbstractRateControl):
-    """The rate measured by ``dkjax.estimate_kernel_rate`` at every pilot run, never lowered."""
+    """The rate measured as ``dkjax.estimate_kernel_rate`` measures it at every pilot run, never lowered."""
 
     def start(self):
         return 0.0
@@ -61,7 +61,8 @@ class RisingRate(AbstractRateControl):
         return saved
 
     def update(self, rate, model, x0, key, grid):
-        return max(rate, estimate_kernel_rate(model, x0, key=key, **grid))
+        # fit checked the model and the grid once; the pilot's initial states are the initial law's.
+        return max(rate, AutoRate().measure(model, x0, key=key, **grid))
 
 
 @eqx.filter_jit

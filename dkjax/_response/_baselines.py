@@ -25,8 +25,8 @@ from ._stationary import check_stationary_grid
 from .._sde._abstract import AbstractSDE, noise_dimension
 from .._engine._simulate import check_common, path_ids_for, simulate_paths, time_grid
 from ._statistics import Moments, batch_means
-from ._streaming import apply_phi, initial_chunks, raise_bad_phi, warn_nonfinite
-from .._validation import check_key, check_states
+from ._streaming import apply_phi, check_chunk, initial_chunks, raise_bad_phi, warn_nonfinite
+from .._validation import check_key
 
 
 def _flat_parameters(sde: AbstractSDE):
@@ -89,15 +89,15 @@ def _result(stats, to_tree, where: str) -> ResponseResult:
 def _chunked_result(sde, x0, num_paths, chunk_size, key, t0, t1, num_steps, to_tree, where, chunk_samples):
     """Streams the paths in chunks, folds ``chunk_samples(xs, first_path) -> (samples, values)``.
 
-    Shared by the final-time baselines: each chunk is checked like a ``simulate`` input,
-    its per-path samples are folded into running moments, and the result is reported
-    with its non-finite count.
+    Shared by the final-time baselines: the arguments are checked with the first chunk
+    (``check_chunk``), the per-path samples are folded into running moments, and the
+    result is reported with its non-finite count.
     """
     total, chunk, get = initial_chunks(x0, None, num_paths, chunk_size, key)
     stats = None
     for c in range(math.ceil(total / chunk)):
         xs, _, n_valid = get(c)
-        check_common(sde, xs, t0, t1, num_steps, key)
+        check_chunk(c, sde, xs, t0, t1, num_steps, key)
         samples, values = chunk_samples(xs, c * chunk)
         stats = _fold(stats, samples, values, jnp.arange(chunk) < n_valid)
     return _result(stats, to_tree, where)
@@ -264,33 +264,43 @@ def finite_difference_stationary(
         >>> print(f"{float(res.estimate.theta):.2f}", res.num_nonfinite)  # d/dtheta sigma^2 / (2 theta) = -0.125
         -0.12 0
     """
-    num, _ = check_states(x0)
-    check_key(key)
     spinup_steps, num_steps, sample_every, num_blocks = check_stationary_grid(
         dt, spinup_steps, num_steps, sample_every, num_blocks
     )
+    t_start = float(t0) + spinup_steps * float(dt)
+    check_common(sde, x0, t0, t_start, spinup_steps, key)
     vector, rebuild, to_tree = _flat_parameters(sde)
     h = _steps(vector, relative_step)
     eye = jnp.eye(vector.shape[0], dtype=vector.dtype) * h[:, None]
     vectors = jnp.concatenate([vector[None] + eye, vector[None] - eye, vector[None]])
-    x0 = jnp.asarray(x0)
-    t_start = float(t0) + spinup_steps * float(dt)
-    check_common(sde, x0, t0, t_start, spinup_steps, key)
+    static = (num_steps // sample_every // num_blocks, sample_every)
+    runs = _fd_stationary_means(rebuild, phi, vectors, jnp.asarray(x0), (t0, t_start, dt), key, spinup_steps, static,
+                                num_blocks)  # fmt: skip
+    return _fd_stationary_result(*runs, h, to_tree, sample_every)
+
+
+def _fd_stationary_means(rebuild, phi, vectors, x0, times, key, spinup_steps: int, static, num_blocks: int):
+    """Every copy's block means of ``phi`` after the spin-up, ``(B, 2P + 1, M, ...)``, with the final
+    states, each path's first lost block (``-1``: never) and the divergence bound."""
+    t0, t_start, dt = times
     # dt is passed on as given, as in stationary_response: the same grid, the same noise.
     t0_arr, dt_arr = jnp.asarray(t0, x0.dtype), jnp.asarray(dt, x0.dtype)
     xs = _fd_spinup(rebuild, vectors, x0, t0_arr, dt_arr, jr.fold_in(key, 0), spinup_steps)
     bound = _divergence_bound(xs)
     lost_at = jnp.where(jnp.all(jnp.isfinite(xs), axis=-1), -1, 0)  # 0: lost in the spin-up
     means = []
-    static = (num_steps // sample_every // num_blocks, sample_every)
     for b in range(num_blocks):
         xs, mean, lost_at = _fd_stationary_block(
             rebuild, phi, xs, lost_at, vectors, jnp.asarray(b), jnp.asarray(t_start, x0.dtype), dt_arr, key, bound,
             static,
         )  # fmt: skip
         means.append(mean)
-    means = jnp.stack(means)  # (B, 2P + 1, M, ...)
-    num_params = vector.shape[0]
+    return jnp.stack(means), xs, lost_at, bound
+
+
+def _fd_stationary_result(means, xs, lost_at, bound, h, to_tree, sample_every: int) -> ResponseResult:
+    """The central differences' batch-mean estimate from the block means, lost paths excluded and reported."""
+    num_blocks, num_params, num = means.shape[0], h.shape[0], means.shape[2]
     flat = means.reshape(means.shape[:3] + (-1,))
     ok = jnp.all(jnp.isfinite(flat), axis=(0, 1, 3)) & jnp.all(lost_at < 0, axis=0)
     phi_ok = jnp.all(jnp.isfinite(flat[:, -1]), axis=(0, 2)) | ~jnp.all(jnp.isfinite(xs[-1]), axis=1) | (lost_at[-1] >= 0)
@@ -311,7 +321,7 @@ def finite_difference_stationary(
             f"beyond {float(bound):.3g}, first at step {first} after the spin-up) and were excluded from the "
             "averages (see num_nonfinite on the result). Use a smaller time step or a smaller relative_step.",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     return ResponseResult(
         estimate=to_tree(estimate, 0),

@@ -21,7 +21,7 @@ from .._custom_types import Array, Key, KernelRate, Observable, Params
 from .._engine._estimator import dk_options, dk_weights, run_divergence_kernel
 from .._engine._simulate import check_common, path_ids_for
 from .._sde._abstract import AbstractSDE
-from .._validation import check_positive, check_states
+from .._validation import check_positive
 from ._results import StationaryResponse
 from ._statistics import batch_means, outer_products
 from ._streaming import apply_phi, raise_bad_phi, warn_nonfinite
@@ -100,11 +100,13 @@ def auto_windows(sample_every: int, num_steps: int, num_blocks: int) -> list[int
     return [n * sample_every for n in segments]
 
 
-def _check_arguments(phi, x0, dt, spinup_steps, num_steps, windows, sample_every, num_blocks, plateau_threshold):
-    """Checks the arguments; returns ``(num_paths, spinup_steps, num_steps, windows, sample_every, num_blocks, auto)``."""
+def _check_arguments(phi, dt, spinup_steps, num_steps, windows, sample_every, num_blocks, plateau_threshold):
+    """Checks the arguments but the SDE, states and key (``check_common``, on the spin-up's grid).
+
+    Returns ``(spinup_steps, num_steps, windows, sample_every, num_blocks, auto)``.
+    """
     if not callable(phi):
         raise TypeError(f"phi must be a callable x -> observable(s); got {type(phi).__name__}.")
-    num, _ = check_states(x0)
     spinup_steps, num_steps, sample_every, num_blocks = check_stationary_grid(
         dt, spinup_steps, num_steps, sample_every, num_blocks
     )
@@ -114,13 +116,13 @@ def _check_arguments(phi, x0, dt, spinup_steps, num_steps, windows, sample_every
     if auto:
         if windows != "auto":
             raise ValueError(f"windows must be 'auto' or a sequence of window lengths in steps; got {windows!r}.")
-        return num, spinup_steps, num_steps, auto_windows(sample_every, num_steps, num_blocks), sample_every, num_blocks, auto
+        return spinup_steps, num_steps, auto_windows(sample_every, num_steps, num_blocks), sample_every, num_blocks, auto
     windows = [int(w) for w in np.atleast_1d(np.asarray(windows))]
     if not windows or any(w < 1 or w % sample_every for w in windows):
         raise ValueError(f"windows must be positive multiples of sample_every ({sample_every}); got {windows}.")
     if max(windows) > num_steps:
         raise ValueError(f"windows must not be longer than the run: max(windows) = {max(windows)} > num_steps = {num_steps}.")
-    return num, spinup_steps, num_steps, windows, sample_every, num_blocks, auto
+    return spinup_steps, num_steps, windows, sample_every, num_blocks, auto
 
 
 def _masked_mean(values: Array, ok: Array) -> Array:
@@ -224,6 +226,18 @@ def _initial_paths(spin, ring_len: int) -> _Paths:
     dlogp = jax.tree.map(jnp.zeros_like, spin.dlogp)
     ring = jax.tree.map(lambda e: jnp.broadcast_to(e, (ring_len,) + e.shape), dlogp)
     return _Paths(spin.x, spin.score, dlogp, ring, bad=~spin.finite, bad_phi=jnp.zeros_like(spin.finite))
+
+
+def _run_blocks(run: _Segments, paths: _Paths, num_blocks: int):
+    """``num_blocks`` blocks from the spun-up ``paths``: the final paths, and per block its window sums
+    (the lists ``(means, counts, phi means)`` that ``_batch_statistics`` reads)."""
+    block_means, block_counts, block_values = [], [], []
+    for b in range(num_blocks):
+        paths, means, counts, phi_mean = _stationary_block(run, paths, jnp.asarray(b))
+        block_means.append(means)
+        block_counts.append(counts)
+        block_values.append(phi_mean)
+    return paths, (block_means, block_counts, block_values)
 
 
 def _batch_statistics(block_means, block_counts, block_values, good, num_blocks):
@@ -438,33 +452,25 @@ def stationary_response(
         >>> print(f"W = {res.window_time:.1f}, plateau {res.plateau}: {theta:.2f} +- {se:.2f}")  # exact -0.125
         W = 2.3, plateau True: -0.13 +- 0.01
     """
-    num, spinup_steps, num_steps, windows, sample_every, num_blocks, auto = _check_arguments(
-        phi, x0, dt, spinup_steps, num_steps, windows, sample_every, num_blocks, plateau_threshold
+    spinup_steps, num_steps, windows, sample_every, num_blocks, auto = _check_arguments(
+        phi, dt, spinup_steps, num_steps, windows, sample_every, num_blocks, plateau_threshold
     )
+    t_start = float(t0) + spinup_steps * float(dt)
+    num, _ = check_common(sde, x0, t0, t_start, spinup_steps, key)
     x0 = jnp.asarray(x0)
     dtype = x0.dtype
-    t_start = float(t0) + spinup_steps * float(dt)
-    check_common(sde, x0, t0, t_start, spinup_steps, key)
     spin, baseline, options, rate = _spin_up(
         sde, phi, x0, t0, dt, spinup_steps, key, score0, kernel_rate, response_mix, mode
     )
     qs = tuple(w // sample_every for w in windows)
     layout = _Windows(num_steps // sample_every // num_blocks, sample_every, qs, max(qs))
-    paths = _initial_paths(spin, layout.ring_len)
     run = _Segments(sde, phi, baseline, options, jnp.asarray(t_start, dtype), jnp.asarray(dt, dtype), key, layout)
-    block_means, block_counts, block_values = [], [], []
-    for b in range(num_blocks):
-        paths, means, counts, phi_mean = _stationary_block(run, paths, jnp.asarray(b))
-        block_means.append(means)
-        block_counts.append(counts)
-        block_values.append(phi_mean)
+    paths, blocks = _run_blocks(run, _initial_paths(spin, layout.ring_len), num_blocks)
     raise_bad_phi(int(jnp.sum(paths.bad_phi)), num)
     num_nonfinite = int(jnp.sum(paths.bad & ~paths.bad_phi))
     warn_nonfinite(num_nonfinite, num, "stationary_response")
     good = ~paths.bad
-    estimate, stderr, num_batches, value, value_se, diff_mean, diff_se = _batch_statistics(
-        block_means, block_counts, block_values, good, num_blocks
-    )
+    estimate, stderr, num_batches, value, value_se, diff_mean, diff_se = _batch_statistics(*blocks, good, num_blocks)
     index, plateau, worst = choose_window(windows, diff_mean, diff_se, plateau_threshold)
     if worst is not None:
         _warn_no_plateau(worst, windows, float(dt), auto)

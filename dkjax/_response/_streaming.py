@@ -14,9 +14,10 @@ import jax.random as jr
 from jax.sharding import NamedSharding
 
 from .._custom_types import Array, InitialSampler, Observable
-from .._engine._estimator import DKResult, divergence_kernel
+from .._engine._estimator import DKResult, unchecked_divergence_kernel
+from .._engine._simulate import check_common
 from .._engine._sharding import path_sharding
-from .._validation import check_key, check_positive, check_states
+from .._validation import check_finite, check_key, check_positive, check_states
 
 
 def _spread_over_processes(a):
@@ -95,18 +96,30 @@ def _array_chunks(x0, score0, num_paths, chunk_size):
     return total, chunk, get
 
 
-def stream_dk(sde, x0, score0, num_paths, chunk_size, key, dk_kwargs) -> Iterator[tuple[int, DKResult, Array]]:
-    """Runs ``divergence_kernel`` chunk by chunk; yields ``(chunk_index, result, valid_mask)``.
+def check_chunk(c: int, sde, xs, t0, t1, num_steps: int, key) -> None:
+    """The first chunk is checked as ``dkjax.simulate`` checks its input (model, states, grid, key),
+    once for the run; every further chunk only for finite states, the one thing it brings anew."""
+    if c == 0:
+        check_common(sde, xs, t0, t1, num_steps, key)
+    else:
+        check_finite("x0", xs)
 
-    ``dk_kwargs["kernel_rate"] = "auto"`` is resolved on the first chunk and the chosen
-    value reused, so all chunks use one rate.
+
+def stream_dk(sde, x0, score0, num_paths, chunk_size, key, dk_kwargs) -> Iterator[tuple[int, DKResult, Array]]:
+    """Runs the DK estimator chunk by chunk; yields ``(chunk_index, result, valid_mask)``.
+
+    ``dk_kwargs`` are ``divergence_kernel``'s ``t1``, ``num_steps``, ``t0``, ``kernel_rate``,
+    ``response_mix`` and ``mode``. ``dk_kwargs["kernel_rate"] = "auto"`` is resolved on the
+    first chunk and the chosen value reused, so all chunks use one rate.
     """
     check_key(key)
     num_paths, chunk, get = initial_chunks(x0, score0, num_paths, chunk_size, key)
     kwargs = dict(dk_kwargs)
     for c in range(math.ceil(num_paths / chunk)):
         xs, ss, n_valid = get(c)
-        result = divergence_kernel(sde, xs, score0=ss, key=key, path_offset=c * chunk, on_nonfinite="ignore", **kwargs)
+        check_chunk(c, sde, xs, kwargs["t0"], kwargs["t1"], kwargs["num_steps"], key)
+        result = unchecked_divergence_kernel(sde, xs, score0=ss, key=key, path_offset=c * chunk, dlogp0=None,
+                                             on_nonfinite="ignore", **kwargs)  # fmt: skip
         if isinstance(kwargs.get("kernel_rate"), str):
             kwargs["kernel_rate"] = result.kernel_rate
         yield c, result, jnp.arange(chunk) < n_valid
