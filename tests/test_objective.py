@@ -11,7 +11,7 @@ from helpers import assert_unbiased, cast, em_ou_moments
 import dkjax
 import dkjax._generative._metrics
 from dkjax._generative._metrics import energy_distance
-from dkjax._generative._gradient import dk_gradient
+from dkjax._generative._gradient import as_gradient, dk_gradient
 from dkjax._generative._objective import energy_weights, ess_bandwidth, kl_weights
 
 T, STEPS = 1.0, 40
@@ -73,6 +73,27 @@ def test_gradient_routes_agree(objective, model, dtype):
         assert len(leaves_a) == len(leaves_b)
         for a, b in zip(leaves_a, leaves_b):
             np.testing.assert_allclose(a, b, rtol=tolerance["grad"], atol=tolerance["atol"] * scale)
+
+
+def test_gradient_shorthands_name_the_route_modules_and_auto_chooses_by_size():
+    assert as_gradient("per_path") == dkjax.PerPathGradient()
+    assert as_gradient("two_pass", path_chunk=8) == dkjax.TwoPassGradient(path_chunk=8)
+    assert as_gradient("auto", path_chunk=8) == dkjax.TwoPassGradient(path_chunk=8)  # a chunk implies two passes
+    assert as_gradient("auto", lean_threshold=10) == dkjax.AutoGradient(lean_threshold=10)
+    route = dkjax.TwoPassGradient(path_chunk=4)
+    assert as_gradient(route) is route and route.resolve(_ou(F32)) is route
+    small, large = _ou(F32), dkjax.NeuralSDE(2, key=jr.key(0), width=8, depth=1)  # 3 and 52 parameters
+    assert dkjax.AutoGradient(lean_threshold=10).resolve(small) == dkjax.PerPathGradient()
+    assert dkjax.AutoGradient(lean_threshold=10).resolve(large) == dkjax.TwoPassGradient()
+    for call, match in [
+        (lambda: as_gradient("backprop"), "gradient must be one of"),
+        (lambda: as_gradient("per_path", path_chunk=8), "path_chunk applies to the two-pass"),
+        (lambda: as_gradient(route, path_chunk=8), "path_chunk goes with a gradient shorthand"),
+        (lambda: dkjax.TwoPassGradient(path_chunk=0), "path_chunk"),
+        (lambda: dkjax.AutoGradient(lean_threshold=1.5), "lean_threshold"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            call()
 
 
 A, B, H = 0.2, 0.7, 0.3  # data N(A, B^2), kernel bandwidth H

@@ -226,3 +226,18 @@ def test_an_optimizer_that_cannot_be_hashed_still_trains():
                                num_steps=10, key=jr.key(1), steps=2, num_paths=32, optimizer=optimizer,
                                clip_norm=None, validation=None, progress=False)  # fmt: skip
     assert len(history.records) == 2 and float(model.theta) != 1.5
+
+
+def test_a_gradient_route_module_trains_exactly_as_its_shorthand():
+    data = 0.5 * jr.normal(jr.key(0), (64, 1))
+
+    def run(**gradient):
+        model, _ = dkjax.fit(dkjax.OrnsteinUhlenbeck(1.5, 0.8), data, dkjax.GaussianInitial(jnp.zeros(1), jnp.ones(1)),
+                             t1=1.0, num_steps=10, key=jr.key(1), steps=2, num_paths=32, validation=None,
+                             progress=False, **gradient)  # fmt: skip
+        return np.array([float(model.theta), float(model.sigma)])
+
+    chunked = run(gradient=dkjax.TwoPassGradient(path_chunk=12))
+    np.testing.assert_array_equal(chunked, run(gradient="two_pass", path_chunk=12))
+    np.testing.assert_array_equal(run(gradient=dkjax.PerPathGradient()), run(gradient="per_path"))
+    assert not np.array_equal(chunked, [1.5, 0.8])

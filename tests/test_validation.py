@@ -228,8 +228,9 @@ def test_fit_checks_once_and_its_pilot_runs_check_nothing(common_checks, monkeyp
 
     monkeypatch.setattr(_train, "check_problem", counting)
     data = 0.5 * jax.random.normal(KEY, (64, 1))
-    _, history = dkjax.fit(OU, data, dkjax.gaussian_initial([0.0], [1.0]), t1=1.0, num_steps=10, key=KEY, steps=3,
-                           num_paths=16, kernel_rate="auto", kernel_rate_every=1, validation=None, progress=False)  # fmt: skip
+    initial = dkjax.GaussianInitial(jnp.zeros(1), jnp.ones(1))
+    _, history = dkjax.fit(OU, data, initial, t1=1.0, num_steps=10, key=KEY, steps=3, num_paths=16, kernel_rate="auto",
+                           kernel_rate_every=1, validation=None, progress=False)  # fmt: skip
     # Three pilot runs measured the rate (it is recorded at every step); none checked the model or the grid again.
     assert len(history.records) == 3 and all(r["kernel_rate"] > 0 for r in history.records)
     assert len(problems) == 1 and common_checks == []

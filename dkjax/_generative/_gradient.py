@@ -175,10 +175,10 @@ def as_gradient(gradient: "str | AbstractGradient", lean_threshold: int = TRAIN_
     """
     if isinstance(gradient, AbstractGradient):
         if path_chunk is not None:
-            raise ValueError("path_chunk goes with a gradient shorthand; with a route give TwoPassGradient(path_chunk).")
+            raise ValueError("path_chunk goes with a gradient shorthand; with a route, TwoPassGradient(path_chunk).")
         return gradient
     if not isinstance(gradient, str) or gradient not in _SHORTHANDS:
-        raise ValueError(f"gradient must be one of {sorted(_SHORTHANDS)} or a dkjax.AbstractGradient; got {gradient!r}.")
+        raise ValueError(f"gradient must be one of {sorted(_SHORTHANDS)} or an AbstractGradient; got {gradient!r}.")
     if path_chunk is not None and gradient == "per_path":
         raise ValueError("path_chunk applies to the two-pass gradient; use gradient='two_pass' or 'auto'.")
     if gradient == "per_path":
@@ -230,7 +230,7 @@ def dk_gradient(
 
 
 def _as_per_time(weights):
-    """A final-time objective ``X_T -> (loss, c, aux)`` as the one-time case ``X (1, M, d) -> (loss, c (1, M), aux)``."""
+    """A final-time objective ``X_T -> (loss, c, aux)`` as the case ``X (1, M, d) -> (loss, c (1, M), aux)``."""
 
     def per_time(states):
         loss, c, aux = weights(states[0])

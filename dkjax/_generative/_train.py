@@ -166,11 +166,14 @@ def _held_out_score(params, static, initial, held_out, keys, times, *, num_sampl
     return jnp.where(finite, score, jnp.inf), jnp.concatenate(terms)
 
 
-def _make_validator(problem: Problem, held_out: tuple, observed, num_samples: int, key: Key):
+def _make_validator(problem: Problem, held_out: tuple | None, observed, num_samples: int, key: Key):
     """``(params, static) -> (score, terms)`` on the same noise at every evaluation (see ``_held_out_score``).
 
-    ``held_out`` is ``(points, weights)``, one array and weight per observation time.
+    ``held_out`` is ``(points, weights)``, one array and weight per observation time; ``None``
+    (no model selection) gives ``None``.
     """
+    if held_out is None:
+        return None
     points, time_weights = held_out
     keys = tuple(jr.split(jr.fold_in(key, _VALIDATION_SALT)))
     times = problem.times(points[0].dtype)
@@ -189,12 +192,13 @@ def _split_data(problem: Problem, validation, key: Key):
 
     ``held_out`` is ``(points, weights)``, one array and weight per time (a held-out fraction
     keeps the data's weights, held-out snapshots their own), or ``None``; ``observed`` the
-    snapshot times' grid steps (``None`` for one array, observed at ``t1``).
+    snapshot times' grid steps and ``time_weights`` their loss weights (both ``None`` for
+    one array, observed at ``t1``).
     """
     validation, data, dtype = _as_fraction(validation), problem.data, problem.dtype
     if not isinstance(data, Snapshots):
         train, held = _split_validation(jnp.asarray(data, dtype), validation, problem.dim, key)
-        return train, None if held is None else ((held,), (1.0,)), None, (1.0,)
+        return train, None if held is None else ((held,), (1.0,)), None, None
     observed = grid_steps(data.times, **problem.grid)
     snaps = data.replace_points([jnp.asarray(p, dtype) for p in data.points])
     snaps, held = split_snapshots(snaps, validation, key, _split_fraction)
@@ -422,10 +426,10 @@ def fit(
     train, held_out, observed, time_weights = _split_data(problem, selection.validation, key)
     h_min, h_max = _bandwidth_range(objective, train, observed, problem.dtype)
     optimizer, spans_steps = schedule.build()
-    plan = _StepPlan(sampling.num_paths, sampling.batch_size, problem.num_steps, route, observed, observed and time_weights)
+    plan = _StepPlan(sampling.num_paths, sampling.batch_size, problem.num_steps, route, observed, time_weights)
     train_step = functools.partial(_train_step, initial=problem.initial, objective=objective, optimizer=optimizer,
                                    plan=plan)  # fmt: skip
-    validate = None if held_out is None else _make_validator(problem, held_out, observed, selection.validation_samples, key)
+    validate = _make_validator(problem, held_out, observed, selection.validation_samples, key)
 
     params, static = eqx.partition(sde, eqx.is_inexact_array)
     control = sampling.rate_control()
