@@ -280,7 +280,7 @@ def _initial_score(score0, x0, num_steps, rate_is_zero) -> tuple[Covectors, bool
             warnings.warn(
                 "kernel_rate=0 with score0=None: after the first (kernel) step the score is carried by the "
                 "divergence part alone, which can grow along contracting directions.",
-                stacklevel=4,
+                stacklevel=5,  # the caller of divergence_kernel or stationary_response
             )
         return jnp.zeros_like(x0), True
     if jnp.shape(score0) != x0.shape:
