@@ -426,7 +426,7 @@ MUTATIONS += [
     _mutation(
         "no_selection_returns_the_start_model",
         "without held-out data fit returns the kept parameters (the start) instead of the last",
-        [(TRAIN, "chosen = state.best_params if validate is not None and history.best_step is not None else state.params",
+        [(TRAIN, "chosen = state.best_params if validate is not None and state.history.best_step is not None else state.params",
           "chosen = state.best_params")],
         [PROMISES + "test_checkpoints_every_n_steps_and_at_the_end_and_no_selection_returns_the_last_model"],
     ),

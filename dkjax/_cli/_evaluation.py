@@ -38,7 +38,6 @@ def _evaluate(config, model, data: _Data, history, run_dir: Path, quiet: bool) -
     import jax.random as jr
 
     from ._datafile import column_names
-    from ._systems import parameter_labels
     from .._generative._metrics import energy_distance, sliced_wasserstein, smoothed_nll
     from .._generative._plots import plot_loss, plot_samples
     from .._plotting import can_plot
@@ -69,13 +68,7 @@ def _evaluate(config, model, data: _Data, history, run_dir: Path, quiet: bool) -
     metrics["selected_step"] = history.best_step if history.best_step is not None else len(history.records)
     metrics["columns"] = column_names(config["data"]["path"] or None, model.dim, config["data"]["time_column"])
     if config["model"]["name"] != "neural":
-        import jax
-        import numpy as np
-
-        from .._sde._abstract import parameters
-
-        values = np.concatenate([np.ravel(leaf) for leaf in jax.tree.leaves(parameters(model.sde))])
-        metrics["parameters"] = dict(zip(parameter_labels(model.sde), map(float, values)))
+        metrics["parameters"] = _fitted_parameters(model.sde)
     (run_dir / "eval.json").write_text(json.dumps({**metrics, "notes": _NOTES}, indent=2) + "\n")
     plots = can_plot("the figures samples.png and loss.png")
     if plots and model.dim >= 2:  # a scatter of the first two coordinates, in the data's units
@@ -88,15 +81,32 @@ def _evaluate(config, model, data: _Data, history, run_dir: Path, quiet: bool) -
     if plots and history.records:
         plot_loss(history.records, run_dir / "loss.png", history.validation, history.best_step)
     if not quiet:
-        for name, value in metrics.items():
-            if isinstance(value, dict):
-                for label, number in value.items():
-                    print(f"  {name + ' ' + label:28s} {number:.5g}")
-            elif isinstance(value, list):
-                print(f"  {name:28s} {', '.join(value)}")
-            else:
-                print(f"  {name:28s} {value:.5g}")
+        _print_metrics(metrics)
     return metrics
+
+
+def _fitted_parameters(sde) -> dict:
+    """``{label: value}`` of a named model's fitted parameters, for eval.json."""
+    import jax
+    import numpy as np
+
+    from ._systems import parameter_labels
+    from .._sde._abstract import parameters
+
+    values = np.concatenate([np.ravel(leaf) for leaf in jax.tree.leaves(parameters(sde))])
+    return dict(zip(parameter_labels(sde), map(float, values)))
+
+
+def _print_metrics(metrics: dict) -> None:
+    """One line per number: a dict's entries under its name, a list joined."""
+    for name, value in metrics.items():
+        if isinstance(value, dict):
+            for label, number in value.items():
+                print(f"  {name + ' ' + label:28s} {number:.5g}")
+        elif isinstance(value, list):
+            print(f"  {name:28s} {', '.join(value)}")
+        else:
+            print(f"  {name:28s} {value:.5g}")
 
 
 def _evaluate_snapshots(config, model, data: _Data, history, run_dir: Path, quiet: bool) -> dict:

@@ -19,7 +19,7 @@ from .._custom_types import InitialSampler, RealScalarLike
 from .._sde._abstract import AbstractSDE, noise_dimension
 from .._validation import check_key, check_positive, check_time_grid
 from .._engine._save_at import GRID_TOLERANCE, grid_steps
-from ._policies import AbstractRateControl, FixedRate, RisingRate
+from ._policies import AbstractRateControl, FixedRate, Pilot, RisingRate, StiffnessCheck
 from ._snapshots import EmpiricalInitial, Snapshots, as_snapshots
 
 
@@ -207,6 +207,11 @@ class StepSettings:
     def rate_control(self) -> AbstractRateControl:
         """How the pilot runs set the kernel rate: measured and never lowered for ``"auto"``, else fixed."""
         return RisingRate() if self.kernel_rate == "auto" else FixedRate(float(self.kernel_rate))
+
+    def pilot(self, problem: Problem, key, control: AbstractRateControl) -> Pilot:
+        """The pilot runs of ``problem``'s training: ``control``'s rate and the stiffness check, every ``kernel_rate_every`` steps."""
+        return Pilot(problem.initial, key, problem.grid, problem.dtype, control, StiffnessCheck(problem.dt),
+                     self.kernel_rate_every)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

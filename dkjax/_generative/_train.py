@@ -23,7 +23,7 @@ from ._callbacks import last_checkpoint, make_callbacks
 from ._gradient import AbstractGradient, as_gradient, dk_gradient
 from ._metrics import distance_column_sums, energy_distance
 from ._objective import AbstractObjective, as_objective
-from ._policies import PILOT_PATHS, Pilot, StiffnessCheck
+from ._policies import PILOT_PATHS, Pilot
 from ._settings import TRAIN_DEFAULTS
 from ._snapshots import Snapshots, per_time_weights, split_snapshots
 from ._state import TrainHistory, TrainState
@@ -434,11 +434,9 @@ def fit(
     params, static = eqx.partition(sde, eqx.is_inexact_array)
     control = sampling.rate_control()
     state = _start(params, optimizer, control, output, steps, spans_steps)
-    pilot = Pilot(problem.initial, key, problem.grid, problem.dtype, control, StiffnessCheck(problem.dt),
-                  sampling.kernel_rate_every)  # fmt: skip
-    _train_loop(state, static, train_step, (train, key, h_min, h_max, problem.times(problem.dtype)), pilot, validate,
-                make_callbacks(state, steps, output), steps=steps, selection=selection)  # fmt: skip
-    history = state.history
-    chosen = state.best_params if validate is not None and history.best_step is not None else state.params
-    return eqx.combine(chosen, static), history
+    _train_loop(state, static, train_step, (train, key, h_min, h_max, problem.times(problem.dtype)),
+                sampling.pilot(problem, key, control), validate, make_callbacks(state, steps, output), steps=steps,
+                selection=selection)  # fmt: skip
+    chosen = state.best_params if validate is not None and state.history.best_step is not None else state.params
+    return eqx.combine(chosen, static), state.history
 
