@@ -28,8 +28,8 @@ exact optimal-transport displacement interpolation of k - 1 and k + 1 at k (whic
 snapshot, unavailable to a forward model).
 
 Writes ``results.json``, ``results.md`` and ``pushed.png`` (pushed against real cells at each k,
-first two PCs, first seed) to ``--out``. Needs POT (``pip install pot``, in the ``bench`` extra)
-and matplotlib for the figure.
+first two PCs, the first seed whose pushed cells are on disk) to ``--out``. Needs POT
+(``pip install pot``, in the ``bench`` extra) and matplotlib for the figure.
 
 Run: ``python -m benchmarks.trajectory --data DIR`` (5 seeds x 3 fits of 300 steps; about 6
 minutes a fit at 1024 paths on a lightly loaded 2-core CPU). A smoke run:
@@ -94,7 +94,7 @@ def pushed_cells(fitted, data, k: float, num_steps: int, key) -> np.ndarray:
     return np.asarray(dkjax.simulate(fitted, jnp.asarray(data[start]), t0=start, t1=k, num_steps=steps, key=key))
 
 
-def figure(path: Path, data, pushed: dict, scores: dict) -> str:
+def figure(path: Path, data, pushed: dict, scores: dict, seed: int) -> str:
     try:
         import matplotlib
 
@@ -108,7 +108,7 @@ def figure(path: Path, data, pushed: dict, scores: dict) -> str:
         ax.scatter(real[:, 0], real[:, 1], s=2, alpha=0.3, color="0.5", label=f"real t = {k:g} ({len(real)})")
         ax.scatter(cells[:, 0], cells[:, 1], s=2, alpha=0.3, color="tab:red",
                    label=f"pushed from t = {k - 1:g} ({len(cells)})")  # fmt: skip
-        ax.set_title(f"left out t = {k:g}: W1 {scores[k]:.3f}")
+        ax.set_title(f"left out t = {k:g}: W1 {scores[k]:.3f} (seed {seed})")
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
         ax.legend(loc="lower left", fontsize=7, markerscale=4)
@@ -120,14 +120,18 @@ def figure(path: Path, data, pushed: dict, scores: dict) -> str:
 
 def run_fits(data, args) -> tuple[list, dict, dict]:
     """All seeds x left-out times. Each finished fit is appended to ``fits.jsonl`` in ``--out`` (its
-    seed-0 pushed cells beside it, never committed) so that ``--resume`` skips it after an interruption."""
+    pushed cells beside it, never committed) so that ``--resume`` skips it after an interruption.
+
+    Returns ``(records, pushed, baselines)``: ``pushed`` holds the pushed cells of the first seed
+    whose three fits' cells are on disk (a resume on another machine has lost earlier seeds'),
+    as ``(seed, {k: cells})``."""
     log, records, pushed, baselines = args.out / "fits.jsonl", [], {}, {}
     done = [json.loads(line) for line in log.read_text().splitlines()] if args.resume and log.is_file() else []
     if not args.resume:
         log.unlink(missing_ok=True)
     for seed in range(args.seeds):
         for k in map(float, LEFT_OUT):
-            cells = args.out / f"pushed_seed0_k{k:g}.npy"
+            cells = args.out / f"pushed_seed{seed}_k{k:g}.npy"
             record = next((r for r in done if (r["seed"], r["left_out"]) == (seed, k)), None)
             if record is None:
                 fitted, num_steps, (wall, cpu), history = fit_left_out(data, k, seed=seed, args=args)
@@ -143,17 +147,17 @@ def run_fits(data, args) -> tuple[list, dict, dict]:
                 eqx.tree_serialise_leaves(args.out / f"model_seed{seed}_k{k:g}.eqx", fitted)
                 with log.open("a") as f:
                     f.write(json.dumps(to_json(record)) + "\n")
-                if seed == 0:
-                    np.save(cells, pushed_cells(fitted, data, k, num_steps, key))
+                np.save(cells, pushed_cells(fitted, data, k, num_steps, key))
             if record["no_motion"] is not None:
                 baselines[k] = (record["no_motion"], record["interpolation"])
             print(f"seed {seed} left out {k:g}: W1 {record['w1']:.4f} (no motion {baselines[k][0]:.4f}, OT midpoint "
                   f"{baselines[k][1]:.4f}), fit {record['fit_s']:.0f} s wall, {record['fit_cpu_s']:.0f} s process "
                   f"CPU, best step {record['best_step']}", flush=True)  # fmt: skip
             records.append(record)
-            if seed == 0:
-                pushed[k] = np.load(cells)
-    return records, pushed, baselines
+            if cells.is_file():
+                pushed.setdefault(seed, {})[k] = np.load(cells)
+    seed = next(s for s in sorted(pushed) if len(pushed[s]) == len(LEFT_OUT))
+    return records, (seed, pushed[seed]), baselines
 
 
 def fits_table(records: list[dict]) -> str:
@@ -203,7 +207,9 @@ def main():
                f"by fit's validation on {args.validation:.0%} of each training time's cells (the left-out time is "
                f"used only for the score); push-forward of all cells of t - 1, exact W1 (POT emd2) against all "
                f"cells at t; seeds 0..{args.seeds - 1}; published rows: [SF]2M (arXiv 2307.03672) Table 4")
-    fig = figure(args.out / "pushed.png", data, pushed, {k: w1[0, i] for i, k in enumerate(map(float, LEFT_OUT))})
+    figure_seed, pushed = pushed
+    scores = {k: w1[figure_seed, i] for i, k in enumerate(map(float, LEFT_OUT))}
+    fig = figure(args.out / "pushed.png", data, pushed, scores, figure_seed)
     fig = Path(fig).name if fig else "not drawn (matplotlib missing)"  # beside results.md, not a machine's path
     payload = {"setting": setting, "records": records, "mean_w1_per_seed": means, "baselines": baselines,
                "published": PUBLISHED, "figure": fig}  # fmt: skip
