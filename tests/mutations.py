@@ -507,6 +507,12 @@ MUTATIONS += [
         [GEN + "test_selection_keeps_a_later_model_within_two_standard_errors_of_the_lowest"],
     ),
     _mutation(
+        "selection_start_beaten_by_noise",
+        "a trained model replaces the untrained one when it scores lower by any margin, noise included",
+        [(STATE, "self.start - value <= self._noise(terms, self.start_terms)", "self.start - value <= 0.0")],
+        [GEN + "test_selection_keeps_the_untrained_model_until_a_trained_one_beats_it_beyond_noise"],
+    ),
+    _mutation(
         "patience_one_evaluation_late",
         "patience stops after one more evaluation without a new lowest score",
         [(STATE, "return patience is None or since_lowest < patience", "return patience is None or since_lowest <= patience")],

@@ -280,18 +280,26 @@ def test_selection_keeps_a_later_model_within_two_standard_errors_of_the_lowest(
     assert restored.within_noise(0.01 + 1.9 * stderr, later_terms)
 
 
-def test_selection_keeps_the_untrained_model_until_a_trained_one_scores_below_it():
+def test_selection_keeps_the_untrained_model_until_a_trained_one_beats_it_beyond_noise():
     """Within noise of the lowest is not enough when the lowest is the untrained model: a trained model
-    must score below it (on a few dozen held-out points two standard errors exceed a real loss)."""
+    must score below it by more than two standard errors of the difference (on a few dozen held-out
+    points a lower score by chance is common, and the kept model was worse on test data)."""
     from dkjax._generative._state import _Selection
 
     rng = np.random.default_rng(0)
     terms = rng.normal(size=35)
-    later = terms + 0.1 * rng.normal(size=35)  # two standard errors of a difference: about 0.03
+    later = terms + 0.1 * rng.normal(size=35)
+    stderr = 2 * np.std(later - terms) / np.sqrt(35)  # of the difference of two scores: about 0.03
     selection = _Selection()
     selection.update(0, 0.0, terms)
-    assert not selection.within_noise(0.001, later)  # within two errors, but above the start
-    assert selection.within_noise(-0.001, later)
+    assert not selection.within_noise(0.001, later)  # above the start
+    assert not selection.within_noise(-1.9 * stderr, later)  # below it, but within noise
+    assert selection.within_noise(-2.1 * stderr, later)
+    restored = _Selection.from_record(selection.record())
+    assert not restored.within_noise(-1.9 * stderr, later) and restored.within_noise(-2.1 * stderr, later)
+    # A checkpoint written before the start's terms were kept: the start is beaten by any lower score.
+    no_terms = {key: value for key, value in selection.record().items() if key != "start_terms"}
+    assert _Selection.from_record(no_terms).within_noise(-0.001, later)
     # A checkpoint written before the rule carries no start: the rule is off, not a fresh start.
-    old = {key: value for key, value in selection.record().items() if key != "start"}
+    old = {key: value for key, value in no_terms.items() if key != "start"}
     assert _Selection.from_record(old).within_noise(0.001, later)

@@ -382,7 +382,7 @@ def fit_generative(
     best-fit Gaussian is ``N(0, I)``, and the default model is a ``NeuralSDE`` with
     ``preserve_normal=True``, which carries ``N(0, I)`` to itself before training: training
     starts from the best-fit Gaussian, and model selection (which scores the untrained model
-    too) keeps it unless a trained one scores below it on the held-out points.
+    too) keeps it unless a trained one scores below it on the held-out points beyond their noise.
 
     Arguments:
         data: the training points ``(n, d)``, in any units (integers are converted to floats).

@@ -58,44 +58,52 @@ class _Selection:
     (seen on two moons with 410 held-out points). So a later model is kept unless it is
     worse than the lowest score by more than ``_SELECTION_Z`` standard errors of the
     difference, estimated from the per-point terms over the same held-out points. A trained
-    model must also score below the first one evaluated (the untrained model): otherwise
-    training has not shown that it helps, and on a handful of held-out points the rule above
-    would keep a later, worse model (seen on a 10-column set of 35 held-out points, where the
-    untrained model is the data's best-fit Gaussian).
+    model must also score below the first one evaluated (the untrained model) by more than
+    ``_SELECTION_Z`` standard errors of their difference: otherwise training has not shown
+    that it helps. On a few dozen held-out points a trained model that scores lower than the
+    start by chance can be worse (seen on a 10-column set of 35-66 held-out points, where the
+    untrained model is the data's best-fit Gaussian and the kept model was worse on test data).
     """
 
     lowest: float = math.inf
     lowest_step: int | None = None
     lowest_terms: Any = None
     start: float | None = None
+    start_terms: Any = None
 
     def within_noise(self, value: float, terms: np.ndarray) -> bool:
         if not math.isfinite(value):
             return False
-        if self.start is not None and value >= self.start:
+        if self.start is not None and self.start - value <= self._noise(terms, self.start_terms):
             return False
-        if value <= self.lowest:
-            return True
-        stderr = 2 * np.std(terms - self.lowest_terms) / math.sqrt(terms.shape[0])
-        return value - self.lowest <= _SELECTION_Z * stderr
+        return value <= self.lowest or value - self.lowest <= self._noise(terms, self.lowest_terms)
+
+    @staticmethod
+    def _noise(terms: np.ndarray, reference: np.ndarray | None) -> float:
+        """``_SELECTION_Z`` standard errors of a score's difference to the ``reference`` terms' score (0: none known)."""
+        if reference is None:
+            return 0.0
+        return _SELECTION_Z * 2 * float(np.std(terms - reference)) / math.sqrt(terms.shape[0])
 
     def update(self, step: int, value: float, terms: np.ndarray) -> None:
         if self.start is None:
-            self.start = value
+            self.start, self.start_terms = value, terms
         if value < self.lowest:
             self.lowest, self.lowest_step, self.lowest_terms = value, step, terms
 
     def record(self) -> dict:
-        terms = None if self.lowest_terms is None else self.lowest_terms.tolist()
-        return {"lowest": self.lowest, "lowest_step": self.lowest_step, "lowest_terms": terms, "start": self.start}
+        as_list = lambda terms: None if terms is None else terms.tolist()
+        return {"lowest": self.lowest, "lowest_step": self.lowest_step, "lowest_terms": as_list(self.lowest_terms),
+                "start": self.start, "start_terms": as_list(self.start_terms)}  # fmt: skip
 
     @classmethod
     def from_record(cls, record: dict | None) -> "_Selection":
         if not record or record["lowest_terms"] is None:
             return cls()
         # A checkpoint written before the start was recorded: NaN compares false, the rule stays off.
-        start = record.get("start", math.nan)
-        return cls(record["lowest"], record["lowest_step"], np.asarray(record["lowest_terms"]), start)
+        start, start_terms = record.get("start", math.nan), record.get("start_terms")
+        start_terms = None if start_terms is None else np.asarray(start_terms)
+        return cls(record["lowest"], record["lowest_step"], np.asarray(record["lowest_terms"]), start, start_terms)
 
 
 @dataclasses.dataclass

@@ -334,9 +334,10 @@ def fit(
     samples (the same noise each time, so evaluations compare) and the held-out points is
     recorded. The returned model is the latest one whose score is within two standard errors
     of the lowest seen (the standard error of the difference of two scores over the same
-    held-out points) and lower than the untrained model's: with a few hundred points the
-    scores of good models differ by less than their noise, and the plain minimum would keep
-    an early model by chance; with a few dozen, a trained model must still beat the start.
+    held-out points) and lower than the untrained model's by more than two such errors: with
+    a few hundred points the scores of good models differ by less than their noise, and the
+    plain minimum would keep an early model by chance; with a few dozen, a trained model must
+    still show that it beats the start.
     ``patience`` stops training after that many evaluations without a new lowest score.
 
     Stability: the default optimiser is Adam with a cosine-decayed learning rate; gradients
