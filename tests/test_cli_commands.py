@@ -169,9 +169,9 @@ def test_shipped_configs_are_valid(monkeypatch):
         assert _plan(train_config(f"configs/{name}.toml")).dim == dim
 
 
-def test_shipped_snapshot_config_runs_as_written(tmp_path, monkeypatch):
+def test_shipped_snapshot_config_runs_as_written(tmp_path, monkeypatch, capsys):
     """configs/snapshots_double_well.toml, run from the repository root at tiny size: every shipped
-    time is fitted, and eval.json and snapshots.png are written."""
+    time is fitted, eval.json and snapshots.png are written, and sample --time reads the run."""
     monkeypatch.chdir(ROOT)
     tiny = ["train.steps=2", "train.num_paths=16", "train.batch_size=16", "train.num_steps=12", "eval.num_samples=16",
             "train.validation_fraction=0", "model.width=8", "model.depth=1"]  # fmt: skip
@@ -181,6 +181,13 @@ def test_shipped_snapshot_config_runs_as_written(tmp_path, monkeypatch):
     metrics = json.loads((run / "eval.json").read_text())
     assert set(metrics["times"]) == {"0.25", "0.5", "1.0", "1.5"}  # t = 0 is the initial law, not a target
     assert np.isfinite(metrics["energy_distance"]) and (run / "snapshots.png").stat().st_size > 0
+    # sample --time draws the law at a grid time, and names the flag for one off the grid.
+    samples = tmp_path / "s.npy"
+    assert main(["sample", "--run", str(run), "--num", "5", "--out", str(samples), "--time", "0.5"]) == 0
+    assert np.load(samples).shape == (5, 2)
+    with pytest.raises(SystemExit):
+        main(["sample", "--run", str(run), "--num", "5", "--out", str(samples), "--time", "0.55"])
+    assert "--time" in capsys.readouterr().err
 
 
 SIMULATED = """

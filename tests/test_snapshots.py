@@ -344,7 +344,10 @@ def test_leave_one_time_out_and_forecast_beat_their_baselines_on_ou():
 # ---------------------------------------------------------------- command line
 
 
-@pytest.mark.parametrize("form", [pytest.param("npz", marks=pytest.mark.slow), "csv"])  # .npz runs in test_cli_commands
+# Slow: the quick suite trains on a shipped snapshot config (test_cli_commands, with sample --time) and reads
+# a CSV's time column through the command line (test_cli); this adds both file forms end to end.
+@pytest.mark.parametrize("form", ["npz", "csv"])
+@pytest.mark.slow
 def test_train_on_a_snapshot_file_then_sample_at_a_time(tmp_path, monkeypatch, capsys, form):
     # A snapshot at time 0 becomes the initial law; the others are fitted; sample --time draws a marginal.
     from dkjax._cli._main import main
