@@ -215,7 +215,33 @@ def _guide_quotes() -> list[tuple[str, list[float]]]:
     ]  # fmt: skip
 
 
-QUOTES = {"README.md": _readme_quotes, "docs/scaling.md": _scaling_quotes, "docs/guide.md": _guide_quotes}
+def _trajectory() -> tuple[float, float, list[float], list[float]]:
+    """The EB benchmark: mean W1 over seeds, its std, the per-k means and the OT midpoints (k = 1, 2, 3)."""
+    results = json.loads((RESULTS / "trajectory" / "results.json").read_text())
+    means = results["mean_w1_per_seed"]
+    per_k = [[r["w1"] for r in results["records"] if r["left_out"] == k] for k in (1.0, 2.0, 3.0)]
+    midpoints = [results["baselines"][k][1] for k in ("1.0", "2.0", "3.0")]
+    mean = sum(means) / len(means)
+    std = (sum((m - mean) ** 2 for m in means) / len(means)) ** 0.5
+    return mean, std, [sum(v) / len(v) for v in per_k], midpoints
+
+
+def _trajectory_quotes(doc: str) -> list[tuple[str, list[float]]]:
+    mean, std, per_k, midpoint = _trajectory()
+    if doc == "README.md":
+        return [("scores mean W1 # +- # over the protocol's 5 seeds", [mean, std]),
+                ("at t = 3, behind it at t = 2 (# against #) and most of all at t = 1 (# against #)",
+                 [per_k[1], midpoint[1], per_k[0], midpoint[0]])]  # fmt: skip
+    return [("| DK-SDE `NeuralSDE.for_snapshots(5)`, seeds 0 to 4 | # +- # | # | # | # |", [mean, std, *per_k]),
+            ("At t = 3 it beats the exact OT midpoint (# against #)", [per_k[2], midpoint[2]])]  # fmt: skip
+
+
+QUOTES = {
+    "README.md": lambda: _readme_quotes() + _trajectory_quotes("README.md"),
+    "docs/scaling.md": _scaling_quotes,
+    "docs/guide.md": _guide_quotes,
+    "docs/snapshots.md": lambda: _trajectory_quotes("docs/snapshots.md"),
+}
 
 
 def _pattern(template: str) -> str:
