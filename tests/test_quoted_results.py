@@ -177,7 +177,7 @@ def _scaling_quotes() -> list[tuple[str, list[float]]]:
         ("OU d/dtheta E[X_T^2] # against the exact # (z = # in float32, # in float64), GBM d/dsigma E[X_T^2] # against # (z = #",
          [float(ou["estimate"]), float(ou["exact"]), float(ou["z"]), float(exact["ou float64: d/dtheta E[X_T^2]"]["z"]),
           float(gbm["estimate"]), float(gbm["exact"]), float(gbm["z"])]),
-        ("| #x (float32, 4096 paths, loaded machine;", [_core_timing("dkjax.simulate", "ratio")]),
+        ("| #x (float32, 4096 paths, lightly loaded machine;", [_core_timing("dkjax.simulate", "ratio")]),
         ("#x (float64, 2048 paths); L96, d = 40 | met |", [quick("ratio to scan", method="dkjax.simulate")]),
         ("| #x additive, #x multiplicative, #x general 40 x 40 noise (float64); #x additive in float32 (`core_overhead`: # s against # s,",
          [l96("additive"), l96("multiplicative"), l96("general d x d"),
