@@ -27,8 +27,8 @@ _NOTES = {
     "simulated data; training rows of a data file): what a perfect model scores with these sample sizes",
     "selected_step": "the step whose model was kept: the latest one whose energy distance to the validation split "
     "(train.validation_fraction) is within two standard errors of the lowest seen (the standard error of the "
-    "difference of two scores over the same validation points) and lower than the untrained model's, or the last "
-    "step without a validation split",
+    "difference of two scores over the same validation points) and lower than the untrained model's by more than "
+    "two such errors (0: training never showed that it helps), or the last step without a validation split",
 }
 
 
