@@ -118,13 +118,13 @@ def figure(path: Path, data, pushed: dict, scores: dict, seed: int) -> str:
     return str(path)
 
 
-def run_fits(data, args) -> tuple[list, dict, dict]:
+def run_fits(data, args) -> tuple[list, tuple[int, dict] | None, dict]:
     """All seeds x left-out times. Each finished fit is appended to ``fits.jsonl`` in ``--out`` (its
     pushed cells beside it, never committed) so that ``--resume`` skips it after an interruption.
 
     Returns ``(records, pushed, baselines)``: ``pushed`` holds the pushed cells of the first seed
     whose three fits' cells are on disk (a resume on another machine has lost earlier seeds'),
-    as ``(seed, {k: cells})``."""
+    as ``(seed, {k: cells})``, or ``None`` if no seed's are."""
     log, records, pushed, baselines = args.out / "fits.jsonl", [], {}, {}
     done = [json.loads(line) for line in log.read_text().splitlines()] if args.resume and log.is_file() else []
     if not args.resume:
@@ -156,8 +156,8 @@ def run_fits(data, args) -> tuple[list, dict, dict]:
             records.append(record)
             if cells.is_file():
                 pushed.setdefault(seed, {})[k] = np.load(cells)
-    seed = next(s for s in sorted(pushed) if len(pushed[s]) == len(LEFT_OUT))
-    return records, (seed, pushed[seed]), baselines
+    complete = [seed for seed in sorted(pushed) if len(pushed[seed]) == len(LEFT_OUT)]
+    return records, (complete[0], pushed[complete[0]]) if complete else None, baselines
 
 
 def fits_table(records: list[dict]) -> str:
@@ -207,10 +207,13 @@ def main():
                f"by fit's validation on {args.validation:.0%} of each training time's cells (the left-out time is "
                f"used only for the score); push-forward of all cells of t - 1, exact W1 (POT emd2) against all "
                f"cells at t; seeds 0..{args.seeds - 1}; published rows: [SF]2M (arXiv 2307.03672) Table 4")
-    figure_seed, pushed = pushed
-    scores = {k: w1[figure_seed, i] for i, k in enumerate(map(float, LEFT_OUT))}
-    fig = figure(args.out / "pushed.png", data, pushed, scores, figure_seed)
-    fig = Path(fig).name if fig else "not drawn (matplotlib missing)"  # beside results.md, not a machine's path
+    if pushed is None:  # every fit resumed from a log whose pushed cells stayed on another machine
+        fig = "not drawn (no seed's pushed cells are on disk)"
+    else:
+        figure_seed, cells = pushed
+        scores = {k: w1[figure_seed, i] for i, k in enumerate(map(float, LEFT_OUT))}
+        fig = figure(args.out / "pushed.png", data, cells, scores, figure_seed)
+        fig = Path(fig).name if fig else "not drawn (matplotlib missing)"  # beside results.md, not a machine's path
     payload = {"setting": setting, "records": records, "mean_w1_per_seed": means, "baselines": baselines,
                "published": PUBLISHED, "figure": fig}  # fmt: skip
     text = f"{setting}\n\n{table}\n\nEach fit:\n\n{fits_table(records)}\n\nFigure: {fig}"
