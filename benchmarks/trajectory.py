@@ -57,6 +57,10 @@ PUBLISHED = [
     ("NLSB", 0.970, None), ("DSBM", 1.775, None),
 ]  # fmt: skip
 LEFT_OUT = (1, 2, 3)
+# The nested choice of the path prior's weight: for left-out k, the interior training time j left out
+# again; the fit on the remaining times is scored at j from the cells of the training time before it.
+# k = 1 and k = 3 share one inner fit (times 0, 2, 4); k = 2 uses times 0, 3, 4. Time k never enters.
+INNER = {1.0: 3.0, 2.0: 1.0, 3.0: 1.0}
 
 
 def load(folder: Path) -> dict[float, np.ndarray]:
@@ -70,20 +74,60 @@ def load(folder: Path) -> dict[float, np.ndarray]:
     return {float(t): points[labels == t].astype(np.float32) for t in np.unique(labels)}
 
 
-def fit_left_out(data, k: float, *, seed: int, args):
-    """Fits the preset model on every time but ``k``.
+def fit_times(data, left_out: tuple[float, ...], *, seed: int, kinetic: float, args):
+    """Fits the preset model on every time but those in ``left_out``, with ``dkjax.Kinetic(kinetic)`` if > 0.
 
     Returns ``(fitted, num_steps, (wall seconds, process CPU seconds), history)``."""
     times = sorted(data)
-    train = {t: x for t, x in data.items() if t != k}
+    train = {t: x for t, x in data.items() if t not in left_out}
     t1, num_steps = times[-1], round(args.steps_per_unit * (times[-1] - times[0]))
     model = dkjax.NeuralSDE.for_snapshots(data[times[0]].shape[1], key=jr.key(1000 + seed))
     initial = dkjax.EmpiricalInitial(jnp.asarray(data[times[0]]))   # the t = 0 snapshot is the initial law
+    path_cost = dkjax.Kinetic(kinetic) if kinetic > 0 else None
     start, cpu = time.perf_counter(), time.process_time()
     fitted, history = dkjax.fit(model, train, initial, t0=times[0], t1=t1, num_steps=num_steps, key=jr.key(seed),
                                 steps=args.steps, num_paths=args.paths, validation=args.validation,
-                                progress=args.progress)  # fmt: skip
+                                path_cost=path_cost, progress=args.progress)  # fmt: skip
     return fitted, num_steps, (time.perf_counter() - start, time.process_time() - cpu), history
+
+
+def select_kinetic(data, args) -> tuple[dict[float, float], list[dict]]:
+    """The kinetic prior's weight for each left-out ``k``, chosen without time ``k`` (seed 0).
+
+    Each candidate of ``--kinetic`` is fitted on the times left after taking out ``k`` and
+    ``INNER[k]``, and scored by the exact W1 at ``INNER[k]`` of the pushed cells of the training
+    time before it; the lowest score wins. Inner scores are logged to ``selection.jsonl``
+    (``--resume`` keeps them). Returns ``({k: weight}, records)``.
+    """
+    log = args.out / "selection.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()] if args.resume and log.is_file() else []
+    if not args.resume:
+        log.unlink(missing_ok=True)
+    served = {}  # inner fit (times left out) -> the (k, j) it scores
+    for k in map(float, LEFT_OUT):
+        served.setdefault(tuple(sorted((k, INNER[k]))), []).append((k, INNER[k]))
+    for left_out, uses in served.items():
+        for weight in args.kinetic:
+            missing = [(k, j) for k, j in uses if not any(r["for_left_out"] == k and r["kinetic"] == weight
+                                                          for r in records)]  # fmt: skip
+            if not missing:
+                continue
+            fitted, num_steps, (wall, cpu), _ = fit_times(data, left_out, seed=0, kinetic=weight, args=args)
+            for k, j in missing:
+                visible = {t: x for t, x in data.items() if t != k}
+                score = dkjax.push_forward_score(fitted, visible, time=j, num_steps=num_steps, key=jr.key(10_000),
+                                                 t0=0.0, t1=4.0, baselines=False)  # fmt: skip
+                records.append({"for_left_out": k, "fit_without": list(left_out), "scored_at": j, "kinetic": weight,
+                                "w1": score.distance, "fit_s": wall, "fit_cpu_s": cpu})  # fmt: skip
+                with log.open("a") as f:
+                    f.write(json.dumps(to_json(records[-1])) + "\n")
+                print(f"selection for k = {k:g}: fit without {left_out}, kinetic {weight:g}: W1 at {j:g} "
+                      f"{score.distance:.4f}", flush=True)  # fmt: skip
+    chosen = {}
+    for k in map(float, LEFT_OUT):
+        scores = {r["kinetic"]: r["w1"] for r in records if r["for_left_out"] == k and r["kinetic"] in args.kinetic}
+        chosen[k] = min(scores, key=scores.get)
+    return chosen, records
 
 
 def pushed_cells(fitted, data, k: float, num_steps: int, key) -> np.ndarray:
@@ -118,7 +162,7 @@ def figure(path: Path, data, pushed: dict, scores: dict, seed: int) -> str:
     return str(path)
 
 
-def run_fits(data, args) -> tuple[list, tuple[int, dict] | None, dict]:
+def run_fits(data, kinetic: dict[float, float], args) -> tuple[list, tuple[int, dict] | None, dict]:
     """All seeds x left-out times. Each finished fit is appended to ``fits.jsonl`` in ``--out`` (its
     pushed cells beside it, never committed) so that ``--resume`` skips it after an interruption.
 
@@ -129,16 +173,19 @@ def run_fits(data, args) -> tuple[list, tuple[int, dict] | None, dict]:
     done = [json.loads(line) for line in log.read_text().splitlines()] if args.resume and log.is_file() else []
     if not args.resume:
         log.unlink(missing_ok=True)
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.seeds):
         for k in map(float, LEFT_OUT):
             cells = args.out / f"pushed_seed{seed}_k{k:g}.npy"
-            record = next((r for r in done if (r["seed"], r["left_out"]) == (seed, k)), None)
+            record = next((r for r in done if (r["seed"], r["left_out"], r.get("kinetic", 0.0)) == (seed, k, kinetic[k])),
+                          None)  # fmt: skip
             if record is None:
-                fitted, num_steps, (wall, cpu), history = fit_left_out(data, k, seed=seed, args=args)
+                fitted, num_steps, (wall, cpu), history = fit_times(data, (k,), seed=seed, kinetic=kinetic[k],
+                                                                     args=args)  # fmt: skip
                 key, scoring = jr.key(10_000 + seed), time.perf_counter()
                 score = dkjax.push_forward_score(fitted, data, time=k, num_steps=num_steps, key=key, t0=0.0, t1=4.0,
                                                  baselines=k not in baselines)  # model-free: once per k  # fmt: skip
-                record = {"seed": seed, "left_out": k, "w1": score.distance, "fit_s": wall, "fit_cpu_s": cpu,
+                record = {"seed": seed, "left_out": k, "kinetic": kinetic[k], "w1": score.distance, "fit_s": wall,
+                          "fit_cpu_s": cpu,
                           "score_s": time.perf_counter() - scoring, "num_nonfinite": score.num_nonfinite,
                           "best_step": history.best_step, "validation": history.validation,
                           "final_loss": float(history.loss[-1]), "no_motion": score.no_motion,
@@ -177,6 +224,12 @@ def main():
     parser.add_argument("--steps-per-unit", type=int, default=20, help="Euler-Maruyama steps per unit time")
     parser.add_argument("--validation", type=float, default=0.1,
                         help="fraction of each training time's cells held out for model selection")  # fmt: skip
+    parser.add_argument("--kinetic", type=lambda text: [float(w) for w in text.split(",")], default=[0.0],
+                        help="weight of the kinetic path prior dkjax.Kinetic (0: none); several, comma-separated: "
+                             "chosen per left-out time by the nested fits of select_kinetic")  # fmt: skip
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="start at this seed (to share the seeds between processes; merge their fits.jsonl)")
+    parser.add_argument("--select-only", action="store_true", help="stop after the nested choice of --kinetic")
     parser.add_argument("--progress", action="store_true", help="show fit's progress bar")
     parser.add_argument("--resume", action="store_true", help="keep the fits already in --out/fits.jsonl")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "trajectory")
@@ -185,7 +238,14 @@ def main():
     data = load(args.data)
     if sorted(data) != [0.0, 1.0, 2.0, 3.0, 4.0]:
         raise SystemExit(f"--data: expected time labels 0..4, got {sorted(data)}.")
-    records, pushed, baselines = run_fits(data, args)
+    if len(args.kinetic) > 1:
+        kinetic, selection = select_kinetic(data, args)
+        print(f"kinetic weight chosen per left-out time: {kinetic}", flush=True)
+        if args.select_only:
+            return
+    else:
+        kinetic, selection = {float(k): args.kinetic[0] for k in LEFT_OUT}, []
+    records, pushed, baselines = run_fits(data, kinetic, args)
     w1 = np.array([[r["w1"] for r in records if r["seed"] == s] for s in range(args.seeds)])   # (seeds, 3)
     means = w1.mean(axis=1)
     fit_s = {k: [float(np.mean([r[name] for r in records if r["left_out"] == k])) for name in ("fit_s", "fit_cpu_s")]

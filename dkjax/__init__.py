@@ -59,6 +59,8 @@ from ._generative._train import fit as fit
 from ._generative._objective import AbstractObjective as AbstractObjective
 from ._generative._objective import Energy as Energy
 from ._generative._objective import KL as KL
+from ._generative._path_cost import AbstractPathCost as AbstractPathCost
+from ._generative._path_cost import Kinetic as Kinetic
 from ._generative._gradient import AbstractGradient as AbstractGradient
 from ._generative._gradient import AutoGradient as AutoGradient
 from ._generative._gradient import PerPathGradient as PerPathGradient

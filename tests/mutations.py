@@ -392,6 +392,7 @@ MUTATIONS = [
 # are in tests/test_training_promises.py, or the older test of the same promise where one exists
 PROMISES = "tests/test_training_promises.py::"
 GEN, TRAIN_TESTS = "tests/test_generative.py::", "tests/test_train.py::"
+PATH = "tests/test_path_cost.py::"
 TRAIN, STATE, POLICIES = "dkjax/_generative/_train.py", "dkjax/_generative/_state.py", "dkjax/_generative/_policies.py"
 MODEL, CALLBACKS = "dkjax/_generative/_model.py", "dkjax/_generative/_callbacks.py"
 
@@ -622,6 +623,40 @@ MUTATIONS += [
         [(SNAPSHOT_EVAL, "simulate(sde, before, t0=start, t1=end, num_steps=steps, key=key)",
           "simulate(sde, before, t0=2 * start - end, t1=start, num_steps=steps, key=key)")],
         [TRAJ + "test_push_forward_starts_from_the_previous_time_and_its_cells"],
+    ),
+    # ---- path costs (the kinetic prior)
+    _mutation(
+        "path_cost_pathwise_term_dropped",
+        "the running cost's gradient at fixed states is left out: only the law's response remains",
+        [("dkjax/_engine/_dk_step.py", "            if self.running_cost is not None:\n                d_eta",
+          "            if False:\n                d_eta")],
+        [PATH + "test_kinetic_gradient_matches_the_exact_chain"],
+    ),
+    _mutation(
+        "path_cost_response_dropped",
+        "the running cost enters the loss and its pathwise gradient but not the path weights",
+        [(GRADIENT, "weights = jnp.concatenate([jax.lax.stop_gradient(c), running]).T",
+          "weights = jnp.concatenate([jax.lax.stop_gradient(c), 0.0 * running]).T")],
+        [PATH + "test_kinetic_gradient_matches_the_exact_chain"],
+    ),
+    _mutation(
+        "path_cost_observed_one_step_early",
+        "the running cost at X_n weighs the responses up to step n - 1 instead of n",
+        [(GRADIENT, "jnp.arange(1, num_steps, dtype=jnp.int32)])", "jnp.arange(0, num_steps - 1, dtype=jnp.int32)])")],
+        [PATH + "test_kinetic_gradient_matches_the_exact_chain"],
+    ),
+    _mutation(
+        "path_cost_padded_paths_count",
+        "the zero-weight paths that pad the last replay chunk carry the running cost's pathwise gradient",
+        [(GRADIENT, "chunks += [chunked(w, jnp.zeros((padding,) + w.shape[1:], w.dtype)) for w in inputs[3:]]",
+          "chunks += [chunked(w, jnp.repeat(w[:1], padding, axis=0)) for w in inputs[3:]]")],
+        [PATH + "test_kinetic_replay_in_chunks_equals_one_replay"],
+    ),
+    _mutation(
+        "path_cost_costs_recorded_one_step_late",
+        "the recorder files the cost of X_{n+1} under step n + 2",
+        [("dkjax/_engine/_simulate.py", "costs = costs.at[n + 1].set(", "costs = costs.at[n + 2].set(")],
+        [PATH + "test_kinetic_gradient_matches_the_exact_chain"],
     ),
 ]
 

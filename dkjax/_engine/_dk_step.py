@@ -81,12 +81,14 @@ def _scale_rows(c, leaf: Array) -> Array:
 class StepWeights(eqx.Module):
     """The weight of each path's response increment at step ``n``: ``c @ (n < steps)``.
 
-    ``c`` is ``(M, K)``, one column per observation step in ``steps`` (``(K,)``, increasing): an
-    increment counts towards every observation after it. One final time is ``K = 1``.
+    ``c`` is ``(M, K)``, one column per observation step in ``steps`` (``(K,)``): an increment
+    counts towards every observation after it. One final time is ``K = 1``. ``running``
+    ``(M,)``, when the step carries a running cost, weighs each path's pathwise cost gradient.
     """
 
     c: Array
     steps: Array
+    running: Array | None = None
 
     def __call__(self, n) -> Array:
         return self.c @ (n < self.steps).astype(self.c.dtype)
@@ -98,7 +100,9 @@ class DivergenceKernelStep(AbstractStep):
     The carry is ``(x, score, nonfinite_step, expansion_ratio)``. ``kernel_rate=None`` makes
     the pure-kernel step (``a = b = 1``) that starts a run from a point mass. With
     ``weights=None`` the increment is per path (a leading path axis); with ``StepWeights``
-    it is the weighted sum over paths, formed by one reverse pass over the whole batch.
+    it is the weighted sum over paths, formed by one reverse pass over the whole batch, and
+    ``running_cost(sde, t, x) -> scalar`` (if given) adds ``dt sum_m running_m d_theta
+    phi(t, x_m)``, the pathwise gradient of a running cost at the step's states.
     """
 
     params: object
@@ -108,6 +112,7 @@ class DivergenceKernelStep(AbstractStep):
     response_mix: float = eqx.field(static=True)
     plan: _StepPlan = eqx.field(static=True)
     weights: StepWeights | None = None
+    running_cost: object = None
 
     def __call__(self, n, t, dt, key_n, path_ids, carry):
         x, nu, bad_step, ratio = carry
@@ -120,6 +125,8 @@ class DivergenceKernelStep(AbstractStep):
             d_eta = jax.vmap(lambda *row: self.response(t, dt, *row, 1.0, batched=False))(x, z, x_next, *fixed)
         else:
             d_eta = self.response(t, dt, x, z, x_next, *fixed, self.weights(n), batched=True)
+            if self.running_cost is not None:
+                d_eta = jax.tree.map(jnp.add, d_eta, self.running_gradient(t, dt, x))
         bad_step = jnp.where((bad_step < 0) & nonfinite_paths(x_next, nu_next), n, bad_step)
         return (x_next, nu_next, bad_step, jnp.maximum(ratio, step_ratio)), (x_next, d_eta)
 
@@ -146,6 +153,12 @@ class DivergenceKernelStep(AbstractStep):
             sigma = jax.vmap(lambda x_: eqx.combine(self.params, self.static).diffusion(t, x_))(x)
             nu_next = nu_next + mix_score * jax.vmap(kernel_score, in_axes=(0, 0, None))(sigma, z, dt)
         return x + step, nu_next, (u, tangents, duals), ratio
+
+    def running_gradient(self, t, dt, x):
+        """``dt sum_m running_m d_theta phi(t, x_m)`` at fixed states: the running cost's pathwise part."""
+        cost = lambda p, x_: self.running_cost(eqx.combine(p, self.static), t, x_)
+        total = lambda p: dt * jnp.sum(self.weights.running * jax.vmap(cost, in_axes=(None, 0))(p, x))
+        return jax.grad(total)(self.params)
 
     def response(self, t, dt, x, z, x_next, u, tangents, duals, c, *, batched: bool):
         """The response increment, weighted by ``c`` and summed over a batch (or of one path): one reverse pass.
@@ -204,12 +217,13 @@ def _step_plan(sde, x0, use_kernel_score, response_mix, t0) -> _StepPlan:
 
 
 def dk_run(sde, x0, score0, path_ids, t0, dt, key, num_steps, *, jacobian, kernel_rate, use_kernel_score,
-           response_mix, point_mass, fold, acc, weights=None):  # fmt: skip
+           response_mix, point_mass, fold, acc, weights=None, running_cost=None):  # fmt: skip
     """Drives the DK step over ``num_steps`` steps of ``t0 + n dt``, folding each step's response increment.
 
     From a point mass (no initial score) the first step is pure kernel (``a_0 = b_0 = 1``),
     exact whenever the initial law does not depend on the parameters. ``weights=None`` gives
-    the fold per-path increments, ``StepWeights`` their weighted sum. Returns
+    the fold per-path increments, ``StepWeights`` their weighted sum (with a running cost's
+    pathwise gradient added when ``running_cost`` is given). Returns
     ``(x, score, acc, nonfinite_step, expansion_ratio)``; noise is drawn from
     ``(key, step, path_id)``, so two runs replay the same paths.
     """
@@ -227,16 +241,17 @@ def dk_run(sde, x0, score0, path_ids, t0, dt, key, num_steps, *, jacobian, kerne
         kernel_plan = dataclasses.replace(
             plan, divergence=False, kernel_score=True, divergence_response=False, kernel_response=True
         )
-        kernel_step = DivergenceKernelStep(params, static, jacobian, None, 1.0, kernel_plan, weights)
+        kernel_step = DivergenceKernelStep(params, static, jacobian, None, 1.0, kernel_plan, weights, running_cost)
         carry, acc = drive(kernel_step, fold, carry, acc, **grid, first=0, stop=1)
         first = 1
-    step = DivergenceKernelStep(params, static, jacobian, kernel_rate, response_mix, plan, weights)
+    step = DivergenceKernelStep(params, static, jacobian, kernel_rate, response_mix, plan, weights, running_cost)
     (x, nu, bad_step, ratio), acc = drive(step, fold, carry, acc, **grid, first=first, stop=num_steps)
     return x, nu, acc, bad_step, ratio
 
 
 def dk_scan(sde, x0, score0, path_ids, *, t0, t1, num_steps, key, kernel_rate, fold, acc0, weights=None,
-            jacobian="matrix_free", point_mass=False, use_kernel_score=True, response_mix=0.0):  # fmt: skip
+            jacobian="matrix_free", point_mass=False, use_kernel_score=True, response_mix=0.0,
+            running_cost=None):  # fmt: skip
     """``dk_run`` on the grid ``t0 .. t1`` of ``num_steps`` steps; ``jacobian`` and ``kernel_rate`` take shorthands.
 
     Returns ``(x, score, acc, nonfinite_step)``.
@@ -245,6 +260,6 @@ def dk_scan(sde, x0, score0, path_ids, *, t0, t1, num_steps, key, kernel_rate, f
     x, nu, acc, bad_step, _ = dk_run(
         sde, x0, score0, path_ids, t0, dt, key, num_steps, jacobian=as_jacobian(jacobian),
         kernel_rate=as_kernel_rate(kernel_rate), use_kernel_score=use_kernel_score, response_mix=response_mix,
-        point_mass=point_mass, fold=fold, acc=acc0, weights=weights,
+        point_mass=point_mass, fold=fold, acc=acc0, weights=weights, running_cost=running_cost,
     )  # fmt: skip
     return x, nu, acc, bad_step

@@ -119,6 +119,38 @@ def record_states(sde, x0, t0, t1, key, num_steps, steps, path_offset=0):
     return recorded, x
 
 
+class _RecordCosts(AbstractFold):
+    """``_RecordAt`` that also keeps ``cost(t_n, X_n)`` of every path at every step ``n``."""
+
+    at: _RecordAt
+    cost: object
+    t0: Array
+    dt: Array
+
+    def update(self, acc, n, x):
+        recorded, costs = acc
+        costs = costs.at[n + 1].set(self.cost(self.t0 + (n + 1) * self.dt, x))
+        return self.at.update(recorded, n, x), costs
+
+
+def record_states_and_costs(sde, x0, t0, t1, key, num_steps, steps, cost):
+    """``record_states`` that also returns ``cost(t_n, X_n)`` ``(M,)`` at steps ``n = 0 .. num_steps - 1``.
+
+    Returns ``(recorded (K, M, d), costs (num_steps, M), x_final)``: one scalar per path and
+    step, never the states of every step.
+    """
+    t0, dt = time_grid(t0, t1, num_steps, x0.dtype)
+    _, noise_dim = noise_dimension(sde, t0, x0[0])
+    at = _RecordAt(jnp.asarray(steps, jnp.int32))
+    costs = jnp.zeros((num_steps + 1, x0.shape[0]), x0.dtype).at[0].set(cost(t0, x0))
+    acc = (jnp.zeros((at.steps.shape[0],) + x0.shape, x0.dtype), costs)
+    step = _StatesOut(EulerMaruyama(sde, noise_dim))
+    path_ids = path_ids_for(x0.shape[0], 0)
+    x, (recorded, costs) = drive(step, _RecordCosts(at, cost, t0, dt), x0, acc, path_ids=path_ids, t0=t0, dt=dt,
+                                 key=key, first=0, stop=num_steps)  # fmt: skip
+    return recorded, costs[:num_steps], x
+
+
 @eqx.filter_jit
 def _simulate(sde, x0, path_offset, t0, t1, key, num_steps):
     # Path ids made inside the jit follow x0's sharding, also of a global multi-process array.

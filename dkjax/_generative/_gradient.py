@@ -21,9 +21,10 @@ import jax.numpy as jnp
 from .._custom_types import Array, Params, Scalar, States
 from .._engine._dk_step import StepWeights, SumResponses, dk_scan
 from .._engine._driver import AbstractFold
-from .._engine._simulate import path_ids_for, record_at, record_states
+from .._engine._simulate import path_ids_for, record_at, record_states, record_states_and_costs, time_grid
 from .._sde._abstract import AbstractSDE, parameters
 from .._validation import check_positive
+from ._path_cost import AbstractPathCost, path_costs
 from ._settings import TRAIN_DEFAULTS
 
 # ``(loss, grad, aux, x_T)`` of a route: ``grad`` shaped like ``dkjax.parameters(sde)``.
@@ -39,7 +40,8 @@ class AbstractGradient(eqx.Module):
     ``"auto"``, ``"per_path"`` or ``"two_pass"``.
 
     Subclasses implement ``__call__``; a route that depends on the model (``AutoGradient``)
-    overrides ``resolve``, which ``fit`` calls once before training.
+    overrides ``resolve``, which ``fit`` calls once before training. A path cost
+    (``fit(path_cost=...)``) observes every grid step, which only ``TwoPassGradient`` affords.
 
     Arguments:
         None here; each subclass documents its own fields.
@@ -53,18 +55,23 @@ class AbstractGradient(eqx.Module):
         True
     """
 
-    def resolve(self, sde: AbstractSDE) -> "AbstractGradient":
-        """The route that trains ``sde``: this one, unless it chooses by the model."""
+    def resolve(self, sde: AbstractSDE, path_cost: AbstractPathCost | None = None) -> "AbstractGradient":
+        """The route that trains ``sde`` (with ``path_cost``): this one, unless it chooses by the model.
+
+        Raises:
+            ValueError: the route cannot carry ``path_cost``.
+        """
         return self
 
     @abc.abstractmethod
     def __call__(self, sde: AbstractSDE, x0: States, score0: States | None, per_time: Callable,
                  observed: tuple[int, ...], t0: Scalar, t1: Scalar, *, num_steps: int, key, kernel_rate: Scalar,
-                 mode) -> Gradient:  # fmt: skip
+                 mode, path_cost: AbstractPathCost | None = None) -> Gradient:  # fmt: skip
         """``(loss, grad, aux, x_T)`` for ``per_time(states (K, M, d)) -> (loss, c (K, M), aux)``.
 
         ``observed`` are the observation steps (increasing grid indices, the last one at most
-        ``num_steps``); ``t0``, ``t1`` arrays of the states' dtype.
+        ``num_steps``); ``t0``, ``t1`` arrays of the states' dtype; ``path_cost`` a running
+        cost added to the loss (see ``dkjax.AbstractPathCost``).
         """
 
 
@@ -83,7 +90,15 @@ class PerPathGradient(AbstractGradient):
         True
     """
 
-    def __call__(self, sde, x0, score0, per_time, observed, t0, t1, *, num_steps, key, kernel_rate, mode):
+    def resolve(self, sde, path_cost=None):
+        if path_cost is not None:
+            raise ValueError("a path_cost observes every grid step: use the two-pass gradient route "
+                             "(gradient='two_pass' or 'auto', or dkjax.TwoPassGradient()), not per-path responses.")  # fmt: skip
+        return self
+
+    def __call__(self, sde, x0, score0, per_time, observed, t0, t1, *, num_steps, key, kernel_rate, mode,
+                 path_cost=None):  # fmt: skip
+        self.resolve(sde, path_cost)
         states, eta_at, x_final = _per_path_responses(sde, x0, score0, observed, t0, t1, num_steps, key,
                                                       kernel_rate, mode)  # fmt: skip
         loss, c, aux = per_time(states)
@@ -118,17 +133,43 @@ class TwoPassGradient(AbstractGradient):
     def __check_init__(self):
         check_positive("path_chunk", self.path_chunk, integer=True, allow_none=True)
 
-    def __call__(self, sde, x0, score0, per_time, observed, t0, t1, *, num_steps, key, kernel_rate, mode):
-        states, x_final = record_states(sde, x0, t0, t1, key, num_steps, observed)
-        loss, c, aux = per_time(states)
-        step_weights = StepWeights(jax.lax.stop_gradient(c).T, jnp.asarray(observed, jnp.int32))
+    def __call__(self, sde, x0, score0, per_time, observed, t0, t1, *, num_steps, key, kernel_rate, mode,
+                 path_cost=None):  # fmt: skip
+        if path_cost is None:
+            states, x_final = record_states(sde, x0, t0, t1, key, num_steps, observed)
+            loss, c, aux = per_time(states)
+            step_weights = StepWeights(jax.lax.stop_gradient(c).T, jnp.asarray(observed, jnp.int32))
+        else:
+            cost = lambda t, x: path_costs(path_cost, sde, t, x)
+            states, costs, x_final = record_states_and_costs(sde, x0, t0, t1, key, num_steps, observed, cost)
+            loss, c, aux = per_time(states)
+            running_loss, step_weights = _with_running_cost(c, observed, costs, time_grid(t0, t1, num_steps, x0.dtype)[1])
+            loss = loss + running_loss
         grad = weighted_replay(sde, x0, score0, step_weights, t1=t1, num_steps=num_steps, key=key,
-                               kernel_rate=kernel_rate, t0=t0, mode=mode, path_chunk=self.path_chunk)  # fmt: skip
+                               kernel_rate=kernel_rate, t0=t0, mode=mode, path_chunk=self.path_chunk,
+                               running_cost=path_cost)  # fmt: skip
         return loss, grad, aux, x_final
 
 
+def _with_running_cost(c, observed, costs, dt) -> tuple[Scalar, StepWeights]:
+    """The running cost's value and the step weights of the objective and the cost together.
+
+    ``costs`` ``(N, M)`` are ``phi(t_n, X_n)``; the value is ``sum_n dt mean_m phi``. Every
+    step ``n >= 1`` is an observation with weights ``dt (phi_n - mean phi_n) / M``: the mean
+    is a baseline (the responses have mean zero) that removes most of the variance. Each
+    path's pathwise gradient weighs ``1 / M``.
+    """
+    num_steps, num_paths = costs.shape
+    costs = jax.lax.stop_gradient(costs)
+    value = dt * jnp.sum(jnp.mean(costs, axis=1))
+    running = dt * (costs[1:] - jnp.mean(costs[1:], axis=1, keepdims=True)) / num_paths
+    weights = jnp.concatenate([jax.lax.stop_gradient(c), running]).T
+    steps = jnp.concatenate([jnp.asarray(observed, jnp.int32), jnp.arange(1, num_steps, dtype=jnp.int32)])
+    return value, StepWeights(weights, steps, jnp.full((num_paths,), 1.0 / num_paths, costs.dtype))
+
+
 class AutoGradient(AbstractGradient):
-    """``TwoPassGradient`` for a model with more than ``lean_threshold`` parameters, else ``PerPathGradient``.
+    """``TwoPassGradient`` for a model with more than ``lean_threshold`` parameters (or a path cost), else ``PerPathGradient``.
 
     The two-pass route was measured faster above a few hundred parameters: it never forms
     per-path parameter arrays. The shorthand ``gradient="auto"`` (``fit``'s default) is this
@@ -151,12 +192,14 @@ class AutoGradient(AbstractGradient):
     def __check_init__(self):
         check_positive("lean_threshold", self.lean_threshold, integer=True)
 
-    def resolve(self, sde):
-        return TwoPassGradient() if parameter_count(sde) > self.lean_threshold else PerPathGradient()
+    def resolve(self, sde, path_cost=None):
+        lean = path_cost is not None or parameter_count(sde) > self.lean_threshold
+        return TwoPassGradient() if lean else PerPathGradient()
 
-    def __call__(self, sde, x0, score0, per_time, observed, t0, t1, *, num_steps, key, kernel_rate, mode):
-        return self.resolve(sde)(sde, x0, score0, per_time, observed, t0, t1, num_steps=num_steps, key=key,
-                                 kernel_rate=kernel_rate, mode=mode)  # fmt: skip
+    def __call__(self, sde, x0, score0, per_time, observed, t0, t1, *, num_steps, key, kernel_rate, mode,
+                 path_cost=None):  # fmt: skip
+        return self.resolve(sde, path_cost)(sde, x0, score0, per_time, observed, t0, t1, num_steps=num_steps,
+                                            key=key, kernel_rate=kernel_rate, mode=mode, path_cost=path_cost)  # fmt: skip
 
 
 _SHORTHANDS = {"auto": AutoGradient, "per_path": PerPathGradient, "two_pass": TwoPassGradient}
@@ -202,6 +245,7 @@ def dk_gradient(
     gradient: "str | AbstractGradient" = "two_pass",
     t0: Scalar = 0.0,
     mode: str = "matrix_free",
+    path_cost: AbstractPathCost | None = None,
 ) -> Gradient:
     """Loss and its forward-only gradient ``sum_k sum_m c_km eta_m(t_k)`` for path weights from the states.
 
@@ -218,6 +262,7 @@ def dk_gradient(
         steps: observation steps, or ``None`` for the final time alone.
         t1, num_steps, key, kernel_rate, t0, mode: as for ``dkjax.divergence_kernel``.
         gradient: the route, a module or its shorthand (see ``as_gradient``).
+        path_cost: a running cost added to the loss (``dkjax.AbstractPathCost``), or ``None``.
 
     Returns:
         ``(loss, grad, aux, x_T)``; ``grad`` is shaped like ``dkjax.parameters(sde)``.
@@ -226,7 +271,7 @@ def dk_gradient(
     per_time = _as_per_time(weights) if steps is None else weights
     t0_arr, t1_arr = jnp.asarray(t0, x0.dtype), jnp.asarray(t1, x0.dtype)
     return as_gradient(gradient)(sde, x0, score0, per_time, observed, t0_arr, t1_arr, num_steps=num_steps, key=key,
-                                 kernel_rate=kernel_rate, mode=mode)  # fmt: skip
+                                 kernel_rate=kernel_rate, mode=mode, path_cost=path_cost)  # fmt: skip
 
 
 def _as_per_time(weights):
@@ -288,27 +333,31 @@ def weighted_replay(
     t0: Scalar = 0.0,
     mode: str = "matrix_free",
     path_chunk: int | None = None,
+    running_cost: AbstractPathCost | None = None,
 ) -> Params:
     """The second pass of the two-pass gradient: ``sum_n sum_m w_nm (eta_{n+1} - eta_n)_m``.
 
     Replays the paths of ``x0`` under ``key`` and folds each step's response increments,
     path ``m`` at step ``n`` weighted by ``step_weights(n)[m]``, into one parameter-shaped
     accumulator: one reverse pass over the whole batch per step, no per-path parameter arrays.
+    With ``running_cost``, each step also adds its pathwise gradient at the step's states,
+    path ``m`` weighted by ``step_weights.running[m]``.
     """
     params = parameters(sde)
     point_mass = score0 is None
     grid = dict(t0=jnp.asarray(t0, x0.dtype), t1=jnp.asarray(t1, x0.dtype), num_steps=num_steps)
 
-    def replay(x0_chunk, score0_chunk, ids_chunk, c_chunk):
+    def replay(x0_chunk, score0_chunk, ids_chunk, c_chunk, running_chunk):
         return dk_scan(
             sde, x0_chunk, score0_chunk, ids_chunk, **grid, key=key, kernel_rate=jnp.asarray(kernel_rate, x0.dtype),
             fold=SumResponses(), acc0=jax.tree.map(jnp.zeros_like, params), jacobian=mode, point_mass=point_mass,
-            weights=StepWeights(c_chunk, step_weights.steps),
+            weights=StepWeights(c_chunk, step_weights.steps, running_chunk), running_cost=running_cost,
         )[2]  # fmt: skip
 
     num_paths = x0.shape[0]
     c = step_weights.c
-    inputs = (x0, jnp.zeros_like(x0) if point_mass else score0, path_ids_for(num_paths, 0), c)
+    running = step_weights.running if running_cost is not None else jnp.zeros((num_paths,), x0.dtype)
+    inputs = (x0, jnp.zeros_like(x0) if point_mass else score0, path_ids_for(num_paths, 0), c, running)
     if path_chunk is None or path_chunk >= num_paths:
         return replay(*inputs)
     # Padded paths replay path 0 with weight zero; noise is addressed by path id, so every
@@ -317,7 +366,7 @@ def weighted_replay(
     padding = num_chunks * path_chunk - num_paths
     chunked = lambda leaf, fill: jnp.concatenate([leaf, fill]).reshape((num_chunks, path_chunk) + leaf.shape[1:])
     chunks = [chunked(leaf, jnp.repeat(leaf[:1], padding, axis=0)) for leaf in inputs[:3]]
-    chunks.append(chunked(c, jnp.zeros((padding,) + c.shape[1:], c.dtype)))
+    chunks += [chunked(w, jnp.zeros((padding,) + w.shape[1:], w.dtype)) for w in inputs[3:]]
     add_chunk = lambda total, chunk: (jax.tree.map(jnp.add, total, replay(*chunk)), None)
     return jax.lax.scan(add_chunk, jax.tree.map(jnp.zeros_like, params), chunks)[0]
 

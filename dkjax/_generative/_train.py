@@ -23,6 +23,7 @@ from ._callbacks import last_checkpoint, make_callbacks
 from ._gradient import AbstractGradient, as_gradient, dk_gradient
 from ._metrics import distance_column_sums, energy_distance
 from ._objective import AbstractObjective, as_objective
+from ._path_cost import AbstractPathCost, check_path_cost
 from ._policies import PILOT_PATHS, Pilot
 from ._settings import TRAIN_DEFAULTS
 from ._snapshots import Snapshots, per_time_weights, split_snapshots
@@ -42,6 +43,7 @@ class _StepPlan:
     gradient: AbstractGradient
     observed: tuple[int, ...] | None  # observation steps of snapshots; None: one array at t1
     time_weights: tuple[float, ...] | None
+    path_cost: AbstractPathCost | None = None
 
 
 def _batch(points, key, batch_size: int):
@@ -75,6 +77,7 @@ def _train_step(params, static, opt_state, data, key, kernel_rate, h_min, h_max,
     loss, grad, (ess, h), x_final = dk_gradient(
         eqx.combine(params, static), x0, score0, weights, plan.observed, t0=times[0], t1=times[1],
         num_steps=plan.num_steps, key=path_key, kernel_rate=kernel_rate, gradient=plan.gradient,
+        path_cost=plan.path_cost,
     )  # fmt: skip
     updates, opt_state = optimizer.update(grad, opt_state, params)
     params = eqx.apply_updates(params, updates)
@@ -89,14 +92,14 @@ def _train_step(params, static, opt_state, data, key, kernel_rate, h_min, h_max,
 
 
 def _make_train_step(initial, optimizer, *, num_paths, objective, gradient, t0, t1, num_steps, batch_size,
-                     ess_target=TRAIN_DEFAULTS.ess_target, observed=None, time_weights=None):  # fmt: skip
+                     ess_target=TRAIN_DEFAULTS.ess_target, observed=None, time_weights=None, path_cost=None):  # fmt: skip
     """``(params, static, opt_state, data, key, kernel_rate, h_min, h_max) -> (params, opt_state, metrics, states)``.
 
     ``fit``'s step outside ``fit``, for the benchmarks: ``gradient`` a route or its shorthand.
     ``data`` is one array, or one array per time with ``observed`` (the observation steps)
     and ``time_weights``; ``h_min``, ``h_max`` are then one per time.
     """
-    plan = _StepPlan(num_paths, batch_size, num_steps, as_gradient(gradient), observed, time_weights)
+    plan = _StepPlan(num_paths, batch_size, num_steps, as_gradient(gradient), observed, time_weights, path_cost)
     objective = as_objective(objective, ess_target)
 
     def train_step(params, static, opt_state, data, key, kernel_rate, h_min, h_max):
@@ -295,6 +298,7 @@ def fit(
     kernel_rate: float | str = TRAIN_DEFAULTS.kernel_rate,
     kernel_rate_every: int = TRAIN_DEFAULTS.kernel_rate_every,
     objective: "str | AbstractObjective" = TRAIN_DEFAULTS.objective,
+    path_cost: AbstractPathCost | None = None,
     gradient: "str | AbstractGradient" = TRAIN_DEFAULTS.gradient,
     lean_threshold: int = TRAIN_DEFAULTS.lean_threshold,
     path_chunk: int | None = None,
@@ -375,6 +379,10 @@ def fit(
         objective: an objective module (``dkjax.KL(...)``, ``dkjax.Energy()``, or your own
             ``dkjax.AbstractObjective``), or its shorthand ``"kl"`` (with ``ess_target``,
             ``bandwidth`` and ``min_bandwidth``) or ``"energy"``.
+        path_cost: a running cost on the model's paths added to the loss, such as
+            ``dkjax.Kinetic(weight)`` (a least-action prior: it decides how the law moves
+            between snapshot times, which the data cannot); ``None``: none. It needs the
+            two-pass route, which ``"auto"`` then takes.
         gradient: the gradient route, a module (``dkjax.PerPathGradient()``,
             ``dkjax.TwoPassGradient(path_chunk=...)``, the memory-lean one, or
             ``dkjax.AutoGradient(lean_threshold=...)``) or its shorthand ``"per_path"``,
@@ -403,9 +411,10 @@ def fit(
     Raises:
         ValueError: bad data or validation data (wrong dimension, non-finite, fewer than 2
             points), a snapshot time off the grid or outside ``(t0, t1]`` (the time named), a
-            non-positive ``bandwidth``, ``initial=None`` without a snapshot at ``t0``, or any
-            other impossible argument, named.
-        TypeError: ``sde`` not an ``AbstractSDE``, ``initial`` not callable, bad ``key``.
+            non-positive ``bandwidth``, ``initial=None`` without a snapshot at ``t0``, a
+            ``path_cost`` with the per-path gradient route, or any other impossible argument, named.
+        TypeError: ``sde`` not an ``AbstractSDE``, ``initial`` not callable, bad ``key``, a
+            ``path_cost`` that is not a ``dkjax.AbstractPathCost``.
 
     Example:
         >>> data = dkjax.toy_data("two_moons", jax.random.key(0), 256)
@@ -421,13 +430,15 @@ def fit(
     selection = Selection(validation, validate_every, validation_samples, patience)
     output = Output(checkpoint_dir, checkpoint_every, resume, metrics_file, progress)
     objective = as_objective(objective, ess_target, bandwidth, min_bandwidth)
-    route = as_gradient(gradient, lean_threshold, path_chunk).resolve(sde)
+    check_path_cost(path_cost)
+    route = as_gradient(gradient, lean_threshold, path_chunk).resolve(sde, path_cost)
 
     # data and key -> training and held-out points -> the compiled step (fixed by its plan) and the validator.
     train, held_out, observed, time_weights = _split_data(problem, selection.validation, key)
     h_min, h_max = _bandwidth_range(objective, train, observed, problem.dtype)
     optimizer, spans_steps = schedule.build()
-    plan = _StepPlan(sampling.num_paths, sampling.batch_size, problem.num_steps, route, observed, time_weights)
+    plan = _StepPlan(sampling.num_paths, sampling.batch_size, problem.num_steps, route, observed, time_weights,
+                     path_cost)  # fmt: skip
     train_step = functools.partial(_train_step, initial=problem.initial, objective=objective, optimizer=optimizer,
                                    plan=plan)  # fmt: skip
     validate = _make_validator(problem, held_out, observed, selection.validation_samples, key)
