@@ -126,7 +126,7 @@ def select_kinetic(data, args) -> tuple[dict[float, float], list[dict]]:
     chosen = {}
     for k in map(float, LEFT_OUT):
         scores = {r["kinetic"]: r["w1"] for r in records if r["for_left_out"] == k and r["kinetic"] in args.kinetic}
-        chosen[k] = min(scores, key=scores.get)
+        chosen[k] = min(sorted(scores), key=scores.get)  # a tie goes to the weaker prior
     return chosen, records
 
 
@@ -207,12 +207,31 @@ def run_fits(data, kinetic: dict[float, float], args) -> tuple[list, tuple[int, 
     return records, (complete[0], pushed[complete[0]]) if complete else None, baselines
 
 
+def _prior_text(kinetic: dict, candidates: list[float]) -> str:
+    if not any(kinetic.values()):
+        return "none"
+    chosen = ", ".join(f"k = {k:g}: {w:g}" for k, w in kinetic.items())
+    if len(candidates) == 1:
+        return f"dkjax.Kinetic({candidates[0]:g}) for every k"
+    return (f"dkjax.Kinetic(weight), the weight chosen per left-out k from {sorted(candidates)} by the nested fits "
+            f"below ({chosen})")
+
+
+def selection_table(selection: list[dict]) -> str:
+    """One row per inner fit and left-out time it serves: the inner score at the time it leaves out."""
+    rows = [[f"{r['for_left_out']:g}", ", ".join(f"{t:g}" for t in r["fit_without"]), f"{r['scored_at']:g}",
+             f"{r['kinetic']:g}", f"{r['w1']:.3f}", f"{r['fit_cpu_s']:.0f}"]
+            for r in sorted(selection, key=lambda r: (r["for_left_out"], r["kinetic"]))]  # fmt: skip
+    return markdown_table(["for left-out k", "fitted without", "scored at", "kinetic weight", "W1",
+                           "fit s process CPU"], rows)  # fmt: skip
+
+
 def fits_table(records: list[dict]) -> str:
     """One row per fit: its score, its time and the step the validation kept."""
-    rows = [[r["seed"], f"{r['left_out']:g}", f"{r['w1']:.3f}", f"{r['fit_s']:.0f}", f"{r['fit_cpu_s']:.0f}",
-             r["best_step"], r["num_nonfinite"]] for r in records]  # fmt: skip
-    return markdown_table(["seed", "left out k", "W1", "fit s wall", "fit s process CPU", "step kept by validation",
-                           "non-finite pushed paths"], rows)  # fmt: skip
+    rows = [[r["seed"], f"{r['left_out']:g}", f"{r.get('kinetic', 0.0):g}", f"{r['w1']:.3f}", f"{r['fit_s']:.0f}",
+             f"{r['fit_cpu_s']:.0f}", r["best_step"], r["num_nonfinite"]] for r in records]  # fmt: skip
+    return markdown_table(["seed", "left out k", "kinetic weight", "W1", "fit s wall", "fit s process CPU",
+                           "step kept by validation", "non-finite pushed paths"], rows)  # fmt: skip
 
 
 def main():
@@ -246,17 +265,19 @@ def main():
     else:
         kinetic, selection = {float(k): args.kinetic[0] for k in LEFT_OUT}, []
     records, pushed, baselines = run_fits(data, kinetic, args)
-    w1 = np.array([[r["w1"] for r in records if r["seed"] == s] for s in range(args.seeds)])   # (seeds, 3)
+    seeds = range(args.first_seed, args.seeds)
+    w1 = np.array([[r["w1"] for r in records if r["seed"] == s] for s in seeds])   # (seeds, 3)
     means = w1.mean(axis=1)
     fit_s = {k: [float(np.mean([r[name] for r in records if r["left_out"] == k])) for name in ("fit_s", "fit_cpu_s")]
              for k in map(float, LEFT_OUT)}  # fmt: skip
-    spread = f" +- {means.std():.3f}" if args.seeds > 1 else ""
+    spread = f" +- {means.std():.3f}" if len(seeds) > 1 else ""
     rows = [[name, f"{m:.3f}" + (f" +- {s:.3f}" if s is not None else ""), "-", "-", "-", "-"]
             for name, m, s in PUBLISHED]  # fmt: skip
     for name, index in (("no motion (cells of t - 1)", 0), ("exact OT midpoint of t - 1, t + 1", 1)):
         per_k = [baselines[k][index] for k in map(float, LEFT_OUT)]
         rows.append([name, f"{np.mean(per_k):.3f}", *(f"{v:.3f}" for v in per_k), "-"])
-    rows.append([f"DK-SDE NeuralSDE.for_snapshots ({args.seeds} seed(s))", f"{means.mean():.3f}{spread}",
+    prior = " + Kinetic" if any(kinetic.values()) else ""
+    rows.append([f"DK-SDE NeuralSDE.for_snapshots{prior} ({len(seeds)} seed(s))", f"{means.mean():.3f}{spread}",
                  *(f"{v:.3f}" for v in w1.mean(axis=0)),
                  " / ".join(f"{wall:.0f} ({cpu:.0f})" for wall, cpu in fit_s.values())])  # fmt: skip
     table = markdown_table(["method", "mean W1 (k = 1, 2, 3)", "W1 k = 1", "W1 k = 2", "W1 k = 3",
@@ -266,7 +287,8 @@ def main():
                f"{args.paths} paths, {args.steps_per_unit} Euler-Maruyama steps per unit on [0, 4]; model selection "
                f"by fit's validation on {args.validation:.0%} of each training time's cells (the left-out time is "
                f"used only for the score); push-forward of all cells of t - 1, exact W1 (POT emd2) against all "
-               f"cells at t; seeds 0..{args.seeds - 1}; published rows: [SF]2M (arXiv 2307.03672) Table 4")
+               f"cells at t; seeds {seeds.start}..{seeds.stop - 1}; published rows: [SF]2M (arXiv 2307.03672) "
+               f"Table 4; path prior: {_prior_text(kinetic, args.kinetic)}")
     if pushed is None:  # every fit resumed from a log whose pushed cells stayed on another machine
         fig = "not drawn (no seed's pushed cells are on disk)"
     else:
@@ -275,8 +297,10 @@ def main():
         fig = figure(args.out / "pushed.png", data, cells, scores, figure_seed)
         fig = Path(fig).name if fig else "not drawn (matplotlib missing)"  # beside results.md, not a machine's path
     payload = {"setting": setting, "records": records, "mean_w1_per_seed": means, "baselines": baselines,
-               "published": PUBLISHED, "figure": fig}  # fmt: skip
+               "published": PUBLISHED, "figure": fig, "kinetic": kinetic, "selection": selection}  # fmt: skip
     text = f"{setting}\n\n{table}\n\nEach fit:\n\n{fits_table(records)}\n\nFigure: {fig}"
+    if selection:
+        text += f"\n\nThe nested choice of the kinetic weight (seed 0; time k never enters):\n\n{selection_table(selection)}"
     write_results(args.out, to_json(payload), text, "Trajectory inference: embryoid body, leave one time out")
 
 
