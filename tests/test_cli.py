@@ -13,6 +13,7 @@ import pytest
 
 import dkjax
 import dkjax._generative._state
+import dkjax._generative._train
 from dkjax._cli._main import main
 from dkjax._cli._config import applicable, defaults, dump_config, train_config
 from dkjax._generative._plots import loss_figure, samples_figure
@@ -281,6 +282,7 @@ def test_loss_plot_legends_cover_no_tick_labels_and_mark_the_kept_step():
         ("[train]\nkernel_rate = \"fast\"\n", [], "train.kernel_rate must be \"auto\" or"),
         ("[train]\nvalidation_fraction = 1.0\n", [], "train.validation_fraction must be a number in [0, 1)"),
         ("[train]\npatience = -1\n", [], "train.patience must be an integer >= 0"),
+        ("[train]\nkinetic = -0.5\n", [], "train.kinetic must be a number >= 0 (0: no path prior)"),
         ("[model]\nstate_dependent = 1\n", [], "model.state_dependent must be true or false"),
         ("[data]\nname = \"mnist\"\n", [], "data.name must be one of"),
         ("[data]\nstandardize = \"yes\"\n", [], "data.standardize must be \"auto\""),
@@ -301,6 +303,21 @@ def test_config_errors_fail_before_training(tmp_path, capsys, contents, override
         args += ["--set", override]
     assert match in _error(capsys, args)
     assert not (tmp_path / "run").exists()
+
+
+def test_train_kinetic_reaches_fit_as_a_path_cost(tiny_config, tmp_path, monkeypatch):
+    given = []
+
+    def fit(*args, **kwargs):
+        given.append(kwargs["path_cost"])
+        raise KeyboardInterrupt  # stop before any training
+
+    monkeypatch.setattr(dkjax._generative._train, "fit", fit)
+    for value, expected in (("0", None), ("0.25", dkjax.Kinetic(0.25))):
+        with pytest.raises(KeyboardInterrupt):
+            main(["train", "--config", str(tiny_config), "--set", f"train.kinetic={value}", "--out",
+                  str(tmp_path / f"run{value}"), "--quiet"])  # fmt: skip
+        assert given[-1] == expected
 
 
 def test_missing_config_file(tmp_path, capsys):

@@ -167,6 +167,9 @@ SCHEMA: dict[str, dict[str, _Key]] = {
             "all", (str, int), lambda v: v == "all" or (not isinstance(v, str) and v >= 1), '"all" or an integer >= 1'
         ),
         "patience": _Key(0, (int,), lambda v: v >= 0, "an integer >= 0 (0: never stop early)"),
+        "kinetic": _Key(
+            0.0, (int, float), lambda v: math.isfinite(v) and v >= 0, "a number >= 0 (0: no path prior)"
+        ),  # fmt: skip
         "checkpoint_every": _positive_int(100),
         "seed": _Key(2, (int,), lambda v: v >= 0, "an integer >= 0"),
         "dtype": _choice("float32", ("float32", "float64")),

@@ -30,6 +30,7 @@ def _fit(config, plan: _Plan, data: _Data, scaling, run_dir: Path, resume: bool,
     import jax.random as jr
 
     from .._generative._model import GenerativeModel
+    from .._generative._path_cost import Kinetic
     from .._generative._train import fit
     from .._generative._settings import TrainSettings
 
@@ -48,6 +49,7 @@ def _fit(config, plan: _Plan, data: _Data, scaling, run_dir: Path, resume: bool,
         validation=float(cfg["validation_fraction"]) or None, patience=cfg["patience"] or None,
         bandwidth=_auto(cfg["bandwidth"]), min_bandwidth=_auto(cfg["min_bandwidth"]),
         path_chunk=None if cfg["path_chunk"] == "all" else cfg["path_chunk"],
+        path_cost=Kinetic(float(cfg["kinetic"])) if cfg["kinetic"] else None,
         checkpoint_dir=run_dir / "checkpoints", checkpoint_every=cfg["checkpoint_every"], resume=resume,
         metrics_file=run_dir / "metrics.jsonl", progress=progress,
     )  # fmt: skip
