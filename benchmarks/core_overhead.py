@@ -123,8 +123,10 @@ def step_profile(num_paths: int = 1024) -> list[dict]:
 
     One step, not a scan (XLA counts a loop's body once): the plain Euler-Maruyama step; the
     DK step's transition alone (states and scores, no parameter response); the training
-    step (transition plus one weighted reverse pass in the parameters); the estimator's step
-    (per-path responses); and the KL objective's weights for the batch (once per training step).
+    step (transition plus one weighted reverse pass in the parameters); the same with the
+    kinetic path prior (``fit(path_cost=dkjax.Kinetic(...))``: its pathwise gradient at the
+    step's states, and the cost recorded in the first pass); the estimator's step (per-path
+    responses); and the KL objective's weights for the batch (once per training step).
     """
     import dataclasses
 
@@ -144,9 +146,14 @@ def step_profile(num_paths: int = 1024) -> list[dict]:
         ids, dt, n = path_ids_for(num_paths, 0), jnp.asarray(0.02, x.dtype), jnp.int32(3)
         weights = StepWeights(jnp.ones((num_paths, 1), x.dtype), jnp.asarray([50], jnp.int32))
 
-        def dk_step(p, plan=plan, weights=weights):
-            step = DivergenceKernelStep(p, static, MatrixFree(), ConstantRate(2.0), 0.0, plan, weights)
+        def dk_step(p, plan=plan, weights=weights, running_cost=None):
+            step = DivergenceKernelStep(p, static, MatrixFree(), ConstantRate(2.0), 0.0, plan, weights, running_cost)
             return step(n, n * dt, dt, step_key(jax.random.key(2), n), ids, carry)
+
+        kinetic = dkjax.Kinetic(1.0)
+        with_cost = StepWeights(weights.c, weights.steps, jnp.full((num_paths,), 1.0 / num_paths, x.dtype))
+        # The first pass records the cost at each step's own states, as fit's recorder does.
+        em_and_cost = lambda p: (em(p), jax.vmap(lambda x_: kinetic(eqx.combine(p, static), n * dt, x_))(x))
 
         em = lambda p: EulerMaruyama(eqx.combine(p, static), plan.noise_dim)(n, n * dt, dt, step_key(jax.random.key(2), n), ids, x)
         kl = dkjax.KL()
@@ -154,6 +161,9 @@ def step_profile(num_paths: int = 1024) -> list[dict]:
             "EM step": _flops(em, params),
             "DK transition (states, scores)": _flops(partial(dk_step, plan=dataclasses.replace(plan, divergence_response=False)), params),
             "DK training step (+ weighted parameter pass)": _flops(dk_step, params),
+            "DK training step with dkjax.Kinetic (+ its pathwise gradient)": _flops(
+                partial(dk_step, weights=with_cost, running_cost=kinetic), params),
+            "EM step recording dkjax.Kinetic's cost (first pass)": _flops(em_and_cost, params),
             "DK estimator step (+ per-path responses)": _flops(partial(dk_step, weights=None), params),
             "KL weights of the batch (once per training step)": _flops(lambda y: kl.weights(y, data, jax.random.key(7), 0.05, 4.0)[1], x),
         }  # fmt: skip

@@ -223,8 +223,8 @@ MUTATIONS = [
     _mutation(
         "point_mass_first_step_response_dropped",
         "from a point mass the first (kernel) step adds no response",
-        [(STEP, "DivergenceKernelStep(params, static, jacobian, None, 1.0, kernel_plan, weights)",
-          "DivergenceKernelStep(params, static, jacobian, None, 0.0, kernel_plan, weights)")],
+        [(STEP, "DivergenceKernelStep(params, static, jacobian, None, 1.0, kernel_plan, weights, running_cost)",
+          "DivergenceKernelStep(params, static, jacobian, None, 0.0, kernel_plan, weights, running_cost)")],
         [EST + "test_kernel_response_general_noise_from_a_point_mass"],
     ),
     _mutation(
@@ -307,8 +307,8 @@ MUTATIONS = [
     _mutation(
         "two_pass_padding_weighted",
         "two-pass replay in chunks: the padding paths get weight one instead of zero",
-        [(GRADIENT, "chunks.append(chunked(c, jnp.zeros((padding,) + c.shape[1:], c.dtype)))",
-          "chunks.append(chunked(c, jnp.ones((padding,) + c.shape[1:], c.dtype)))")],
+        [(GRADIENT, "chunks += [chunked(w, jnp.zeros((padding,) + w.shape[1:], w.dtype)) for w in inputs[3:]]",
+          "chunks += [chunked(w, jnp.ones((padding,) + w.shape[1:], w.dtype)) for w in inputs[3:]]")],
         [OBJ + "test_gradient_routes_agree"],
     ),
     _mutation(
@@ -649,13 +649,14 @@ MUTATIONS += [
         "path_cost_padded_paths_count",
         "the zero-weight paths that pad the last replay chunk carry the running cost's pathwise gradient",
         [(GRADIENT, "chunks += [chunked(w, jnp.zeros((padding,) + w.shape[1:], w.dtype)) for w in inputs[3:]]",
-          "chunks += [chunked(w, jnp.repeat(w[:1], padding, axis=0)) for w in inputs[3:]]")],
+          "chunks += [chunked(c, jnp.zeros((padding,) + c.shape[1:], c.dtype)), "
+          "chunked(running, jnp.repeat(running[:1], padding))]")],
         [PATH + "test_kinetic_replay_in_chunks_equals_one_replay"],
     ),
     _mutation(
         "path_cost_costs_recorded_one_step_late",
-        "the recorder files the cost of X_{n+1} under step n + 2",
-        [("dkjax/_engine/_simulate.py", "costs = costs.at[n + 1].set(", "costs = costs.at[n + 2].set(")],
+        "the recorder files the cost of X_n under step n + 1",
+        [("dkjax/_engine/_simulate.py", "costs.at[n].set(cost)", "costs.at[n + 1].set(cost)")],
         [PATH + "test_kinetic_gradient_matches_the_exact_chain"],
     ),
 ]

@@ -119,18 +119,29 @@ def record_states(sde, x0, t0, t1, key, num_steps, steps, path_offset=0):
     return recorded, x
 
 
+class _StatesAndCosts(AbstractStep):
+    """The EM step handing the fold the new states and ``cost(t_n, X_n)`` of the states it started from.
+
+    The cost at the step's own states shares the drift the update evaluates there.
+    """
+
+    step: EulerMaruyama
+    cost: object
+
+    def __call__(self, n, t, dt, key_n, path_ids, x):
+        x_next, _ = self.step(n, t, dt, key_n, path_ids, x)
+        return x_next, (x_next, self.cost(t, x))
+
+
 class _RecordCosts(AbstractFold):
-    """``_RecordAt`` that also keeps ``cost(t_n, X_n)`` of every path at every step ``n``."""
+    """``_RecordAt`` that also keeps every path's cost at every step."""
 
     at: _RecordAt
-    cost: object
-    t0: Array
-    dt: Array
 
-    def update(self, acc, n, x):
+    def update(self, acc, n, output):
         recorded, costs = acc
-        costs = costs.at[n + 1].set(self.cost(self.t0 + (n + 1) * self.dt, x))
-        return self.at.update(recorded, n, x), costs
+        x_next, cost = output
+        return self.at.update(recorded, n, x_next), costs.at[n].set(cost)
 
 
 def record_states_and_costs(sde, x0, t0, t1, key, num_steps, steps, cost):
@@ -142,13 +153,12 @@ def record_states_and_costs(sde, x0, t0, t1, key, num_steps, steps, cost):
     t0, dt = time_grid(t0, t1, num_steps, x0.dtype)
     _, noise_dim = noise_dimension(sde, t0, x0[0])
     at = _RecordAt(jnp.asarray(steps, jnp.int32))
-    costs = jnp.zeros((num_steps + 1, x0.shape[0]), x0.dtype).at[0].set(cost(t0, x0))
-    acc = (jnp.zeros((at.steps.shape[0],) + x0.shape, x0.dtype), costs)
-    step = _StatesOut(EulerMaruyama(sde, noise_dim))
+    acc = (jnp.zeros((at.steps.shape[0],) + x0.shape, x0.dtype), jnp.zeros((num_steps, x0.shape[0]), x0.dtype))
+    step = _StatesAndCosts(EulerMaruyama(sde, noise_dim), cost)
     path_ids = path_ids_for(x0.shape[0], 0)
-    x, (recorded, costs) = drive(step, _RecordCosts(at, cost, t0, dt), x0, acc, path_ids=path_ids, t0=t0, dt=dt,
-                                 key=key, first=0, stop=num_steps)  # fmt: skip
-    return recorded, costs[:num_steps], x
+    x, (recorded, costs) = drive(step, _RecordCosts(at), x0, acc, path_ids=path_ids, t0=t0, dt=dt, key=key, first=0,
+                                 stop=num_steps)  # fmt: skip
+    return recorded, costs, x
 
 
 @eqx.filter_jit
