@@ -293,7 +293,7 @@ def main():
         fig = "not drawn (no seed's pushed cells are on disk)"
     else:
         figure_seed, cells = pushed
-        scores = {k: w1[figure_seed, i] for i, k in enumerate(map(float, LEFT_OUT))}
+        scores = {k: w1[seeds.index(figure_seed), i] for i, k in enumerate(map(float, LEFT_OUT))}
         fig = figure(args.out / "pushed.png", data, cells, scores, figure_seed)
         fig = Path(fig).name if fig else "not drawn (matplotlib missing)"  # beside results.md, not a machine's path
     payload = {"setting": setting, "records": records, "mean_w1_per_seed": means, "baselines": baselines,
