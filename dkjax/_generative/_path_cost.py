@@ -77,7 +77,8 @@ def path_costs(path_cost: AbstractPathCost, sde: AbstractSDE, t: Scalar, x: Stat
     return jax.vmap(lambda x_: path_cost(sde, t, x_))(x)
 
 
-def check_path_cost(path_cost) -> None:
-    """Raises unless ``path_cost`` is ``None`` or a ``dkjax.AbstractPathCost``."""
+def check_path_cost(path_cost) -> "AbstractPathCost | None":
+    """``path_cost`` itself; raises unless it is ``None`` or a ``dkjax.AbstractPathCost``."""
     if path_cost is not None and not isinstance(path_cost, AbstractPathCost):
         raise TypeError(f"path_cost must be a dkjax.AbstractPathCost or None; got {type(path_cost).__name__}.")
+    return path_cost

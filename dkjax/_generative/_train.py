@@ -216,13 +216,15 @@ def _bandwidth_range(objective: AbstractObjective, train, observed, dtype):
     return tuple(tuple(jnp.asarray(r[i], dtype) for r in ranges) for i in (0, 1))
 
 
-def _start(params, optimizer, control, output: Output, steps: int, spans_steps: bool) -> TrainState:
-    """The state before the first step, or the latest checkpoint's when ``output`` asks to resume."""
+def _start(sde, optimizer, control, output: Output, steps: int, spans_steps: bool) -> tuple[TrainState, object]:
+    """``(state, static)``: the state before the first step (or the latest checkpoint's when ``output``
+    asks to resume) and the model's non-trained part."""
+    params, static = eqx.partition(sde, eqx.is_inexact_array)
     state = TrainState.start(params, optimizer, control.start())
     if output.resume and state.restore(output.checkpoint_dir, control, steps, schedule_spans_steps=spans_steps):
         if output.progress and jax.process_index() == 0:
             print(f"dkjax fit: resuming from step {state.step} of {output.checkpoint_dir}", flush=True)
-    return state
+    return state, static
 
 
 def _finish(state: TrainState, callbacks, keep_going: bool, patience) -> None:
@@ -430,8 +432,7 @@ def fit(
     selection = Selection(validation, validate_every, validation_samples, patience)
     output = Output(checkpoint_dir, checkpoint_every, resume, metrics_file, progress)
     objective = as_objective(objective, ess_target, bandwidth, min_bandwidth)
-    check_path_cost(path_cost)
-    route = as_gradient(gradient, lean_threshold, path_chunk).resolve(sde, path_cost)
+    route = as_gradient(gradient, lean_threshold, path_chunk).resolve(sde, check_path_cost(path_cost))
 
     # data and key -> training and held-out points -> the compiled step (fixed by its plan) and the validator.
     train, held_out, observed, time_weights = _split_data(problem, selection.validation, key)
@@ -443,9 +444,8 @@ def fit(
                                    plan=plan)  # fmt: skip
     validate = _make_validator(problem, held_out, observed, selection.validation_samples, key)
 
-    params, static = eqx.partition(sde, eqx.is_inexact_array)
     control = sampling.rate_control()
-    state = _start(params, optimizer, control, output, steps, spans_steps)
+    state, static = _start(sde, optimizer, control, output, steps, spans_steps)
     _train_loop(state, static, train_step, (train, key, h_min, h_max, problem.times(problem.dtype)),
                 sampling.pilot(problem, key, control), validate, make_callbacks(state, steps, output), steps=steps,
                 selection=selection)  # fmt: skip
