@@ -635,8 +635,8 @@ MUTATIONS += [
     _mutation(
         "path_cost_response_dropped",
         "the running cost enters the loss and its pathwise gradient but not the path weights",
-        [(GRADIENT, "weights = jnp.concatenate([jax.lax.stop_gradient(c), running]).T",
-          "weights = jnp.concatenate([jax.lax.stop_gradient(c), 0.0 * running]).T")],
+        [(GRADIENT, "weights = jnp.concatenate([objective.c, running.T], axis=1)",
+          "weights = jnp.concatenate([objective.c, 0.0 * running.T], axis=1)")],
         [PATH + "test_kinetic_gradient_matches_the_exact_chain"],
     ),
     _mutation(

@@ -137,13 +137,14 @@ class TwoPassGradient(AbstractGradient):
                  path_cost=None):  # fmt: skip
         if path_cost is None:
             states, x_final = record_states(sde, x0, t0, t1, key, num_steps, observed)
-            loss, c, aux = per_time(states)
-            step_weights = StepWeights(jax.lax.stop_gradient(c).T, jnp.asarray(observed, jnp.int32))
         else:
             cost = lambda t, x: path_costs(path_cost, sde, t, x)
             states, costs, x_final = record_states_and_costs(sde, x0, t0, t1, key, num_steps, observed, cost)
-            loss, c, aux = per_time(states)
-            running_loss, step_weights = _with_running_cost(c, observed, costs, time_grid(t0, t1, num_steps, x0.dtype)[1])
+        loss, c, aux = per_time(states)
+        step_weights = StepWeights(jax.lax.stop_gradient(c).T, jnp.asarray(observed, jnp.int32))
+        if path_cost is not None:
+            dt = time_grid(t0, t1, num_steps, x0.dtype)[1]
+            running_loss, step_weights = _with_running_cost(step_weights, costs, dt)
             loss = loss + running_loss
         grad = weighted_replay(sde, x0, score0, step_weights, t1=t1, num_steps=num_steps, key=key,
                                kernel_rate=kernel_rate, t0=t0, mode=mode, path_chunk=self.path_chunk,
@@ -151,8 +152,8 @@ class TwoPassGradient(AbstractGradient):
         return loss, grad, aux, x_final
 
 
-def _with_running_cost(c, observed, costs, dt) -> tuple[Scalar, StepWeights]:
-    """The running cost's value and the step weights of the objective and the cost together.
+def _with_running_cost(objective: StepWeights, costs, dt) -> tuple[Scalar, StepWeights]:
+    """The running cost's value, and the objective's step weights with the cost's joined to them.
 
     ``costs`` ``(N, M)`` are ``phi(t_n, X_n)``; the value is ``sum_n dt mean_m phi``. Every
     step ``n >= 1`` is an observation with weights ``dt (phi_n - mean phi_n) / M``: the mean
@@ -163,8 +164,8 @@ def _with_running_cost(c, observed, costs, dt) -> tuple[Scalar, StepWeights]:
     costs = jax.lax.stop_gradient(costs)
     value = dt * jnp.sum(jnp.mean(costs, axis=1))
     running = dt * (costs[1:] - jnp.mean(costs[1:], axis=1, keepdims=True)) / num_paths
-    weights = jnp.concatenate([jax.lax.stop_gradient(c), running]).T
-    steps = jnp.concatenate([jnp.asarray(observed, jnp.int32), jnp.arange(1, num_steps, dtype=jnp.int32)])
+    weights = jnp.concatenate([objective.c, running.T], axis=1)
+    steps = jnp.concatenate([objective.steps, jnp.arange(1, num_steps, dtype=jnp.int32)])
     return value, StepWeights(weights, steps, jnp.full((num_paths,), 1.0 / num_paths, costs.dtype))
 
 
