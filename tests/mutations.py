@@ -293,6 +293,26 @@ MUTATIONS = [
         [OBJ + "test_kl_gradient_matches_exact_smoothed_likelihood"],
     ),
     _mutation(
+        "jackknife_leave_one_out_sum_wrong",
+        "KL jackknife: each coefficient subtracts the whole row's leave-one-out sum, its own term included",
+        [(METRICS, "off_max = w * (1.0 + shrink * (1.0 - others + u)) - shrink * w_max * v",
+          "off_max = w * (1.0 + shrink * (1.0 - others)) - shrink * w_max * v")],
+        [OBJ + "test_jackknife_coefficients_equal_the_leave_one_out_formula"],
+    ),
+    _mutation(
+        "jackknife_others_divided_by_underflowed_sum",
+        "KL jackknife: the weights without the largest formed as w / (sum of the others), 0 / 0 when they underflow",
+        [(METRICS, "v = jax.nn.softmax(jnp.where(is_max, -jnp.inf, logits), axis=1)",
+          "v = w / jnp.sum(jnp.where(is_max, 0.0, w), axis=1, keepdims=True)")],
+        [OBJ + "test_jackknife_coefficients_equal_the_leave_one_out_formula"],
+    ),
+    _mutation(
+        "kl_ignores_jackknife_flag",
+        "KL module: its jackknife setting never reaches the weights",
+        [(OBJECTIVE, "loss, c, ess = kl_weights(x, data, h, key, self.jackknife)", "loss, c, ess = kl_weights(x, data, h, key)")],
+        [OBJ + "test_kl_module_jackknifes_by_default_and_checks_its_flag"],
+    ),
+    _mutation(
         "energy_distance_biased_self_term",
         "energy distance: E|X - X'| averaged over m^2 pairs (self-pairs included) instead of m(m - 1)",
         [(METRICS, "jnp.sum(to_x) / (m * (m - 1))", "jnp.sum(to_x) / (m * m)")],

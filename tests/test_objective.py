@@ -1,5 +1,7 @@
 """Objectives of DK-SDE training: both gradient routes agree, and the gradient is the right one."""
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -319,3 +321,77 @@ def test_energy_weights_are_unbiased_for_a_handful_of_paths(dtype):
     estimates = jax.vmap(estimate)(jr.split(jr.key(3), 40_000))
     assert estimates.dtype == dtype
     assert_unbiased(estimates, exact, scale=abs(exact), max_rel_se=0.02, label=str(dtype))
+
+
+def test_jackknife_coefficients_equal_the_leave_one_out_formula():
+    """Per row: ``n R - (n - 1) mean_i R_{-i}`` written out, rows summing to one, and dominated rows finite.
+
+    A row whose largest logit leads by 30 has the other weights near 1e-13: 1 - w formed by
+    subtraction keeps only a few digits of them. Leading by 200, float32 rounds them to zero
+    (0 / 0 in the plain formula); the result must then be the limit
+    ``(2 - 1/n) e_k - (1 - 1/n) v``, with ``v`` the softmax of the other logits.
+    """
+    n = 7
+    logits = jr.normal(jr.key(0), (3, n), F64) * jnp.array([[0.3], [2.0], [1.0]])
+    rest = jr.normal(jr.key(3), (n,), F64)
+    dominated = jnp.stack([rest.at[2].add(30.0), rest.at[2].add(200.0)])
+    eta = jr.normal(jr.key(1), (n,), F64)
+
+    def jackknife(row):
+        w = jax.nn.softmax(row)
+        left_out = [jax.nn.softmax(jnp.delete(row, i)) @ jnp.delete(eta, i) for i in range(n)]
+        return n * (w @ eta) - (n - 1) * jnp.mean(jnp.stack(left_out))
+
+    limit = ((2 * n - 1) * eta[2] - (n - 1) * jax.nn.softmax(jnp.delete(rest, 2)) @ jnp.delete(eta, 2)) / n
+    jackknife_coefficients = dkjax._generative._metrics.jackknife_coefficients
+    for dtype, rtol in ((F64, 1e-10), (F32, 2e-5)):
+        rows = jnp.concatenate([logits, dominated]).astype(dtype)
+        coefficients = jackknife_coefficients(rows)
+        assert coefficients.dtype == dtype and np.all(np.isfinite(coefficients))
+        np.testing.assert_allclose(coefficients.sum(1), 1.0, rtol=rtol)
+        np.testing.assert_allclose(coefficients[:3] @ eta.astype(dtype), [jackknife(row) for row in logits], rtol=rtol)
+        np.testing.assert_allclose(coefficients[3:] @ eta.astype(dtype), [limit, limit], rtol=max(rtol, 1e-12 * n))
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_jackknife_cancels_the_ratio_bias_that_narrows_the_model(dtype):
+    """Model N(0, s^2 I) at the data law N(0, I): the exact smoothed-KL gradient in s is zero.
+
+    The exact score ``d/ds log p_s(X) = |Z|^2 - d`` at ``s = 1`` stands in for the DK response,
+    so only the weights are judged: 512 paths, 128 data points, the ESS rule at 32, 300 seeds.
+    The self-normalised weights' gradient is positive (a descent narrows the model): measured
+    in 2-D +0.043 +- 0.010 and in 5-D +0.216 +- 0.011, where the jackknife gives +0.009 +- 0.011
+    and +0.089 +- 0.013. It cancels the leading order; the 5-D remainder comes from the heavy
+    tail of data points that few paths reach.
+    """
+    seeds = jr.split(jr.key(0), 300)
+
+    @functools.partial(jax.jit, static_argnums=1)
+    def gradients(key, dim):
+        z = jr.normal(jr.fold_in(key, 0), (512, dim), dtype)
+        data = jr.normal(jr.fold_in(key, 1), (128, dim), dtype)
+        score = jnp.sum(z**2, axis=1) - dim
+        h = ess_bandwidth(data, z, 32.0, 0.05, 4.0)
+        plain, jackknifed = (kl_weights(z, data, h, jr.fold_in(key, 2), jk)[1] for jk in (False, True))
+        return plain @ score, jackknifed @ score
+
+    for dim in (2, 5):
+        estimates = [np.asarray(g, np.float64) for g in jax.lax.map(lambda k: gradients(k, dim), seeds, batch_size=50)]
+        (p, p_se), (j, j_se) = ((g.mean(), g.std(ddof=1) / np.sqrt(len(g))) for g in estimates)
+        assert p_se < 0.015 and j_se < 0.016, (dim, p_se, j_se)  # a useless estimator cannot pass
+        if dim == 2:
+            assert p > 3 * p_se and abs(j) < 3 * j_se, (p, p_se, j, j_se)
+        else:
+            assert p > 10 * p_se and 3 * j_se < j < 0.6 * p, (p, p_se, j, j_se)
+
+
+def test_kl_module_jackknifes_by_default_and_checks_its_flag():
+    x = jr.normal(jr.key(0), (64, 2))
+    data = jr.normal(jr.key(1), (32, 2)) * 1.5
+    key = jr.key(2)
+    for objective, jackknife in ((dkjax.KL(bandwidth=0.4), True), (dkjax.KL(bandwidth=0.4, jackknife=False), False)):
+        _, c, (_, h) = objective.weights(x, data, key, *objective.bandwidth_range(data))
+        np.testing.assert_array_equal(c, kl_weights(x, data, h, key, jackknife)[1])
+    assert dkjax.TRAIN_DEFAULTS.objective == "kl" and dkjax._generative._objective.as_objective("kl").jackknife
+    with pytest.raises(TypeError, match="jackknife must be True or False"):
+        dkjax.KL(jackknife=1)

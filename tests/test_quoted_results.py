@@ -243,8 +243,16 @@ def _snapshots_quotes() -> list[tuple[str, list[float]]]:
              [plain_mean, plain_std, *plain_k])]  # fmt: skip
 
 
+def _method_quotes() -> list[tuple[str, list[float]]]:
+    dims = json.loads((RESULTS / "kl_ratio_bias" / "results.json").read_text())["dims"]
+    zeros = lambda kind: [dims[d][f"zero_{kind}"] for d in ("2", "5", "10")]
+    return [("at `s = #` in 2 dimensions, `#` in 5 and `#` in 10.", zeros("plain")),
+            ("(the zeros move to `#`, `#` and `#`)", zeros("jackknife"))]  # fmt: skip
+
+
 QUOTES = {
     "README.md": lambda: _readme_quotes() + _readme_trajectory_quotes(),
+    "docs/method.md": _method_quotes,
     "docs/scaling.md": _scaling_quotes,
     "docs/guide.md": _guide_quotes,
     "docs/snapshots.md": _snapshots_quotes,

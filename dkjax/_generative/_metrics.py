@@ -108,12 +108,39 @@ def energy_distance(x: Samples, y: Float[Array, "m d"]) -> Scalar:
     return energy_terms(x, y)[0].astype(x.dtype)
 
 
-def kde_sums(y: Samples, x: Float[Array, "m d"], bandwidth: Scalar) -> dict:
+def jackknife_coefficients(logits: Float[Array, "j m"]) -> Float[Array, "j m"]:
+    """Per row, the coefficients ``a_m`` of the jackknifed self-normalised ratio ``sum_m a_m eta_m``.
+
+    Row ``w = softmax(logits)`` estimates ``E[K eta] / E[K]`` by ``R = sum_m w_m eta_m``, biased
+    by ``O(1 / ESS)``. The jackknife ``n R - (n - 1) mean_i R_{-i}`` cancels that order; since
+    ``R - R_{-i} = w_i (eta_i - R) / (1 - w_i)`` it is linear in ``eta``, with
+    ``a_m = w_m (1 + (n - 1) / n (1 - sum_{i != m} w_i / (1 - w_i)))``, summing to one.
+    A row's largest weight ``w_k`` may be ``1`` to rounding, its complement ``0`` and its term
+    infinite; its product with the other ``w_m`` is formed as ``w_k v_m``, ``v`` the row's
+    weights without ``k``, taken from the logits, so the result is finite for any row (for a row
+    with one path in effect, ``a = (2 - 1/n) e_k - (1 - 1/n) v``).
+    """
+    n = logits.shape[1]
+    w = jax.nn.softmax(logits, axis=1)
+    if n == 1:
+        return w
+    is_max = jnp.arange(n) == jnp.argmax(logits, axis=1, keepdims=True)
+    v = jax.nn.softmax(jnp.where(is_max, -jnp.inf, logits), axis=1)
+    u = jnp.where(is_max, 0.0, w / (1.0 - w))  # w_i / (1 - w_i) off the maximum, where w_i <= 1/2
+    others = jnp.sum(u, axis=1, keepdims=True)
+    shrink = (n - 1) / n
+    w_max = jnp.sum(jnp.where(is_max, w, 0.0), axis=1, keepdims=True)
+    off_max = w * (1.0 + shrink * (1.0 - others + u)) - shrink * w_max * v
+    return jnp.where(is_max, w * (1.0 + shrink * (1.0 - others)), off_max)
+
+
+def kde_sums(y: Samples, x: Float[Array, "m d"], bandwidth: Scalar, *, jackknife: bool = False) -> dict:
     """Sums over the points ``y_j`` for the Gaussian KDE ``q_h`` of ``x``, one block of points at a time.
 
     Returns ``{"log_q": sum_j log q_h(y_j), "weights": sum_j w_j, "ess": sum_j 1 / |w_j|^2}``,
     ``w_jm = softmax_m(-|y_j - x_m|^2 / (2 h^2))`` being the Nadaraya-Watson weights of
-    ``y_j`` (shape ``(m,)`` summed over ``j``); under jit, XLA drops the entries not used.
+    ``y_j`` (shape ``(m,)`` summed over ``j``); with ``jackknife``, ``"weights"`` sums their
+    ``jackknife_coefficients`` instead. Under jit, XLA drops the entries not used.
     In at least float32 (see ``sum_over_row_blocks``).
     """
     num_samples, dim = x.shape
@@ -125,7 +152,7 @@ def kde_sums(y: Samples, x: Float[Array, "m d"], bandwidth: Scalar) -> dict:
         w = jnp.exp(logits - log_norm[:, None])
         return {
             "log_q": mask @ (log_norm + offset),
-            "weights": mask @ w,
+            "weights": mask @ (jackknife_coefficients(logits) if jackknife else w),
             "ess": mask @ (1.0 / jnp.sum(w**2, axis=1)),
         }
 

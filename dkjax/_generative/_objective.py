@@ -48,7 +48,7 @@ def ess_bandwidth(data: Float[Array, "j d"], x: States, ess_target: Scalar, h_mi
 
 
 def kl_weights(
-    x: States, data: Float[Array, "j d"], bandwidth: Scalar, key: Key
+    x: States, data: Float[Array, "j d"], bandwidth: Scalar, key: Key, jackknife: bool = False
 ) -> tuple[Scalar, Float[Array, " m"], Scalar]:
     """Smoothed negative log-likelihood ``L_h`` and its DK path weights.
 
@@ -56,14 +56,16 @@ def kl_weights(
     Gaussian kernel of standard deviation ``h`` on both sides (data jittered afresh by
     ``key``), so the minimiser is the data law for every ``h``. Weights:
     ``c_m = -(1/J) sum_j w_jm + 1/M``; the constant ``1/M`` is a baseline (``E[eta] = 0``)
-    that removes the common part of the responses without bias.
+    that removes the common part of the responses without bias. With ``jackknife``, each row's
+    ``w_j`` is replaced by its ``jackknife_coefficients``, which cancel the self-normalised
+    ratio's ``O(1 / ESS)`` bias; the baseline stays valid, since those also sum to one.
 
     Returns:
         ``(loss, c, mean_ess)``.
     """
     jittered = data + bandwidth * jr.normal(key, data.shape, data.dtype)
     num_data = data.shape[0]
-    sums = kde_sums(jittered, x, bandwidth)
+    sums = kde_sums(jittered, x, bandwidth, jackknife=jackknife)
     c = -sums["weights"] / num_data + 1.0 / x.shape[0]
     return tuple(v.astype(x.dtype) for v in (-sums["log_q"] / num_data, c, sums["ess"] / num_data))
 
@@ -161,14 +163,24 @@ class KL(AbstractObjective):
     mean effective sample size of at least ``ess_target``. The string ``objective="kl"`` is its
     shorthand, with ``fit``'s ``ess_target``, ``bandwidth`` and ``min_bandwidth``.
 
+    Each data point's pull on the paths is a self-normalised kernel average over the paths,
+    which is biased by about one over its effective sample size. The bias is towards a narrower
+    model: data in the tails, which few paths reach, pull less than they should. In a few
+    dimensions it is small; at fit's defaults in 10 dimensions it settles a model of the data's
+    own law at 0.90 of the data's spread. ``jackknife=True`` (the default) replaces each
+    average by its jackknife, which cancels the bias's leading order (0.95 there) at the cost
+    of a little more variance.
+
     Arguments:
         ess_target: the bandwidth rule's target mean effective sample size.
         bandwidth: a fixed kernel width, or ``None`` for the rule.
         min_bandwidth: the rule's lower end (``None``: 0.05 times the data's mean
             per-coordinate standard deviation).
+        jackknife: correct the self-normalised averages' leading-order bias.
 
     Raises:
         ValueError: ``ess_target``, ``bandwidth`` or ``min_bandwidth`` not a positive finite number.
+        TypeError: ``jackknife`` not a bool.
 
     Example:
         >>> objective = dkjax.KL(ess_target=16.0)  # pass it to dkjax.fit(objective=...)
@@ -177,19 +189,24 @@ class KL(AbstractObjective):
     """
 
     rule: BandwidthRule
+    jackknife: bool
 
-    def __init__(self, ess_target: float = TRAIN_DEFAULTS.ess_target, bandwidth=None, min_bandwidth=None):
+    def __init__(self, ess_target: float = TRAIN_DEFAULTS.ess_target, bandwidth=None, min_bandwidth=None,
+                 jackknife: bool = True):  # fmt: skip
         check_positive("ess_target", ess_target)
         check_positive("bandwidth", bandwidth, allow_none=True)
         check_positive("min_bandwidth", min_bandwidth, allow_none=True)
+        if not isinstance(jackknife, bool):
+            raise TypeError(f"jackknife must be True or False; got {jackknife!r}.")
         self.rule = BandwidthRule(ess_target, bandwidth, min_bandwidth)
+        self.jackknife = jackknife
 
     def bandwidth_range(self, points):
         return self.rule.range(points)
 
     def weights(self, x, data, key, h_min, h_max):
         h = self.rule(data, x, h_min, h_max)
-        loss, c, ess = kl_weights(x, data, h, key)
+        loss, c, ess = kl_weights(x, data, h, key, self.jackknife)
         return loss, c, (ess, h)
 
 
