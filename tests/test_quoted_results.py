@@ -237,7 +237,11 @@ def _readme_trajectory_quotes() -> list[tuple[str, list[float]]]:
 def _snapshots_quotes() -> list[tuple[str, list[float]]]:
     mean, std, per_k, midpoint = _trajectory()
     plain_mean, plain_std, plain_k, _ = _trajectory("no_prior")
-    return [("| DK-SDE `NeuralSDE.for_snapshots(5)` + `Kinetic(0.3)`, seeds 0 to 4 | # +- # | # | # | # |",
+    jackknife, _, jackknife_k, _ = _trajectory("jackknife_seed0")
+    seed0 = json.loads((RESULTS / "trajectory" / "results.json").read_text())["mean_w1_per_seed"][0]
+    return [("`Kinetic(0.3)` scores # (# / # / # for t = 1 / 2 / 3) against that seed's # before",
+             [jackknife, *jackknife_k, seed0]),
+            ("| DK-SDE `NeuralSDE.for_snapshots(5)` + `Kinetic(0.3)`, seeds 0 to 4 | # +- # | # | # | # |",
              [mean, std, *per_k]),
             ("| DK-SDE `NeuralSDE.for_snapshots(5)`, no path prior, seeds 0 to 4 | # +- # | # | # | # |",
              [plain_mean, plain_std, *plain_k])]  # fmt: skip
