@@ -73,7 +73,8 @@ def main(argv=None) -> dict:
                             "zero, jackknife"], rows)  # fmt: skip
     header = (f"Machine: {machine()}; {args.seeds} seeds, {paths} paths, {data} data points a step, ESS target "
               f"{dkjax.TRAIN_DEFAULTS.ess_target}; float32. The exact gradient is zero at s = 1.\n\n")  # fmt: skip
-    write_results(args.out, {"dims": results, "seeds": args.seeds}, header + table, "KL ratio bias: where training settles")
+    title = "KL ratio bias: where training settles"
+    write_results(args.out, {"dims": results, "seeds": args.seeds}, header + table, title)
     return results
 
 

@@ -108,11 +108,12 @@ def energy_distance(x: Samples, y: Float[Array, "m d"]) -> Scalar:
     return energy_terms(x, y)[0].astype(x.dtype)
 
 
-def jackknife_coefficients(logits: Float[Array, "j m"]) -> Float[Array, "j m"]:
+def jackknife_coefficients(logits: Float[Array, "j m"], w: Float[Array, "j m"]) -> Float[Array, "j m"]:
     """Per row, the coefficients ``a_m`` of the jackknifed self-normalised ratio ``sum_m a_m eta_m``.
 
-    Row ``w = softmax(logits)`` estimates ``E[K eta] / E[K]`` by ``R = sum_m w_m eta_m``, biased
-    by ``O(1 / ESS)``. The jackknife ``n R - (n - 1) mean_i R_{-i}`` cancels that order; since
+    Row ``w = softmax(logits)`` (the caller has it already) estimates ``E[K eta] / E[K]`` by
+    ``R = sum_m w_m eta_m``, biased by ``O(1 / ESS)``. The jackknife
+    ``n R - (n - 1) mean_i R_{-i}`` cancels that order; since
     ``R - R_{-i} = w_i (eta_i - R) / (1 - w_i)`` it is linear in ``eta``, with
     ``a_m = w_m (1 + (n - 1) / n (1 - sum_{i != m} w_i / (1 - w_i)))``, summing to one.
     A row's largest weight ``w_k`` may be ``1`` to rounding, its complement ``0`` and its term
@@ -121,7 +122,6 @@ def jackknife_coefficients(logits: Float[Array, "j m"]) -> Float[Array, "j m"]:
     with one path in effect, ``a = (2 - 1/n) e_k - (1 - 1/n) v``).
     """
     n = logits.shape[1]
-    w = jax.nn.softmax(logits, axis=1)
     if n == 1:
         return w
     is_max = jnp.arange(n) == jnp.argmax(logits, axis=1, keepdims=True)
@@ -129,7 +129,7 @@ def jackknife_coefficients(logits: Float[Array, "j m"]) -> Float[Array, "j m"]:
     u = jnp.where(is_max, 0.0, w / (1.0 - w))  # w_i / (1 - w_i) off the maximum, where w_i <= 1/2
     others = jnp.sum(u, axis=1, keepdims=True)
     shrink = (n - 1) / n
-    w_max = jnp.sum(jnp.where(is_max, w, 0.0), axis=1, keepdims=True)
+    w_max = jnp.max(w, axis=1, keepdims=True)
     off_max = w * (1.0 + shrink * (1.0 - others + u)) - shrink * w_max * v
     return jnp.where(is_max, w * (1.0 + shrink * (1.0 - others)), off_max)
 
@@ -152,7 +152,7 @@ def kde_sums(y: Samples, x: Float[Array, "m d"], bandwidth: Scalar, *, jackknife
         w = jnp.exp(logits - log_norm[:, None])
         return {
             "log_q": mask @ (log_norm + offset),
-            "weights": mask @ (jackknife_coefficients(logits) if jackknife else w),
+            "weights": mask @ (jackknife_coefficients(logits, w) if jackknife else w),
             "ess": mask @ (1.0 / jnp.sum(w**2, axis=1)),
         }
 

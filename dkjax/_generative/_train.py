@@ -208,6 +208,13 @@ def _split_data(problem: Problem, validation, key: Key):
     return snaps.points, None if held is None else (held.points, held.weights), observed, snaps.weights
 
 
+def _step_function(problem, sampling, route, observed, time_weights, path_cost, objective, optimizer):
+    """``_train_step`` with this fit's fixed settings bound: its plan, initial law, objective and optimiser."""
+    plan = _StepPlan(sampling.num_paths, sampling.batch_size, problem.num_steps, route, observed, time_weights,
+                     path_cost)  # fmt: skip
+    return functools.partial(_train_step, initial=problem.initial, objective=objective, optimizer=optimizer, plan=plan)
+
+
 def _bandwidth_range(objective: AbstractObjective, train, observed, dtype):
     """``(h_min, h_max)`` as arrays: of the one data array, or one pair per snapshot time."""
     if observed is None:
@@ -438,10 +445,7 @@ def fit(
     train, held_out, observed, time_weights = _split_data(problem, selection.validation, key)
     h_min, h_max = _bandwidth_range(objective, train, observed, problem.dtype)
     optimizer, spans_steps = schedule.build()
-    plan = _StepPlan(sampling.num_paths, sampling.batch_size, problem.num_steps, route, observed, time_weights,
-                     path_cost)  # fmt: skip
-    train_step = functools.partial(_train_step, initial=problem.initial, objective=objective, optimizer=optimizer,
-                                   plan=plan)  # fmt: skip
+    train_step = _step_function(problem, sampling, route, observed, time_weights, path_cost, objective, optimizer)
     validate = _make_validator(problem, held_out, observed, selection.validation_samples, key)
 
     control = sampling.rate_control()
