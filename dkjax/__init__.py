@@ -61,6 +61,9 @@ from ._generative._objective import Energy as Energy
 from ._generative._objective import KL as KL
 from ._generative._path_cost import AbstractPathCost as AbstractPathCost
 from ._generative._path_cost import Kinetic as Kinetic
+from ._generative._path_schedule import AbstractPathSchedule as AbstractPathSchedule
+from ._generative._path_schedule import ConstantPaths as ConstantPaths
+from ._generative._path_schedule import GrowingPaths as GrowingPaths
 from ._generative._gradient import AbstractGradient as AbstractGradient
 from ._generative._gradient import AutoGradient as AutoGradient
 from ._generative._gradient import PerPathGradient as PerPathGradient

@@ -413,6 +413,8 @@ MUTATIONS = [
 PROMISES = "tests/test_training_promises.py::"
 GEN, TRAIN_TESTS = "tests/test_generative.py::", "tests/test_train.py::"
 PATH = "tests/test_path_cost.py::"
+SCHED = "tests/test_path_schedule.py::"
+SCHEDULE = "dkjax/_generative/_path_schedule.py"
 TRAIN, STATE, POLICIES = "dkjax/_generative/_train.py", "dkjax/_generative/_state.py", "dkjax/_generative/_policies.py"
 MODEL, CALLBACKS = "dkjax/_generative/_model.py", "dkjax/_generative/_callbacks.py"
 
@@ -678,6 +680,25 @@ MUTATIONS += [
         "the recorder files the cost of X_n under step n + 1",
         [("dkjax/_engine/_simulate.py", "costs.at[n].set(cost)", "costs.at[n + 1].set(cost)")],
         [PATH + "test_kinetic_gradient_matches_the_exact_chain"],
+    ),
+    _mutation(
+        "growing_paths_share_proportional_to_paths",
+        "GrowingPaths: each stage's share of the steps grows with its path count instead of falling",
+        [(SCHEDULE, "inverse = [1.0 / n for n in counts]", "inverse = [float(n) for n in counts]")],
+        [SCHED + "test_growing_paths_stages_cost_the_same"],
+    ),
+    _mutation(
+        "growing_paths_last_step_below_final",
+        "GrowingPaths: a short run may end before its last stage, short of num_paths",
+        [(SCHEDULE, "* steps), steps - 1)", "* steps), steps)")],
+        [SCHED + "test_growing_paths_end_at_the_final_count_for_short_runs"],
+    ),
+    _mutation(
+        "fit_ignores_path_schedule",
+        "fit: every step simulates num_paths whatever the schedule",
+        [(TRAIN, "num_paths = sampling.path_schedule.num_paths(step, steps, sampling.num_paths)",
+          "num_paths = sampling.num_paths")],
+        [SCHED + "test_each_growing_stage_is_the_constant_fit_of_its_count"],
     ),
 ]
 

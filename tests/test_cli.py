@@ -16,6 +16,7 @@ import dkjax._generative._state
 import dkjax._generative._train
 from dkjax._cli._main import main
 from dkjax._cli._config import applicable, defaults, dump_config, train_config
+from dkjax._cli._train_command import path_schedule_setting
 from dkjax._generative._plots import loss_figure, samples_figure
 from helpers import tiny_train_config
 
@@ -210,6 +211,7 @@ def test_eval_json_explains_every_number(odd_run):
 
 def test_train_defaults_come_from_train_settings():
     train = defaults()["train"]
+    train["path_schedule"] = path_schedule_setting(train["path_schedule"])  # the config names the module's count
     for field in dataclasses.fields(dkjax.TrainSettings):
         assert train[field.name] == getattr(dkjax.TRAIN_DEFAULTS, field.name), field.name
     # The README's main job trains with the library's defaults.
@@ -283,6 +285,8 @@ def test_loss_plot_legends_cover_no_tick_labels_and_mark_the_kept_step():
         ("[train]\nvalidation_fraction = 1.0\n", [], "train.validation_fraction must be a number in [0, 1)"),
         ("[train]\npatience = -1\n", [], "train.patience must be an integer >= 0"),
         ("[train]\nkinetic = -0.5\n", [], "train.kinetic must be a number >= 0 (0: no path prior)"),
+        ("[train]\npath_schedule = 1\n", [], "train.path_schedule must be \"constant\" or"),
+        ("[train]\npath_schedule = \"growing\"\n", [], "train.path_schedule must be \"constant\" or"),
         ("[model]\nstate_dependent = 1\n", [], "model.state_dependent must be true or false"),
         ("[data]\nname = \"mnist\"\n", [], "data.name must be one of"),
         ("[data]\nstandardize = \"yes\"\n", [], "data.standardize must be \"auto\""),
@@ -305,17 +309,25 @@ def test_config_errors_fail_before_training(tmp_path, capsys, contents, override
     assert not (tmp_path / "run").exists()
 
 
-def test_train_kinetic_reaches_fit_as_a_path_cost(tiny_config, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "name, cases",
+    [
+        ("kinetic", (("0", None), ("0.25", dkjax.Kinetic(0.25)))),
+        ("path_schedule", (("constant", dkjax.ConstantPaths()), ("64", dkjax.GrowingPaths(64)))),
+    ],
+)
+def test_train_path_settings_reach_fit_as_modules(tiny_config, tmp_path, monkeypatch, name, cases):
     given = []
+    argument = {"kinetic": "path_cost"}.get(name, name)
 
     def fit(*args, **kwargs):
-        given.append(kwargs["path_cost"])
+        given.append(kwargs[argument])
         raise KeyboardInterrupt  # stop before any training
 
     monkeypatch.setattr(dkjax._generative._train, "fit", fit)
-    for value, expected in (("0", None), ("0.25", dkjax.Kinetic(0.25))):
+    for value, expected in cases:
         with pytest.raises(KeyboardInterrupt):
-            main(["train", "--config", str(tiny_config), "--set", f"train.kinetic={value}", "--out",
+            main(["train", "--config", str(tiny_config), "--set", f"train.{name}={value}", "--out",
                   str(tmp_path / f"run{value}"), "--quiet"])  # fmt: skip
         assert given[-1] == expected
 

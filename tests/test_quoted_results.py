@@ -212,7 +212,15 @@ def _guide_quotes() -> list[tuple[str, list[float]]]:
          [*cpu("DK d/dF, W = 2", "6", "0.5"), *cpu("FD d/dF", "6", "0.5"), float(cell("paper_lorenz96_stationary", "chosen W", {"F": "6", "s": "0.5"})),
           *cpu("DK d/dF", "6", "0.5"), *cpu("DK d/dF", "8", "0.5"), *cpu("FD d/dF", "8", "0.5")]),
         ("All four cells agree with finite differences within @ combined standard errors", [largest_z]),
+        ("pinwheel's held-out energy distance went from # to # and two moons' from # to #",
+         [_growing("E", "pinwheel"), _growing("D", "pinwheel"), _growing("F", "two_moons"), _growing("C", "two_moons")]),
     ]  # fmt: skip
+
+
+def _growing(run: str, dataset: str) -> float:
+    """DK-SDE's held-out energy distance in a run of the path-schedule benchmark."""
+    path = RESULTS / "generative" / "issue19" / "growing_paths" / run / "results.json"
+    return json.loads(path.read_text())["datasets"][dataset]["models"]["DK-SDE"]["energy_distance"]
 
 
 def _trajectory(folder: str = "") -> tuple[float, float, list[float], list[float]]:

@@ -18,6 +18,7 @@ from ._systems import SYSTEMS
 from .._generative._data import TOY_DATA
 from .._generative._gradient import GRADIENTS
 from .._generative._objective import OBJECTIVES
+from .._generative._path_schedule import GrowingPaths
 from .._generative._settings import TRAIN_DEFAULTS, TrainSettings
 from .._sde._neural import NeuralSDE
 from .._validation import is_positive
@@ -81,6 +82,11 @@ def _fraction(default, low_open: bool):
 # command line trains as ``dkjax.fit`` does unless a config says otherwise.
 _TRAIN_SETTING_CHECKS: dict[str, Callable[[Any], _Key]] = {
     "num_paths": lambda d: _Key(d, (int,), lambda v: v >= 2, "an integer >= 2"),
+    "path_schedule": lambda d: _Key(
+        d.start if isinstance(d, GrowingPaths) else "constant", (str, int),
+        lambda v: v == "constant" or (not isinstance(v, str) and v >= 2),
+        '"constant" or the first stage\'s paths of dkjax.GrowingPaths, an integer >= 2',
+    ),  # fmt: skip
     "batch_size": _positive_int,
     "learning_rate": _positive_float,
     "final_lr_fraction": lambda d: _Key(d, (int, float), lambda v: 0 <= v <= 1, "a number in [0, 1]"),

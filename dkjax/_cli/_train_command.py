@@ -25,6 +25,13 @@ def _auto(value):
     return None if value == "auto" else value
 
 
+def path_schedule_setting(value):
+    """``[train] path_schedule``'s module: ``"constant"`` or ``GrowingPaths``'s first count."""
+    from .._generative._path_schedule import ConstantPaths, GrowingPaths
+
+    return ConstantPaths() if value == "constant" else GrowingPaths(value)
+
+
 def _fit(config, plan: _Plan, data: _Data, scaling, run_dir: Path, resume: bool, progress: bool):
     """Trains the plan's model on the standardised training data; returns ``(GenerativeModel, history)``."""
     import jax.random as jr
@@ -38,6 +45,7 @@ def _fit(config, plan: _Plan, data: _Data, scaling, run_dir: Path, resume: bool,
     settings = {
         field.name: cfg[field.name] for field in dataclasses.fields(TrainSettings) if field.name != "validation_fraction"
     }
+    settings["path_schedule"] = path_schedule_setting(settings["path_schedule"])
     initial, t1 = _initial(config, plan.dtype, plan.dim), cfg["t1"]
     if isinstance(data.train, dict):
         initial, train, t1 = _snapshot_setup(initial, data.train, scaling, t1)

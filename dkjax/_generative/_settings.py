@@ -7,13 +7,17 @@ command line train the same way unless told otherwise.
 
 import dataclasses
 
+from ._path_schedule import AbstractPathSchedule, ConstantPaths
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
     """Settings of ``dkjax.fit`` that have tuned defaults (the time grid and step count have none).
 
     Attributes:
-        num_paths: model paths simulated per optimisation step.
+        num_paths: model paths simulated per optimisation step (by the last steps).
+        path_schedule: how the path count grows over a run (``dkjax.GrowingPaths``,
+            ``dkjax.ConstantPaths``).
         batch_size: data points per step (all of them when the data set is smaller).
         learning_rate: Adam's initial learning rate.
         final_lr_fraction: the cosine schedule decays the learning rate to this fraction of
@@ -41,6 +45,7 @@ class TrainSettings:
     """
 
     num_paths: int = 1024
+    path_schedule: AbstractPathSchedule = ConstantPaths()
     batch_size: int = 1024
     learning_rate: float = 3e-3
     final_lr_fraction: float = 0.1

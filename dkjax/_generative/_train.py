@@ -24,6 +24,7 @@ from ._gradient import AbstractGradient, as_gradient, dk_gradient
 from ._metrics import distance_column_sums, energy_distance
 from ._objective import AbstractObjective, as_objective
 from ._path_cost import AbstractPathCost, check_path_cost
+from ._path_schedule import AbstractPathSchedule
 from ._policies import PILOT_PATHS, Pilot
 from ._settings import TRAIN_DEFAULTS
 from ._snapshots import Snapshots, per_time_weights, split_snapshots
@@ -87,6 +88,7 @@ def _train_step(params, static, opt_state, data, key, kernel_rate, h_min, h_max,
         "bandwidth": h,
         "ess": ess,
         "num_nonfinite": jnp.sum(~jnp.all(jnp.isfinite(x_final), axis=1)),
+        "num_paths": jnp.asarray(plan.num_paths),
     }
     return params, opt_state, metrics, x_final[:PILOT_PATHS]
 
@@ -208,11 +210,17 @@ def _split_data(problem: Problem, validation, key: Key):
     return snaps.points, None if held is None else (held.points, held.weights), observed, snaps.weights
 
 
-def _step_function(problem, sampling, route, observed, time_weights, path_cost, objective, optimizer):
-    """``_train_step`` with this fit's fixed settings bound: its plan, initial law, objective and optimiser."""
-    plan = _StepPlan(sampling.num_paths, sampling.batch_size, problem.num_steps, route, observed, time_weights,
-                     path_cost)  # fmt: skip
-    return functools.partial(_train_step, initial=problem.initial, objective=objective, optimizer=optimizer, plan=plan)
+def _step_functions(problem, sampling, route, observed, time_weights, path_cost, objective, optimizer, steps):
+    """``step -> _train_step`` with this fit's fixed settings bound: the plan of that step's path count
+    (``sampling.path_schedule``), the initial law, objective and optimiser."""
+
+    def step_function(step: int):
+        num_paths = sampling.path_schedule.num_paths(step, steps, sampling.num_paths)
+        plan = _StepPlan(num_paths, sampling.batch_size, problem.num_steps, route, observed, time_weights, path_cost)
+        return functools.partial(_train_step, initial=problem.initial, objective=objective, optimizer=optimizer,
+                                 plan=plan)  # fmt: skip
+
+    return step_function
 
 
 def _bandwidth_range(objective: AbstractObjective, train, observed, dtype):
@@ -247,11 +255,12 @@ def _finish(state: TrainState, callbacks, keep_going: bool, patience) -> None:
         callback.on_end(state)
 
 
-def _train_loop(state: TrainState, static, train_step, inputs: tuple, pilot: Pilot, validate, callbacks, *, steps: int,
+def _train_loop(state: TrainState, static, step_functions, inputs: tuple, pilot: Pilot, validate, callbacks, *, steps: int,
                 selection: Selection) -> None:  # fmt: skip
     """Takes ``state`` to ``steps`` optimisation steps (or an early stop, or a failure), in place.
 
-    ``inputs`` are ``(train, key, h_min, h_max, times)``: the step's data, the run's key
+    ``step_functions(n)`` is step ``n``'s compiled step; ``inputs`` are ``(train, key, h_min, h_max,
+    times)``: the step's data, the run's key
     (step ``n`` draws from ``fold_in(key, n)``), the bandwidth range and the grid's times.
     """
     train, key, h_min, h_max, times = inputs
@@ -263,7 +272,7 @@ def _train_loop(state: TrainState, static, train_step, inputs: tuple, pilot: Pil
         while state.step < steps and keep_going:
             step, started = state.step, time.perf_counter()
             state.rate = pilot(step, state.rate, eqx.combine(state.params, static), recent_states)
-            params, opt_state, metrics, recent_states = train_step(
+            params, opt_state, metrics, recent_states = step_functions(step)(
                 state.params, static, state.opt_state, train, jr.fold_in(key, step),
                 jnp.asarray(state.rate, times[0].dtype), h_min, h_max, times,
             )  # fmt: skip
@@ -300,6 +309,7 @@ def fit(
     learning_rate: float = TRAIN_DEFAULTS.learning_rate,
     final_lr_fraction: float = TRAIN_DEFAULTS.final_lr_fraction,
     num_paths: int = TRAIN_DEFAULTS.num_paths,
+    path_schedule: AbstractPathSchedule | None = None,
     batch_size: int = TRAIN_DEFAULTS.batch_size,
     bandwidth: float | None = None,
     ess_target: float = TRAIN_DEFAULTS.ess_target,
@@ -380,7 +390,11 @@ def fit(
         optimizer: an optax transformation; default Adam with ``learning_rate`` decayed
             along a cosine to ``final_lr_fraction`` of it over ``steps``. Clipping by
             ``clip_norm`` (``None``: no clipping) is chained in front of it.
-        num_paths: model paths per step; ``batch_size``: data points per step.
+        num_paths: model paths per step (of the last steps, with a growing ``path_schedule``);
+            ``batch_size``: data points per step.
+        path_schedule: how the path count grows over the run, ``dkjax.GrowingPaths(start)``
+            (few paths early, ``num_paths`` late) or ``dkjax.ConstantPaths()``; ``None``:
+            ``TRAIN_DEFAULTS.path_schedule``.
         bandwidth: fixed kernel width ``h`` for ``"kl"``, or ``None`` for the rule above.
         ess_target, min_bandwidth: the bandwidth rule's parameters.
         kernel_rate, kernel_rate_every: a number, or ``"auto"``, re-measured every
@@ -434,7 +448,7 @@ def fit(
         5 True
     """
     problem = check_problem(sde, data, initial, key, t0=t0, t1=t1, num_steps=num_steps)
-    sampling = StepSettings(num_paths, batch_size, kernel_rate, kernel_rate_every, problem.dt)
+    sampling = StepSettings(num_paths, batch_size, kernel_rate, kernel_rate_every, problem.dt, path_schedule)
     schedule = Schedule(steps, optimizer, learning_rate, final_lr_fraction, clip_norm)
     selection = Selection(validation, validate_every, validation_samples, patience)
     output = Output(checkpoint_dir, checkpoint_every, resume, metrics_file, progress)
@@ -445,12 +459,13 @@ def fit(
     train, held_out, observed, time_weights = _split_data(problem, selection.validation, key)
     h_min, h_max = _bandwidth_range(objective, train, observed, problem.dtype)
     optimizer, spans_steps = schedule.build()
-    train_step = _step_function(problem, sampling, route, observed, time_weights, path_cost, objective, optimizer)
+    step_functions = _step_functions(problem, sampling, route, observed, time_weights, path_cost, objective, optimizer,
+                                     steps)  # fmt: skip
     validate = _make_validator(problem, held_out, observed, selection.validation_samples, key)
 
     control = sampling.rate_control()
     state, static = _start(sde, optimizer, control, output, steps, spans_steps)
-    _train_loop(state, static, train_step, (train, key, h_min, h_max, problem.times(problem.dtype)),
+    _train_loop(state, static, step_functions, (train, key, h_min, h_max, problem.times(problem.dtype)),
                 sampling.pilot(problem, key, control), validate, make_callbacks(state, steps, output), steps=steps,
                 selection=selection)  # fmt: skip
     chosen = state.best_params if validate is not None and state.history.best_step is not None else state.params
