@@ -121,7 +121,7 @@ def test_history_validation_cadence_and_metrics_file(tmp_path):
     _, history = _diverging(5, metrics_file=tmp_path / "m.jsonl")
     assert [r["step"] for r in history.validation] == [0, 2, 4, 5]
     assert all(set(r) == {"step", "time", "energy_distance"} for r in history.validation)
-    keys = {"step", "loss", "grad_norm", "bandwidth", "ess", "kernel_rate", "num_nonfinite", "time"}
+    keys = {"step", "loss", "grad_norm", "bandwidth", "ess", "kernel_rate", "num_nonfinite", "num_paths", "time"}
     assert [r["step"] for r in history.records] == list(range(5)) and all(set(r) == keys for r in history.records)
     assert np.all(np.diff(history["time"]) >= 0) and history.stop_reason is None and not history.stopped_early
     assert history.best_step in (0, 2, 4, 5)

@@ -36,7 +36,8 @@ _VALIDATION_SALT = 2**31 + 2
 
 @dataclasses.dataclass(frozen=True)
 class _StepPlan:
-    """What shapes a training step's program: fixed per fit, hashed by value (equal plans share a compilation)."""
+    """What shapes a training step's program: fixed per fit (per stage of a growing path schedule), hashed by value
+    (equal plans share a compilation)."""
 
     num_paths: int
     batch_size: int
