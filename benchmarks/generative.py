@@ -439,7 +439,8 @@ def run(datasets: list[str], cfg: dict, out: Path, size: str = "custom", log=pri
             "flowjax": importlib.metadata.version("flowjax"), "dtype": str(jnp.result_type(float)),
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "load_start": load_start, "load_end": _load(),
-            "fit_defaults": dataclasses.asdict(dkjax.TRAIN_DEFAULTS),
+            "fit_defaults": {field.name: _setting(getattr(dkjax.TRAIN_DEFAULTS, field.name))
+                             for field in dataclasses.fields(dkjax.TRAIN_DEFAULTS)},
         },  # fmt: skip
         "datasets": results,
         "wall_s": time.perf_counter() - start,
@@ -448,6 +449,11 @@ def run(datasets: list[str], cfg: dict, out: Path, size: str = "custom", log=pri
         plot_samples(plotted, out / "samples.png")
     write_results(out, payload, results_markdown(payload), f"Generative models: time to quality ({size})")
     return payload
+
+
+def _setting(value):
+    """A fit default as the results print it: a module (the path schedule) by its repr, not its fields."""
+    return repr(value) if isinstance(value, dkjax.AbstractPathSchedule) else value
 
 
 def _stable_index(name: str) -> int:

@@ -235,20 +235,27 @@ def _trajectory(folder: str = "") -> tuple[float, float, list[float], list[float
 
 
 def _readme_trajectory_quotes() -> list[tuple[str, list[float]]]:
-    mean, std, per_k, midpoint = _trajectory()
+    mean, std, per_k, midpoint = _trajectory("jackknife")  # the current defaults
     plain = _trajectory("no_prior")
     return [("scores mean W1 # +- # over the protocol's 5 seeds", [mean, std]),
             ("(# without it)", [plain[0]]),
-            ("t = 1 / 2 / 3: # / # / # against the midpoint's # / # / #", [*per_k, *midpoint])]  # fmt: skip
+            ("t = 1 / 2 / 3: # / # / # against the midpoint's # / # / #", [*per_k, *midpoint]),
+            ("Each fit takes # to # minutes of CPU time", [min(_fit_cpu_s()) / 60, max(_fit_cpu_s()) / 60])]  # fmt: skip
+
+
+def _fit_cpu_s() -> list[float]:
+    """Process CPU seconds of each fit of the EB run with the current defaults."""
+    return [r["fit_cpu_s"] for r in json.loads((RESULTS / "trajectory" / "jackknife" / "results.json").read_text())["records"]]
 
 
 def _snapshots_quotes() -> list[tuple[str, list[float]]]:
     mean, std, per_k, midpoint = _trajectory()
     plain_mean, plain_std, plain_k, _ = _trajectory("no_prior")
-    jackknife, _, jackknife_k, _ = _trajectory("jackknife_seed0")
-    seed0 = json.loads((RESULTS / "trajectory" / "results.json").read_text())["mean_w1_per_seed"][0]
-    return [("`Kinetic(0.3)` scores # (# / # / # for t = 1 / 2 / 3) against that seed's # before",
-             [jackknife, *jackknife_k, seed0]),
+    jackknife, jackknife_std, jackknife_k, _ = _trajectory("jackknife")
+    cpu = _fit_cpu_s()
+    return [("DK-SDE scores # +- # (# / # / # for t = 1 / 2 / 3), level with the runs before",
+             [jackknife, jackknife_std, *jackknife_k]),
+            ("Those fits took # to # s of process CPU each", [min(cpu), max(cpu)]),
             ("| DK-SDE `NeuralSDE.for_snapshots(5)` + `Kinetic(0.3)`, seeds 0 to 4 | # +- # | # | # | # |",
              [mean, std, *per_k]),
             ("| DK-SDE `NeuralSDE.for_snapshots(5)`, no path prior, seeds 0 to 4 | # +- # | # | # | # |",
