@@ -193,7 +193,7 @@ class StepSettings:
     kernel_rate: float | str
     kernel_rate_every: int
     dt: float
-    path_schedule: Any = None  # None: TRAIN_DEFAULTS.path_schedule
+    path_schedule: AbstractPathSchedule | None = None  # None: TRAIN_DEFAULTS.path_schedule
 
     def __post_init__(self):
         for name in ("num_paths", "batch_size", "kernel_rate_every"):
