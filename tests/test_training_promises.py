@@ -9,6 +9,7 @@ suite's persistent compilation cache compiles each program once. ``python -m tes
 --list`` names the planted bug each test must catch.
 """
 
+import functools
 import json
 import warnings
 
@@ -109,11 +110,15 @@ def test_the_optimizer_receives_the_gradient_clipped_to_clip_norm():
 HELD_OUT = jr.normal(jr.key(11), (64, 1)).astype(F32)
 
 
-def _diverging(steps, model=None, **options):
+# Held-out data at 0.5, between the model's start (0) and the training data (3): the score falls, then climbs.
+PASSED_THROUGH = 0.5 * HELD_OUT + 0.5
+
+
+def _diverging(steps, model=None, held_out=HELD_OUT, **options):
     """Training data at 3, held-out data at 0: the held-out score climbs as training goes on."""
     train = _data(3.0, 0.2, key=10)
     model = _ou(1.0, 0.8) if model is None else model
-    return _fit_ou(model, train, steps=steps, validation=HELD_OUT, validate_every=2, **options)
+    return _fit_ou(model, train, steps=steps, validation=held_out, validate_every=2, **options)
 
 
 def test_history_validation_cadence_and_metrics_file(tmp_path):
@@ -132,13 +137,14 @@ def test_history_validation_cadence_and_metrics_file(tmp_path):
 
 def test_resume_restores_the_model_selection(tmp_path):
     """A run resumed after its lowest held-out score keeps the model the uninterrupted run keeps."""
-    full, full_history = _diverging(12, checkpoint_dir=tmp_path / "full", metrics_file=tmp_path / "full.jsonl")
+    run = functools.partial(_diverging, 12, held_out=PASSED_THROUGH)
+    full, full_history = run(checkpoint_dir=tmp_path / "full", metrics_file=tmp_path / "full.jsonl")
     scores = [r["energy_distance"] for r in full_history.validation]
-    assert full_history.best_step is not None and full_history.best_step < 6, full_history.validation
+    # kept before the resume, and not the untrained model (which a resume that lost the kept one would return)
+    assert 0 < full_history.best_step < 6, full_history.validation
     assert scores[-1] > 2 * min(scores)  # later models are clearly worse: a fresh selection would keep one
-    _diverging(6, checkpoint_dir=tmp_path / "split")
-    resumed, resumed_history = _diverging(12, checkpoint_dir=tmp_path / "split", resume=True,
-                                          metrics_file=tmp_path / "split.jsonl")  # fmt: skip
+    _diverging(6, held_out=PASSED_THROUGH, checkpoint_dir=tmp_path / "split")
+    resumed, resumed_history = run(checkpoint_dir=tmp_path / "split", resume=True, metrics_file=tmp_path / "split.jsonl")
     assert resumed_history.best_step == full_history.best_step
     assert _same_arrays(resumed, full)
     assert _untimed(resumed_history.validation) == _untimed(full_history.validation)
