@@ -58,8 +58,9 @@ def _fit(steps, num_paths, schedule, optimizer=_ADAM):
     data = 0.5 * jr.normal(jr.key(0), (64, 2))
     model = dkjax.NeuralSDE(2, key=jr.key(1), width=8)
     return dkjax.fit(model, data, dkjax.GaussianInitial(jnp.zeros(2), 1.0), t1=1.0, num_steps=8, key=jr.key(2),
-                     steps=steps, num_paths=num_paths, path_schedule=schedule, optimizer=optimizer,
-                     kernel_rate=0.5, validation=None, progress=False)  # fmt: skip
+                     steps=steps, num_paths=num_paths, optimizer=optimizer,
+                     kernel_rate=0.5, validation=None, progress=False,
+                     **({} if schedule is None else {"path_schedule": schedule}))  # fmt: skip
 
 
 def test_each_growing_stage_is_the_constant_fit_of_its_count():

@@ -20,7 +20,6 @@ from .._sde._abstract import AbstractSDE, noise_dimension
 from .._validation import check_key, check_positive, check_time_grid
 from .._engine._save_at import GRID_TOLERANCE, grid_steps
 from ._path_schedule import AbstractPathSchedule
-from ._settings import TRAIN_DEFAULTS
 from ._policies import AbstractRateControl, FixedRate, Pilot, RisingRate, StiffnessCheck
 from ._snapshots import EmpiricalInitial, Snapshots, as_snapshots
 
@@ -193,19 +192,17 @@ class StepSettings:
     kernel_rate: float | str
     kernel_rate_every: int
     dt: float
-    path_schedule: AbstractPathSchedule | None = None  # None: TRAIN_DEFAULTS.path_schedule
+    path_schedule: AbstractPathSchedule
 
     def __post_init__(self):
         for name in ("num_paths", "batch_size", "kernel_rate_every"):
             check_positive(name, getattr(self, name), integer=True)
         if self.num_paths < 2:
             raise ValueError(f"num_paths must be >= 2; got {self.num_paths}.")
-        if self.path_schedule is None:
-            object.__setattr__(self, "path_schedule", TRAIN_DEFAULTS.path_schedule)
         if not isinstance(self.path_schedule, AbstractPathSchedule):
             raise TypeError(
-                f"path_schedule must be a dkjax.AbstractPathSchedule (dkjax.GrowingPaths(), dkjax.ConstantPaths()) "
-                f"or None; got {type(self.path_schedule).__name__}."
+                f"path_schedule must be a dkjax.AbstractPathSchedule (dkjax.GrowingPaths(), dkjax.ConstantPaths()); "
+                f"got {type(self.path_schedule).__name__}."
             )
         rate = self.kernel_rate
         if rate != "auto":

@@ -87,7 +87,7 @@ class GrowingPaths(AbstractPathSchedule):
         counts = [min(self.start, final)]
         while counts[-1] < final:
             counts.append(min(2 * counts[-1], final))
-        # stage k ends after the share sum_{j <= k} (1 / n_j) / sum_j (1 / n_j) of the steps; the last step is always final's
+        # stage k ends after the share sum_{j <= k} (1 / n_j) / sum_j (1 / n_j) of the steps; the last step is final's
         inverse = [1.0 / n for n in counts]
         ends = [min(round(sum(inverse[: k + 1]) / sum(inverse) * steps), steps - 1) for k in range(len(counts) - 1)]
         return next((n for n, end in zip(counts, ends) if step < end), final)

@@ -256,13 +256,13 @@ def _finish(state: TrainState, callbacks, keep_going: bool, patience) -> None:
         callback.on_end(state)
 
 
-def _train_loop(state: TrainState, static, step_functions, inputs: tuple, pilot: Pilot, validate, callbacks, *, steps: int,
-                selection: Selection) -> None:  # fmt: skip
+def _train_loop(state: TrainState, static, step_functions, inputs: tuple, pilot: Pilot, validate, callbacks, *,
+                steps: int, selection: Selection) -> None:  # fmt: skip
     """Takes ``state`` to ``steps`` optimisation steps (or an early stop, or a failure), in place.
 
-    ``step_functions(n)`` is step ``n``'s compiled step; ``inputs`` are ``(train, key, h_min, h_max,
-    times)``: the step's data, the run's key
-    (step ``n`` draws from ``fold_in(key, n)``), the bandwidth range and the grid's times.
+    ``step_functions(n)`` is step ``n``'s compiled step. ``inputs`` are ``(train, key, h_min, h_max,
+    times)``: the step's data, the run's key (step ``n`` draws from ``fold_in(key, n)``), the
+    bandwidth range and the grid's times.
     """
     train, key, h_min, h_max, times = inputs
     history, recent_states, keep_going = state.history, None, True
@@ -310,7 +310,7 @@ def fit(
     learning_rate: float = TRAIN_DEFAULTS.learning_rate,
     final_lr_fraction: float = TRAIN_DEFAULTS.final_lr_fraction,
     num_paths: int = TRAIN_DEFAULTS.num_paths,
-    path_schedule: AbstractPathSchedule | None = None,
+    path_schedule: AbstractPathSchedule = TRAIN_DEFAULTS.path_schedule,
     batch_size: int = TRAIN_DEFAULTS.batch_size,
     bandwidth: float | None = None,
     ess_target: float = TRAIN_DEFAULTS.ess_target,
@@ -394,8 +394,7 @@ def fit(
         num_paths: model paths per step (of the last steps, with a growing ``path_schedule``);
             ``batch_size``: data points per step.
         path_schedule: how the path count grows over the run, ``dkjax.GrowingPaths(start)``
-            (few paths early, ``num_paths`` late) or ``dkjax.ConstantPaths()``; ``None``:
-            ``TRAIN_DEFAULTS.path_schedule``.
+            (few paths early, ``num_paths`` late) or ``dkjax.ConstantPaths()`` (the default).
         bandwidth: fixed kernel width ``h`` for ``"kl"``, or ``None`` for the rule above.
         ess_target, min_bandwidth: the bandwidth rule's parameters.
         kernel_rate, kernel_rate_every: a number, or ``"auto"``, re-measured every
