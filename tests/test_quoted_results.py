@@ -236,11 +236,11 @@ def _trajectory(folder: str = "") -> tuple[float, float, list[float], list[float
 
 def _readme_trajectory_quotes() -> list[tuple[str, list[float]]]:
     mean, std, per_k, midpoint = _trajectory("jackknife")  # the current defaults
-    plain = _trajectory("no_prior")
+    plain, cpu = _trajectory("no_prior"), _fit_cpu_s()
     return [("scores mean W1 # +- # over the protocol's 5 seeds", [mean, std]),
             ("(# without it)", [plain[0]]),
             ("t = 1 / 2 / 3: # / # / # against the midpoint's # / # / #", [*per_k, *midpoint]),
-            ("Each fit takes # to # minutes of CPU time", [min(_fit_cpu_s()) / 60, max(_fit_cpu_s()) / 60])]  # fmt: skip
+            ("Each fit takes # to # minutes of CPU time", [min(cpu) / 60, max(cpu) / 60])]  # fmt: skip
 
 
 def _fit_cpu_s() -> list[float]:
