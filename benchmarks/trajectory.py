@@ -87,7 +87,8 @@ def fit_times(data, left_out: tuple[float, ...], *, seed: int, kinetic: float, a
     times = sorted(data)
     train = {t: x for t, x in data.items() if t not in left_out}
     t1, num_steps = times[-1], round(args.steps_per_unit * (times[-1] - times[0]))
-    model = dkjax.NeuralSDE.for_snapshots(data[times[0]].shape[1], key=jr.key(1000 + seed))
+    model = dkjax.NeuralSDE.for_snapshots(data[times[0]].shape[1], key=jr.key(1000 + seed), width=args.width,
+                                          depth=args.depth)  # fmt: skip
     initial = dkjax.EmpiricalInitial(jnp.asarray(data[times[0]]))   # the t = 0 snapshot is the initial law
     path_cost = dkjax.Kinetic(kinetic) if kinetic > 0 else None
     start, cpu = time.perf_counter(), time.process_time()
@@ -246,6 +247,8 @@ def main():
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0 .. SEEDS - 1")
     parser.add_argument("--steps", type=int, default=300, help="Adam steps per fit")
     parser.add_argument("--paths", type=int, default=dkjax.TRAIN_DEFAULTS.num_paths, help="paths per step")
+    parser.add_argument("--width", type=int, default=64, help="hidden width of the model's MLPs")
+    parser.add_argument("--depth", type=int, default=2, help="hidden layers of the model's MLPs")
     parser.add_argument("--steps-per-unit", type=int, default=20, help="Euler-Maruyama steps per unit time")
     parser.add_argument("--validation", type=float, default=0.1,
                         help="fraction of each training time's cells held out for model selection")  # fmt: skip
@@ -288,7 +291,8 @@ def main():
                  " / ".join(f"{wall:.0f} ({cpu:.0f})" for wall, cpu in fit_s.values())])  # fmt: skip
     table = markdown_table(["method", "mean W1 (k = 1, 2, 3)", "W1 k = 1", "W1 k = 2", "W1 k = 3",
                             "fit s wall (process CPU) per left-out time, k = 1 / 2 / 3"], rows)  # fmt: skip
-    setting = (f"{machine()}; EB 5 PCs (16819 cells, 5 times); model NeuralSDE.for_snapshots(5), initial law the "
+    setting = (f"{machine()}; EB 5 PCs (16819 cells, 5 times); model NeuralSDE.for_snapshots(5, width={args.width}, "
+               f"depth={args.depth}), initial law the "
                f"t = 0 cells; fit defaults (objective {dkjax.TRAIN_DEFAULTS.objective}), {args.steps} Adam steps, "
                f"{args.paths} paths, {args.steps_per_unit} Euler-Maruyama steps per unit on [0, 4]; model selection "
                f"by fit's validation on {args.validation:.0%} of each training time's cells (the left-out time is "

@@ -73,6 +73,7 @@ from ._generative._settings import TRAIN_DEFAULTS as TRAIN_DEFAULTS
 from ._generative._settings import TrainSettings as TrainSettings
 from ._generative._data import GaussianInitial as GaussianInitial
 from ._generative._model import DataScaling as DataScaling
+from ._generative._discrete import DiscreteColumns as DiscreteColumns
 from ._generative._model import GenerativeModel as GenerativeModel
 from ._generative._model import fit_generative as fit_generative
 from ._generative._model import load_model as load_model

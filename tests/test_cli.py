@@ -109,10 +109,29 @@ def test_resume_continues_exactly(tiny_config, tmp_path, monkeypatch, capsys):
     assert (full / "metrics.jsonl").read_text().count("\n") == (split / "metrics.jsonl").read_text().count("\n") == 4
 
 
+def test_a_binary_column_comes_out_binary_through_the_cli(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    rows = np.c_[rng.normal(size=300) * 5 + 20, np.where(rng.uniform(size=300) < 0.3, 7.0, 3.0)]
+    csv = tmp_path / "table.csv"
+    csv.write_text("weight,group\n" + "".join(f"{a!r},{b!r}\n" for a, b in rows.tolist()))
+    (tmp_path / "tiny.toml").write_text(tiny_train_config(extra_train=FAST))
+    args = ["train", "--config", str(tmp_path / "tiny.toml"), "--set", f"data.path={json.dumps(str(csv))}", "--quiet"]
+    assert "data.discrete_columns: 5 is not a column index" in _error(
+        capsys, [*args, "--set", "data.discrete_columns=[5]", "--out", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()
+    assert main([*args, "--out", str(tmp_path / "run")]) == 0
+    assert main(["sample", "--run", str(tmp_path / "run"), "--num", "400", "--out", str(tmp_path / "x.npy")]) == 0
+    samples = np.load(tmp_path / "x.npy")
+    assert set(np.unique(samples[:, 1])) == {3.0, 7.0} and len(np.unique(samples[:, 0])) == 400
+    assert main([*args, "--set", "data.discrete_columns=[]", "--out", str(tmp_path / "off")]) == 0
+    assert main(["sample", "--run", str(tmp_path / "off"), "--num", "400", "--out", str(tmp_path / "y.npy")]) == 0
+    assert len(np.unique(np.load(tmp_path / "y.npy")[:, 1])) == 400
+
+
 def test_standardisation_round_trip_through_the_cli(odd_run, tmp_path, capsys):
     run, rows = odd_run
     config = tomllib.loads((run / "config.toml").read_text())
-    assert set(config["data"]) == {"path", "heldout_fraction", "standardize", "seed"}
+    assert set(config["data"]) == {"path", "heldout_fraction", "discrete_columns", "standardize", "seed"}
     model = dkjax.load_model(run / "model.eqx")
     # The scaling is the training rows' (80% of the file): near the whole file's mean and spread.
     assert np.all(np.abs(np.asarray(model.scaling.loc) - rows.mean(0)) < 0.2 * rows.std(0))
@@ -291,6 +310,8 @@ def test_loss_plot_legends_cover_no_tick_labels_and_mark_the_kept_step():
         ("[data]\nname = \"mnist\"\n", [], "data.name must be one of"),
         ("[data]\nstandardize = \"yes\"\n", [], "data.standardize must be \"auto\""),
         ("[data]\nheldout_fraction = 0\n", [], "data.heldout_fraction must be a number in (0, 1)"),
+        ("[data]\ndiscrete_columns = \"all\"\n", [], "data.discrete_columns must be \"auto\""),
+        ("[data]\ndiscrete_columns = [-1]\n", [], "data.discrete_columns must be \"auto\""),
         ("[data]\npath = \"absent.csv\"\n", [], "data.path: absent.csv does not exist"),
         ("", ["train.bandwidth=-0.1"], "train.bandwidth must be"),
         ("", ["train.kernel_rate=60.0"], "train.kernel_rate must be <= 1 / dt = 50 (dt = t1 / num_steps); got 60.0"),

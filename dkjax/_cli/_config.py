@@ -127,6 +127,12 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         # Snapshots: a CSV column holding each row's time (a .npz file needs none: one array per time).
         "time_column": _Key("", (str,), lambda v: True, "the name of a CSV column, or empty"),
         "heldout_fraction": _fraction(0.2, low_open=True),
+        # A table of one law: columns trained on as cells and sampled back onto their values (DiscreteColumns).
+        "discrete_columns": _Key(
+            "auto", (str, list), lambda v: v == "auto" or (isinstance(v, list) and all(
+                isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in v)),
+            '"auto" (columns of at most 10 values) or a list of column indices ([]: none)',
+        ),  # fmt: skip
         "standardize": _Key(
             "auto", (str, bool), lambda v: v == "auto" or isinstance(v, bool),
             '"auto" (true for model.name = "neural", false for an SDE class), true or false',
@@ -336,12 +342,15 @@ def applicable(config) -> dict[str, dict[str, Any]]:
     source = data_source(config)
     unused = {
         "file": {"name", "num_points", "heldout_points", "system", "parameters", "dim", "num_steps"},
-        "toy": {"path", "time_column", "heldout_fraction", "system", "parameters", "dim", "num_steps"},
-        "simulated": {"path", "time_column", "heldout_fraction"},
+        "toy": {"path", "time_column", "heldout_fraction", "discrete_columns", "system", "parameters", "dim",
+                "num_steps"},
+        "simulated": {"path", "time_column", "heldout_fraction", "discrete_columns"},
     }[source]
     drop = {("data", name) for name in unused}
     if not config["data"]["time_column"]:  # a table without a time column: one law, not snapshots
         drop.add(("data", "time_column"))
+    elif source == "file":
+        drop.add(("data", "discrete_columns"))
     structured = {"width", "depth", "noise", "sigma_init", "sigma_min", "state_dependent", "seed"}
     drop |= {("model", name) for name in ({"parameters"} if model["name"] == "neural" else structured)}
     if train["objective"] == "energy":

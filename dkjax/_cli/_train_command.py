@@ -32,6 +32,35 @@ def path_schedule_setting(value):
     return ConstantPaths() if value == "constant" else GrowingPaths(value)
 
 
+def _dequantized(config, train):
+    """``(train, discrete)``: a table's discrete columns (``data.discrete_columns``) and the rows with
+    those columns drawn in their cells, as ``fit_generative`` does; ``discrete`` is ``None`` without such columns."""
+    import jax.numpy as jnp
+    import jax.random as jr
+
+    from ._config import data_source
+    from .._generative._discrete import DiscreteColumns
+    from .._generative._model import _DEQUANTIZE_SALT
+
+    if data_source(config) != "file" or isinstance(train, dict):  # toy, simulated or snapshot data
+        return train, None
+    discrete = DiscreteColumns.detect(train, config["data"]["discrete_columns"])
+    if not discrete.columns:
+        return train, None
+    key = jr.fold_in(jr.key(config["train"]["seed"]), _DEQUANTIZE_SALT)
+    return discrete.dequantize(jnp.asarray(train), key), discrete
+
+
+def _check_discrete_columns(config, train) -> None:
+    """``data.discrete_columns`` checked against the table before training."""
+    from ._config import ConfigError
+
+    try:
+        _dequantized(config, train)
+    except ValueError as error:
+        raise ConfigError(f"data.{error}") from error
+
+
 def _fit(config, plan: _Plan, data: _Data, scaling, run_dir: Path, resume: bool, progress: bool):
     """Trains the plan's model on the standardised training data; returns ``(GenerativeModel, history)``."""
     import jax.random as jr
@@ -46,11 +75,12 @@ def _fit(config, plan: _Plan, data: _Data, scaling, run_dir: Path, resume: bool,
         field.name: cfg[field.name] for field in dataclasses.fields(TrainSettings) if field.name != "validation_fraction"
     }
     settings["path_schedule"] = path_schedule_setting(settings["path_schedule"])
-    initial, t1 = _initial(config, plan.dtype, plan.dim), cfg["t1"]
+    initial, t1, discrete = _initial(config, plan.dtype, plan.dim), cfg["t1"], None
     if isinstance(data.train, dict):
         initial, train, t1 = _snapshot_setup(initial, data.train, scaling, t1)
     else:
-        train = scaling.standardize(data.train)
+        train, discrete = _dequantized(config, data.train)
+        train = scaling.standardize(train)
     model, history = fit(
         plan.model, train, initial, t1=t1, num_steps=cfg["num_steps"],
         key=jr.key(cfg["seed"]), steps=cfg["steps"], **settings,
@@ -61,7 +91,7 @@ def _fit(config, plan: _Plan, data: _Data, scaling, run_dir: Path, resume: bool,
         checkpoint_dir=run_dir / "checkpoints", checkpoint_every=cfg["checkpoint_every"], resume=resume,
         metrics_file=run_dir / "metrics.jsonl", progress=progress,
     )  # fmt: skip
-    return GenerativeModel(model, initial, scaling, 0.0, float(t1), cfg["num_steps"]), history
+    return GenerativeModel(model, initial, scaling, 0.0, float(t1), cfg["num_steps"], discrete), history
 
 
 def _write_metrics(path: Path, history) -> None:
@@ -107,6 +137,7 @@ def _train(args, parser) -> int:
         data = _data(config, plan)
         scaling = _scaling(config, plan, data.train)
         _check_validation_split(config, data.train)
+        _check_discrete_columns(config, data.train)
         _check_snapshot_times(config, data.train)
     except (ConfigError, DataFileError) as error:
         parser.error(str(error))

@@ -12,6 +12,7 @@ import numpy as np
 from .._custom_types import Array, Float, InitialSampler, Key, RealScalarLike, States
 from ._arguments import as_float_points
 from ._data import GaussianInitial
+from ._discrete import DiscreteColumns
 from .._sde._gradient_flow import GradientFlowSDE, gradient_flow_template
 from .._sde._neural import NeuralSDE
 from .._sde._abstract import AbstractSDE
@@ -22,6 +23,7 @@ from .._validation import check_key, check_positive
 
 _FORMAT = "dkjax-generative-model"
 _VERSION = 1
+_DEQUANTIZE_SALT = 2**31 + 5  # fold_in salts of fit_generative's dequantising draws, off fit's own
 
 
 class DataScaling(eqx.Module):
@@ -166,6 +168,8 @@ class GenerativeModel(eqx.Module):
         initial: the law at ``t0``, ``initial(key, n) -> (x0, score0)`` (an Equinox module).
         scaling: the map from standardised units back to the data's units.
         t0, t1, num_steps: the Euler-Maruyama grid the model was trained on.
+        discrete: the data's discrete columns (``dkjax.DiscreteColumns``), whose samples at
+            ``t1`` are moved onto the values those columns take; ``None``: none.
 
     Example:
         >>> data = jnp.array([[0.0, 10.0], [2.0, 30.0], [1.0, 20.0]])
@@ -183,6 +187,7 @@ class GenerativeModel(eqx.Module):
     t0: float = eqx.field(static=True)
     t1: float = eqx.field(static=True)
     num_steps: int = eqx.field(static=True)
+    discrete: DiscreteColumns | None = None
 
     @property
     def dim(self) -> int:
@@ -193,7 +198,8 @@ class GenerativeModel(eqx.Module):
         """``n`` samples of the model's law at time ``t`` (default ``t1``), in the data's units.
 
         A thin alias: ``dkjax.sample(model.sde, model.initial, n, ...)`` on the model's own
-        grid, mapped back by ``model.scaling`` (the same numbers for the same key).
+        grid, mapped back by ``model.scaling`` (the same numbers for the same key); at ``t1``,
+        discrete columns then take their nearest value (``model.discrete``).
 
         Arguments:
             n: number of samples (a positive int).
@@ -213,8 +219,8 @@ class GenerativeModel(eqx.Module):
             raise ValueError(
                 f"t must lie in ({self.t0}, {self.t1}] on the model's grid of step {dt:.6g}; got {t}."
             )
-        xt = sample(self.sde, self.initial, n, t1=t, num_steps=steps, key=key, t0=self.t0)
-        return self.scaling.unstandardize(xt)
+        xt = self.scaling.unstandardize(sample(self.sde, self.initial, n, t1=t, num_steps=steps, key=key, t0=self.t0))
+        return xt if self.discrete is None or steps != self.num_steps else self.discrete.snap(xt)
 
 
 def _sde_spec(sde: AbstractSDE) -> dict | None:
@@ -273,6 +279,8 @@ def save_model(path: str | Path, model: GenerativeModel) -> Path:
         "t0": model.t0,
         "t1": model.t1,
         "num_steps": model.num_steps,
+        "discrete": None if model.discrete is None else [[c, len(v)] for c, v in zip(model.discrete.columns,
+                                                                                      model.discrete.levels)],
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -336,11 +344,19 @@ def _neural_template(spec: dict) -> NeuralSDE:
                      preserve_normal=spec.get("preserve_normal", False), **options)  # fmt: skip
 
 
+def _discrete_template(header: dict, dtype) -> DiscreteColumns | None:
+    spec = header.get("discrete")  # files written before discrete columns have none
+    if not spec:
+        return None
+    return DiscreteColumns([c for c, _ in spec], [jnp.arange(k, dtype=dtype) for _, k in spec])
+
+
 def _template(header: dict, like, path: Path) -> GenerativeModel:
-    if isinstance(like, GenerativeModel):
-        # The arrays come from the file; so must the time grid, a static part of the model.
-        return GenerativeModel(like.sde, like.initial, like.scaling, header["t0"], header["t1"], header["num_steps"])
     dim, dtype = header["dim"], jnp.dtype(header["dtype"])
+    grid = (header["t0"], header["t1"], header["num_steps"], _discrete_template(header, dtype))
+    if isinstance(like, GenerativeModel):
+        # The arrays come from the file; so must the time grid and the discrete columns (static parts of the model).
+        return GenerativeModel(like.sde, like.initial, like.scaling, *grid)
     spec = header["sde"]
     if like is None:
         if spec is None:
@@ -356,7 +372,7 @@ def _template(header: dict, like, path: Path) -> GenerativeModel:
     scaling = DataScaling.identity(dim, dtype)
     if header.get("whitened", False):
         scaling = DataScaling(scaling.loc, scaling.scale, jnp.eye(dim, dtype=dtype))
-    return GenerativeModel(sde, initial, scaling, header["t0"], header["t1"], header["num_steps"])
+    return GenerativeModel(sde, initial, scaling, *grid)
 
 
 
@@ -371,6 +387,7 @@ def fit_generative(
     num_steps: int = 50,
     standardize: bool = True,
     whiten: bool = False,
+    discrete_columns="auto",
     **fit_options,
 ) -> tuple[GenerativeModel, TrainHistory]:
     """Fits a generative SDE to ``data`` in its own units: standardise, train, package.
@@ -384,6 +401,11 @@ def fit_generative(
     starts from the best-fit Gaussian, and model selection (which scores the untrained model
     too) keeps it unless a trained one scores below it on the held-out points beyond their noise.
 
+    Discrete columns (by default every column with at most 10 distinct values, and no more
+    than a quarter as many values as rows) are trained on as uniform draws from each value's
+    cell, and the model's samples are moved back onto the column's values
+    (``dkjax.DiscreteColumns``): a binary column comes out binary.
+
     Arguments:
         data: the training points ``(n, d)``, in any units (integers are converted to floats).
         key: PRNG key (model initialisation and training).
@@ -394,6 +416,8 @@ def fit_generative(
         standardize: standardise the data (``False``: train on them as they are).
         whiten: with ``standardize``, also decorrelate the columns and start the default model
             at their best-fit Gaussian (see above).
+        discrete_columns: ``"auto"`` (the rule above), or the discrete columns' indices
+            (``()``: treat every column as continuous).
         **fit_options: passed on to ``dkjax.fit`` (``validation`` points are given in the
             data's units and standardised like the data).
 
@@ -403,7 +427,8 @@ def fit_generative(
     Raises:
         ValueError, TypeError: as ``dkjax.fit``; ``data`` not numeric or not ``(n, d)``; a NaN or inf
             in ``data`` (its row and column named); a constant data column when standardising;
-            linearly dependent columns when whitening.
+            linearly dependent columns when whitening; a ``discrete_columns`` entry that is not
+            a column index or names a column of one value.
 
     Example:
         >>> data = dkjax.toy_data("two_moons", jax.random.key(0), 256) * 3.0 + 10.0
@@ -415,10 +440,17 @@ def fit_generative(
     """
     data = as_float_points(data, "data")  # integers converted; a NaN named by row before standardising
     dim = data.shape[1]
+    discrete = DiscreteColumns.detect(data, discrete_columns)
+    discrete = discrete if discrete.columns else None
+    if discrete is not None:  # a key of its own: without discrete columns every other draw is unchanged
+        data = discrete.dequantize(data, jr.fold_in(key, _DEQUANTIZE_SALT))
     scaling = DataScaling.fit(data, whiten=whiten) if standardize else DataScaling.identity(dim, data.dtype)
     validation = fit_options.get("validation")
     if validation is not None and not isinstance(validation, (int, float)):
-        fit_options["validation"] = scaling.standardize(jnp.asarray(validation, data.dtype))
+        validation = as_float_points(validation, "validation")
+        if discrete is not None:
+            validation = discrete.dequantize(validation, jr.fold_in(key, _DEQUANTIZE_SALT + 1))
+        fit_options["validation"] = scaling.standardize(validation)
     model_key, train_key = jr.split(key)
     sde = NeuralSDE(dim, key=model_key, preserve_normal=whiten) if sde is None else sde
     initial = GaussianInitial(jnp.zeros(dim, data.dtype), 1.0)
@@ -426,4 +458,4 @@ def fit_generative(
         sde, scaling.standardize(data), initial, t1=t1, num_steps=num_steps, key=train_key, steps=steps, **fit_options
     )
     t0 = float(fit_options.get("t0", 0.0))
-    return GenerativeModel(trained, initial, scaling, t0, float(t1), num_steps), history
+    return GenerativeModel(trained, initial, scaling, t0, float(t1), num_steps, discrete), history
