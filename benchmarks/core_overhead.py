@@ -71,11 +71,10 @@ def interleaved_cpu_times(functions: dict, repeats: int = 7) -> dict:
 
 
 def _training_models() -> dict:
-    """The default ``NeuralSDE(2)`` and the 5-D state-dependent ``NeuralSDE`` of the snapshot docs."""
+    """``NeuralSDE(2)`` of width 64 and depth 2 (the committed results' model) and the 5-D snapshot preset."""
     return {
-        "NeuralSDE(2)": dkjax.NeuralSDE(2, key=jax.random.key(1)),
-        "NeuralSDE(5, diagonal, state_dependent)": dkjax.NeuralSDE(
-            5, key=jax.random.key(1), noise="diagonal", state_dependent=True, sigma_min=0.05),
+        "NeuralSDE(2)": dkjax.NeuralSDE(2, key=jax.random.key(1), width=64, depth=2),
+        "NeuralSDE(5, diagonal, state_dependent)": dkjax.NeuralSDE.for_snapshots(5, key=jax.random.key(1)),
     }  # fmt: skip
 
 
@@ -83,7 +82,7 @@ def training_rows(num_paths: int = 1024, num_steps: int = 50) -> list[dict]:
     """One ``dkjax.fit`` training step against ``simulate`` of the same paths, per gradient route.
 
     ``fit``'s defaults (KL objective with its bandwidth rule, Adam with clipping, a batch of 1024
-    data points); the default ``NeuralSDE(2)`` and a 5-D state-dependent ``NeuralSDE``.
+    data points); ``NeuralSDE(2)`` of width 64, depth 2 and the 5-D snapshot preset ``NeuralSDE.for_snapshots(5)``.
     """
     from dkjax._generative._arguments import Schedule
     from dkjax._generative._train import _make_train_step

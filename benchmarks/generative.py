@@ -3,6 +3,7 @@
     python -m benchmarks.generative --size small                 # a 2-core CPU in a few minutes
     python -m benchmarks.generative --size full                  # the table: 2-D sets, real sets
     python -m benchmarks.generative --size small --datasets two_moons,wine
+    python -m benchmarks.generative --merge RUN_A RUN_B  # one table from runs that shared the sets
 
 All models run side by side in one process on one machine, in the default float dtype:
 
@@ -48,6 +49,7 @@ import dataclasses
 import datetime
 import importlib
 import importlib.metadata
+import json
 import os
 import time
 from pathlib import Path
@@ -473,6 +475,35 @@ def run(datasets: list[str], cfg: dict, out: Path, size: str = "custom", log=pri
     return payload
 
 
+def merge(parts: list[Path], out: Path) -> dict:
+    """One table from runs that shared the sets between processes (``--datasets`` each, the same size).
+
+    The sets come in the benchmark's order; the header gives the first run's machine and the load
+    averages of every run; ``samples.png`` is copied from the one run that drew 2-D sets.
+    """
+    import shutil
+
+    payloads = [json.loads((part / "results.json").read_text()) for part in parts]
+    if len({p["size"] for p in payloads}) != 1:
+        raise ValueError(f"--merge: the runs have different sizes {[p['size'] for p in payloads]}.")
+    datasets = {name: r for p in payloads for name, r in p["datasets"].items()}
+    order = [*TOY_DATA, *REAL_SETS]
+    merged = dict(payloads[0], datasets={name: datasets[name] for name in sorted(datasets, key=order.index)},
+                  wall_s=max(p["wall_s"] for p in payloads))  # fmt: skip
+    environment = merged["environment"] = dict(merged["environment"])
+    for end in ("load_start", "load_end"):
+        environment[end] = " / ".join(p["environment"][end] for p in payloads)
+    drawn = [part for part, p in zip(parts, payloads) if any(r["d"] == 2 for r in p["datasets"].values())]
+    if len(drawn) > 1:
+        raise ValueError("--merge: more than one run drew 2-D sets; give those sets to one process.")
+    out.mkdir(parents=True, exist_ok=True)
+    if drawn and drawn[0] != out:
+        shutil.copy(drawn[0] / "samples.png", out / "samples.png")
+    title = f"Generative models: time to quality ({merged['size']}; {len(parts)} processes side by side)"
+    write_results(out, merged, results_markdown(merged), title)
+    return merged
+
+
 def _setting(value):
     """A fit default as the results print it: a module (the path schedule) by its repr, not its fields."""
     return repr(value) if isinstance(value, dkjax.AbstractPathSchedule) else value
@@ -494,6 +525,8 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--datasets", default=None, help=f"comma-separated, from {','.join([*TOY_DATA, *REAL_SETS])}")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results/generative)")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None,
+                        help="write one table from these runs' folders (each ran some --datasets) to --out")  # fmt: skip
     args = parser.parse_args(argv)
     cfg = SIZES[args.size]
     datasets = args.datasets.split(",") if args.datasets else cfg["datasets"]
@@ -502,6 +535,8 @@ def main(argv=None) -> dict:
     except ValueError as error:
         parser.error(f"--{error}")
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / "generative"
+    if args.merge:
+        return merge(args.merge, out)
     start = time.perf_counter()
     log = lambda msg: print(f"[{time.perf_counter() - start:6.0f} s] {msg}", flush=True)
     try:

@@ -49,7 +49,7 @@ def _setup(num_paths):
 
     data = dkjax.toy_data("two_moons", jr.key(0), 4096)
     heldout = dkjax.toy_data("two_moons", jr.key(1), 2048)
-    model = dkjax.NeuralSDE(2, key=jr.key(2))
+    model = dkjax.NeuralSDE(2, key=jr.key(2), width=64, depth=2)  # the committed results' model
     initial = dkjax.GaussianInitial(jnp.zeros(2), 1.0)
     return data, heldout, model, initial
 

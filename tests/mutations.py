@@ -414,6 +414,8 @@ PROMISES = "tests/test_training_promises.py::"
 GEN, TRAIN_TESTS = "tests/test_generative.py::", "tests/test_train.py::"
 PATH = "tests/test_path_cost.py::"
 SCHED = "tests/test_path_schedule.py::"
+DISC = "tests/test_discrete.py::"
+DISCRETE = "dkjax/_generative/_discrete.py"
 SCHEDULE = "dkjax/_generative/_path_schedule.py"
 TRAIN, STATE, POLICIES = "dkjax/_generative/_train.py", "dkjax/_generative/_state.py", "dkjax/_generative/_policies.py"
 MODEL, CALLBACKS = "dkjax/_generative/_model.py", "dkjax/_generative/_callbacks.py"
@@ -557,8 +559,8 @@ MUTATIONS += [
     _mutation(
         "heldout_points_scaled_not_centred",
         "fit_generative divides validation points by the data's scale without subtracting its mean",
-        [(MODEL, 'fit_options["validation"] = scaling.standardize(jnp.asarray(validation, data.dtype))',
-          'fit_options["validation"] = jnp.asarray(validation, data.dtype) / scaling.scale')],
+        [(MODEL, 'fit_options["validation"] = scaling.standardize(validation)',
+          'fit_options["validation"] = validation / scaling.scale')],
         [PROMISES + "test_fit_generative_standardises_held_out_points_given_in_data_units"],
     ),
     _mutation(
@@ -699,6 +701,24 @@ MUTATIONS += [
         [(TRAIN, "num_paths = sampling.path_schedule.num_paths(step, steps, sampling.num_paths)",
           "num_paths = sampling.num_paths")],
         [SCHED + "test_each_growing_stage_is_the_constant_fit_of_its_count"],
+    ),
+    _mutation(
+        "dequantize_cells_half_width",
+        "DiscreteColumns: the draws fill only half of each value's cell",
+        [(DISCRETE, "low[index] + u * (high[index] - low[index])", "low[index] + u * (high[index] - low[index]) / 2")],
+        [DISC + "test_dequantize_draws_uniformly_in_each_cell_and_snap_undoes_it"],
+    ),
+    _mutation(
+        "model_never_snaps",
+        "GenerativeModel.sample returns the continuous samples at t1 too",
+        [(MODEL, "steps != self.num_steps else self.discrete.snap(xt)", "steps != -1 else xt")],
+        [DISC + "test_generative_model_snaps_at_t1_only_and_keeps_its_columns_through_a_file"],
+    ),
+    _mutation(
+        "held_out_points_not_dequantized",
+        "fit_generative compares continuous model samples with held-out points still on their discrete values",
+        [(MODEL, "validation = discrete.dequantize(validation,", "validation = (lambda v, k: v)(validation,")],
+        [DISC + "test_fit_generative_dequantizes_held_out_points_like_the_training_ones"],
     ),
 ]
 

@@ -28,7 +28,7 @@ def test_detect_finds_the_columns_of_few_values_only():
 @pytest.mark.parametrize(
     "columns, match",
     [([3], "not a column index"), ([True], "not a column index"), ([0.5], "not a column index"),
-     ("some", "'auto' or a sequence")],
+     ("some", "'auto' or a sequence"), ([1, 1], "more than once")],
 )  # fmt: skip
 def test_detect_names_a_bad_column(columns, match):
     with pytest.raises(ValueError, match=match):

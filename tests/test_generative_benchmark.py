@@ -16,6 +16,14 @@ TINY = {
 }  # fmt: skip
 
 
+def test_paired_difference_is_the_difference_of_energy_distances_with_its_standard_error():
+    a, b, test = (np.asarray(jr.normal(jr.key(k), (400, 2))) + shift for k, shift in ((0, 0.3), (1, 0.0), (2, 0.0)))
+    difference, error = generative.paired_difference(a, b, test)
+    expected = float(generative.dkjax.energy_distance(a, test) - generative.dkjax.energy_distance(b, test))
+    assert difference == pytest.approx(expected, rel=1e-5) and 0 < error < abs(difference)
+    assert generative.paired_difference(a, a, test) == (0.0, 0.0)
+
+
 @pytest.mark.slow  # three models compile: about 55 s of CPU time
 def test_tiny_run_writes_finite_results_and_the_data_beats_a_gaussian(tmp_path):
     pytest.importorskip("flowjax")
@@ -46,6 +54,20 @@ def test_tiny_run_writes_finite_results_and_the_data_beats_a_gaussian(tmp_path):
     assert data["sliced_wasserstein"] < gaussian["sliced_wasserstein"]
     assert data["kde_log_likelihood"] > gaussian["kde_log_likelihood"]
     assert models["flow"]["time_to_flow_ed"] == models["flow"]["seconds"]
+    difference, error = models["DK-SDE"]["minus_gaussian"]
+    assert difference == pytest.approx(dk["energy_distance"] - gaussian["energy_distance"], abs=1e-6) and error > 0
+    assert "ED minus Gaussian's" in table
+
+    # --merge: a second run's folder (here the same run under another set's name, drawing nothing) joins the table
+    other = tmp_path / "other"
+    other.mkdir()
+    payload = json.loads((tmp_path / "results.json").read_text())
+    payload["datasets"] = {"wine": dict(payload["datasets"]["two_moons"], d=13)}
+    (other / "results.json").write_text(json.dumps(payload))
+    merged = generative.main(["--merge", str(other), str(tmp_path), "--out", str(tmp_path / "merged")])
+    assert list(merged["datasets"]) == ["two_moons", "wine"], "the benchmark's order, not the arguments'"
+    assert (tmp_path / "merged" / "samples.png").read_bytes() == (tmp_path / "samples.png").read_bytes()
+    assert "| wine | 13 |" in (tmp_path / "merged" / "results.md").read_text()
 
 
 def test_real_set_parts_are_disjoint_standardised_splits():

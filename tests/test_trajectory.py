@@ -211,14 +211,15 @@ def test_the_snapshot_preset_is_the_documented_model_and_the_cli_config_uses_it(
     from dkjax._cli._config import train_config
 
     sde = dkjax.NeuralSDE.for_snapshots(3, key=jr.key(0))
-    documented = dkjax.NeuralSDE(3, key=jr.key(0), noise="diagonal", state_dependent=True, sigma_min=0.05)
+    documented = dkjax.NeuralSDE(3, key=jr.key(0), width=64, depth=2, noise="diagonal", state_dependent=True,
+                                 sigma_min=0.05)  # fmt: skip
     assert bool(eqx.tree_equal(sde, documented))
     sigma = sde.diffusion(0.0, 100.0 * jnp.ones(3))
     assert sigma.shape == (3,) and float(sigma.min()) >= 0.05
     model = train_config(ROOT / "configs" / "snapshots_double_well.toml")["model"]
     preset = inspect.signature(dkjax.NeuralSDE.for_snapshots).parameters
     assert (model["noise"], model["state_dependent"]) == ("diagonal", True)
-    assert model["sigma_min"] == preset["sigma_min"].default
+    assert all(model[name] == preset[name].default for name in ("width", "depth", "sigma_init", "sigma_min"))
     assert "for_snapshots" in (ROOT / "docs" / "snapshots.md").read_text()
 
 

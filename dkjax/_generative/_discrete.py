@@ -74,8 +74,8 @@ class DiscreteColumns(eqx.Module):
             The ``DiscreteColumns``, each with the distinct values it takes in ``data``.
 
         Raises:
-            ValueError: ``data`` not of shape ``(n, d)``; a named column out of range, or with
-                fewer than two distinct values.
+            ValueError: ``data`` not of shape ``(n, d)``; a named column out of range, named
+                twice, or with fewer than two distinct values.
         """
         data = np.asarray(data)
         if data.ndim != 2:
@@ -86,6 +86,8 @@ class DiscreteColumns(eqx.Module):
                 raise ValueError(f"discrete_columns must be 'auto' or a sequence of column indices; got {columns!r}.")
             limit = min(MAX_LEVELS, data.shape[0] // 4)
             columns = [j for j, v in values.items() if 2 <= len(v) <= limit]
+        if len(set(map(repr, columns))) != len(columns):
+            raise ValueError(f"discrete_columns names a column more than once: {list(columns)}.")
         for j in columns:
             if isinstance(j, bool) or not isinstance(j, (int, np.integer)) or not 0 <= j < data.shape[1]:
                 raise ValueError(f"discrete_columns: {j!r} is not a column index of data with {data.shape[1]} columns.")

@@ -447,7 +447,7 @@ def fit_generative(
     scaling = DataScaling.fit(data, whiten=whiten) if standardize else DataScaling.identity(dim, data.dtype)
     validation = fit_options.get("validation")
     if validation is not None and not isinstance(validation, (int, float)):
-        validation = as_float_points(validation, "validation")
+        validation = jnp.asarray(as_float_points(validation, "validation"), data.dtype)
         if discrete is not None:
             validation = discrete.dequantize(validation, jr.fold_in(key, _DEQUANTIZE_SALT + 1))
         fit_options["validation"] = scaling.standardize(validation)

@@ -109,7 +109,7 @@ class NeuralSDE(AbstractSDE):
     ) -> "NeuralSDE":
         """The recommended neural model for population snapshots: state-dependent diagonal noise with a floor.
 
-        The same as ``NeuralSDE(dim, key=key, noise="diagonal", state_dependent=True,
+        The same as ``NeuralSDE(dim, key=key, width=64, depth=2, noise="diagonal", state_dependent=True,
         sigma_min=0.05)``: an MLP drift of ``(x, t)`` and a noise level per coordinate
         ``sigma_min + softplus(a + b t + MLP(x, t))``, bounded below so that the DK kernel step
         stays tame wherever the paths go (docs/snapshots.md, "Models").
