@@ -243,17 +243,23 @@ def _readme_trajectory_quotes() -> list[tuple[str, list[float]]]:
             ("Each fit takes # to # minutes of CPU time", [min(cpu) / 60, max(cpu) / 60])]  # fmt: skip
 
 
-def _fit_cpu_s() -> list[float]:
-    """Process CPU seconds of each fit of the EB run with the current defaults."""
-    return [r["fit_cpu_s"] for r in json.loads((RESULTS / "trajectory" / "jackknife" / "results.json").read_text())["records"]]
+def _fit_cpu_s(folder: str = "jackknife") -> list[float]:
+    """Process CPU seconds of each fit of an EB run (default: the one with the current defaults)."""
+    return [r["fit_cpu_s"] for r in json.loads((RESULTS / "trajectory" / folder / "results.json").read_text())["records"]]
 
 
 def _snapshots_quotes() -> list[tuple[str, list[float]]]:
     mean, std, per_k, midpoint = _trajectory()
     plain_mean, plain_std, plain_k, _ = _trajectory("no_prior")
     jackknife, jackknife_std, jackknife_k, _ = _trajectory("jackknife")
+    wide, _, wide_k, _ = _trajectory("capacity")
+    seed0 = [r["w1"] for r in json.loads((RESULTS / "trajectory" / "jackknife" / "results.json").read_text())["records"]
+             if r["seed"] == 0]  # fmt: skip
     cpu = _fit_cpu_s()
-    return [("DK-SDE scores # +- # (# / # / # for t = 1 / 2 / 3), level with the runs before",
+    return [("mean W1 # (t = 1 / 2 / 3: # / # / #) against that seed's # (# / # / #) at the preset's",
+             [wide, *wide_k, sum(seed0) / 3, *seed0]),
+            ("Each fit took twice the CPU time (# to # s)", [min(_fit_cpu_s("capacity")), max(_fit_cpu_s("capacity"))]),
+            ("DK-SDE scores # +- # (# / # / # for t = 1 / 2 / 3), level with the runs before",
              [jackknife, jackknife_std, *jackknife_k]),
             ("Those fits took # to # s of process CPU each", [min(cpu), max(cpu)]),
             ("| DK-SDE `NeuralSDE.for_snapshots(5)` + `Kinetic(0.3)`, seeds 0 to 4 | # +- # | # | # | # |",
