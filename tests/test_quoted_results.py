@@ -103,6 +103,10 @@ def _readme_quotes() -> list[tuple[str, list[float]]]:
         _generative_row("swiss roll (2)", "swiss_roll"),
         _generative_row("pinwheel (2)", "pinwheel"),
         _generative_row("digits, 8 principal components (8)", "digits_pca8"),
+        _generative_row("diabetes (10; a binary column)", "diabetes"),
+        ("(energy distance +# +- # above it, paired over the test rows)",
+         json.loads((RESULTS / "generative" / "results.json").read_text())["datasets"]["diabetes"]["models"]["DK-SDE"]
+         ["minus_gaussian"]),
         ("(last-100-step mean loss within @ nats of its best window on the 2-D sets)",
          [max(*(num("generative", "DK-SDE late loss rise (nats)", dataset=d) for d in
                       ("two_moons", "eight_gaussians", "checkerboard", "swiss_roll", "pinwheel")))]),
