@@ -123,9 +123,13 @@ def test_a_binary_column_comes_out_binary_through_the_cli(tmp_path, capsys):
     assert main(["sample", "--run", str(tmp_path / "run"), "--num", "400", "--out", str(tmp_path / "x.npy")]) == 0
     samples = np.load(tmp_path / "x.npy")
     assert set(np.unique(samples[:, 1])) == {3.0, 7.0} and len(np.unique(samples[:, 0])) == 400
-    assert main([*args, "--set", "data.discrete_columns=[]", "--out", str(tmp_path / "off")]) == 0
-    assert main(["sample", "--run", str(tmp_path / "off"), "--num", "400", "--out", str(tmp_path / "y.npy")]) == 0
-    assert len(np.unique(np.load(tmp_path / "y.npy")[:, 1])) == 400
+    # [] trains on the table as it is (the same function builds the run's training rows)
+    from dkjax._cli._config import train_config
+    from dkjax._cli._train_command import _dequantized
+
+    config = train_config(tmp_path / "tiny.toml", [f"data.path={json.dumps(str(csv))}", "data.discrete_columns=[]"])
+    train, discrete = _dequantized(config, rows)
+    assert discrete is None and train is rows
 
 
 def test_standardisation_round_trip_through_the_cli(odd_run, tmp_path, capsys):

@@ -208,7 +208,7 @@ def test_patience_stops_after_evaluations_without_improvement():
 def test_fit_generative_converts_integer_data_to_floats(as_array):
     data = as_array(np.random.default_rng(0).integers(0, 10, (40, 2)))
     model, _ = dkjax.fit_generative(
-        data, key=jr.key(0), steps=1, num_steps=4, num_paths=8, progress=False,
+        data, key=jr.key(0), steps=1, num_steps=4, num_paths=8, progress=False, discrete_columns=(),
         sde=dkjax.NeuralSDE(2, key=jr.key(1), width=4),
     )  # fmt: skip
     samples = model.sample(3, key=jr.key(2))

@@ -116,6 +116,7 @@ def test_fit_refuses_a_bad_path_cost():
                   gradient="per_path", **arguments)  # fmt: skip
 
 
+@pytest.mark.slow  # two 60-step fits, about 12 s; the exact-chain tests check the prior's loss and gradient
 def test_kinetic_prior_slows_the_fitted_drift():
     # Two snapshots of the same law: the data ask for no net motion, the initial drift moves
     # the population. The prior's fit ends with less kinetic energy than the plain fit.

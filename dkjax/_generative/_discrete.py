@@ -97,19 +97,30 @@ class DiscreteColumns(eqx.Module):
 
     def dequantize(self, data: Float[Array, "n d"], key: Key) -> Float[Array, "n d"]:
         """``data`` with each discrete column's values replaced by uniform draws from their cells."""
-        for j, (column, levels) in enumerate(zip(self.columns, self.levels, strict=True)):
-            low, high = _cell_edges(levels)
-            index = self._nearest(data[:, column], levels)
-            u = jr.uniform(jr.fold_in(key, j), index.shape, data.dtype)
-            data = data.at[:, column].set(low[index] + u * (high[index] - low[index]))
-        return data
+        return _dequantized(self, data, key)
 
     def snap(self, samples: Float[Array, "n d"]) -> Float[Array, "n d"]:
         """``samples`` with each discrete column moved to its nearest value (the cell it falls in)."""
-        for column, levels in zip(self.columns, self.levels, strict=True):
-            samples = samples.at[:, column].set(levels[self._nearest(samples[:, column], levels)].astype(samples.dtype))
-        return samples
+        return _snapped(self, samples)
 
     @staticmethod
     def _nearest(values, levels):
         return jnp.argmin(jnp.abs(values[:, None] - levels[None, :]), axis=1)
+
+
+# Compiled as one program each: eagerly, every operation of every column compiles on its own.
+@eqx.filter_jit
+def _dequantized(discrete: DiscreteColumns, data, key):
+    for j, (column, levels) in enumerate(zip(discrete.columns, discrete.levels, strict=True)):
+        low, high = _cell_edges(levels)
+        index = discrete._nearest(data[:, column], levels)
+        u = jr.uniform(jr.fold_in(key, j), index.shape, data.dtype)
+        data = data.at[:, column].set(low[index] + u * (high[index] - low[index]))
+    return data
+
+
+@eqx.filter_jit
+def _snapped(discrete: DiscreteColumns, samples):
+    for column, levels in zip(discrete.columns, discrete.levels, strict=True):
+        samples = samples.at[:, column].set(levels[discrete._nearest(samples[:, column], levels)].astype(samples.dtype))
+    return samples
