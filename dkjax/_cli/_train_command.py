@@ -32,31 +32,34 @@ def path_schedule_setting(value):
     return ConstantPaths() if value == "constant" else GrowingPaths(value)
 
 
+def _is_table(config, train) -> bool:
+    """Whether the run trains on one table of the user's (not toy, simulated or snapshot data)."""
+    from ._config import data_source
+
+    return data_source(config) == "file" and not isinstance(train, dict)
+
+
 def _dequantized(config, train):
     """``(train, discrete)``: a table's discrete columns (``data.discrete_columns``) and the rows with
     those columns drawn in their cells, as ``fit_generative`` does; ``discrete`` is ``None`` without such columns."""
-    import jax.numpy as jnp
     import jax.random as jr
 
-    from ._config import data_source
-    from .._generative._discrete import DiscreteColumns
-    from .._generative._model import _DEQUANTIZE_SALT
+    from .._generative._discrete import dequantized
 
-    if data_source(config) != "file" or isinstance(train, dict):  # toy, simulated or snapshot data
+    if not _is_table(config, train):
         return train, None
-    discrete = DiscreteColumns.detect(train, config["data"]["discrete_columns"])
-    if not discrete.columns:
-        return train, None
-    key = jr.fold_in(jr.key(config["train"]["seed"]), _DEQUANTIZE_SALT)
-    return discrete.dequantize(jnp.asarray(train), key), discrete
+    return dequantized(train, config["data"]["discrete_columns"], jr.key(config["train"]["seed"]))
 
 
 def _check_discrete_columns(config, train) -> None:
-    """``data.discrete_columns`` checked against the table before training."""
+    """``data.discrete_columns`` checked against the table before training (detection only, no draws)."""
     from ._config import ConfigError
+    from .._generative._discrete import DiscreteColumns
 
+    if not _is_table(config, train):
+        return
     try:
-        _dequantized(config, train)
+        DiscreteColumns.detect(train, config["data"]["discrete_columns"])
     except ValueError as error:
         raise ConfigError(f"data.{error}") from error
 

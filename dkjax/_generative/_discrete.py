@@ -8,6 +8,7 @@ import numpy as np
 from .._custom_types import Array, Float, Key
 
 MAX_LEVELS = 10  # "auto": a column with at most this many distinct values (and at most a quarter of the rows)
+DEQUANTIZE_SALT = 2**31 + 5  # fold_in salts of the dequantising draws (training points; held-out points: + 1)
 
 
 def _cell_edges(levels: Float[Array, " k"]) -> tuple[Float[Array, " k"], Float[Array, " k"]]:
@@ -80,20 +81,22 @@ class DiscreteColumns(eqx.Module):
         data = np.asarray(data)
         if data.ndim != 2:
             raise ValueError(f"data must have shape (n, d); got {data.shape}.")
-        values = {j: np.unique(data[:, j]) for j in range(data.shape[1])}
         if isinstance(columns, str):
             if columns != "auto":
                 raise ValueError(f"discrete_columns must be 'auto' or a sequence of column indices; got {columns!r}.")
             limit = min(MAX_LEVELS, data.shape[0] // 4)
+            values = {j: np.unique(data[:, j]) for j in range(data.shape[1])}
             columns = [j for j, v in values.items() if 2 <= len(v) <= limit]
         if len(set(map(repr, columns))) != len(columns):
             raise ValueError(f"discrete_columns names a column more than once: {list(columns)}.")
         for j in columns:
             if isinstance(j, bool) or not isinstance(j, (int, np.integer)) or not 0 <= j < data.shape[1]:
                 raise ValueError(f"discrete_columns: {j!r} is not a column index of data with {data.shape[1]} columns.")
-            if len(values[j]) < 2:
+        levels = [np.unique(data[:, j]) for j in columns]  # only the named or found columns
+        for j, values in zip(columns, levels, strict=True):
+            if len(values) < 2:
                 raise ValueError(f"discrete_columns: column {j} takes a single value; a discrete column needs two.")
-        return cls(tuple(columns), tuple(jnp.asarray(values[j], data.dtype) for j in columns))
+        return cls(tuple(columns), tuple(jnp.asarray(values, data.dtype) for values in levels))
 
     def dequantize(self, data: Float[Array, "n d"], key: Key) -> Float[Array, "n d"]:
         """``data`` with each discrete column's values replaced by uniform draws from their cells."""
@@ -103,9 +106,23 @@ class DiscreteColumns(eqx.Module):
         """``samples`` with each discrete column moved to its nearest value (the cell it falls in)."""
         return _snapped(self, samples)
 
-    @staticmethod
-    def _nearest(values, levels):
-        return jnp.argmin(jnp.abs(values[:, None] - levels[None, :]), axis=1)
+
+def dequantized(data: Float[Array, "n d"], columns, key: Key) -> tuple[Float[Array, "n d"], "DiscreteColumns | None"]:
+    """``(data, discrete)``: ``DiscreteColumns.detect(data, columns)`` and ``data`` dequantised by it.
+
+    ``discrete`` is ``None`` (and ``data`` returned as it is) when there is no discrete column.
+    The draws use ``fold_in(key, DEQUANTIZE_SALT)``, a key of their own, so that data without
+    discrete columns leave every other draw of a fit unchanged.
+    """
+    discrete = DiscreteColumns.detect(data, columns)
+    if not discrete.columns:
+        return data, None
+    return discrete.dequantize(jnp.asarray(data), jr.fold_in(key, DEQUANTIZE_SALT)), discrete
+
+
+def _nearest(values, levels):
+    """The index of each value's nearest level (the cell it falls in)."""
+    return jnp.argmin(jnp.abs(values[:, None] - levels[None, :]), axis=1)
 
 
 # Compiled as one program each: eagerly, every operation of every column compiles on its own.
@@ -113,7 +130,7 @@ class DiscreteColumns(eqx.Module):
 def _dequantized(discrete: DiscreteColumns, data, key):
     for j, (column, levels) in enumerate(zip(discrete.columns, discrete.levels, strict=True)):
         low, high = _cell_edges(levels)
-        index = discrete._nearest(data[:, column], levels)
+        index = _nearest(data[:, column], levels)
         u = jr.uniform(jr.fold_in(key, j), index.shape, data.dtype)
         data = data.at[:, column].set(low[index] + u * (high[index] - low[index]))
     return data
@@ -122,5 +139,5 @@ def _dequantized(discrete: DiscreteColumns, data, key):
 @eqx.filter_jit
 def _snapped(discrete: DiscreteColumns, samples):
     for column, levels in zip(discrete.columns, discrete.levels, strict=True):
-        samples = samples.at[:, column].set(levels[discrete._nearest(samples[:, column], levels)].astype(samples.dtype))
+        samples = samples.at[:, column].set(levels[_nearest(samples[:, column], levels)].astype(samples.dtype))
     return samples

@@ -12,7 +12,7 @@ import numpy as np
 from .._custom_types import Array, Float, InitialSampler, Key, RealScalarLike, States
 from ._arguments import as_float_points
 from ._data import GaussianInitial
-from ._discrete import DiscreteColumns
+from ._discrete import DEQUANTIZE_SALT, DiscreteColumns, dequantized
 from .._sde._gradient_flow import GradientFlowSDE, gradient_flow_template
 from .._sde._neural import NeuralSDE
 from .._sde._abstract import AbstractSDE
@@ -23,7 +23,6 @@ from .._validation import check_key, check_positive
 
 _FORMAT = "dkjax-generative-model"
 _VERSION = 1
-_DEQUANTIZE_SALT = 2**31 + 5  # fold_in salts of fit_generative's dequantising draws, off fit's own
 
 
 class DataScaling(eqx.Module):
@@ -440,16 +439,13 @@ def fit_generative(
     """
     data = as_float_points(data, "data")  # integers converted; a NaN named by row before standardising
     dim = data.shape[1]
-    discrete = DiscreteColumns.detect(data, discrete_columns)
-    discrete = discrete if discrete.columns else None
-    if discrete is not None:  # a key of its own: without discrete columns every other draw is unchanged
-        data = discrete.dequantize(data, jr.fold_in(key, _DEQUANTIZE_SALT))
+    data, discrete = dequantized(data, discrete_columns, key)
     scaling = DataScaling.fit(data, whiten=whiten) if standardize else DataScaling.identity(dim, data.dtype)
     validation = fit_options.get("validation")
     if validation is not None and not isinstance(validation, (int, float)):
         validation = jnp.asarray(as_float_points(validation, "validation"), data.dtype)
         if discrete is not None:
-            validation = discrete.dequantize(validation, jr.fold_in(key, _DEQUANTIZE_SALT + 1))
+            validation = discrete.dequantize(validation, jr.fold_in(key, DEQUANTIZE_SALT + 1))
         fit_options["validation"] = scaling.standardize(validation)
     model_key, train_key = jr.split(key)
     sde = NeuralSDE(dim, key=model_key, preserve_normal=whiten) if sde is None else sde

@@ -21,8 +21,8 @@ class TrainHistory:
         records: one dict per completed step with ``step``, ``loss``, ``grad_norm``,
             ``bandwidth``, ``ess`` (mean effective sample size of the weights),
             ``kernel_rate``, ``num_nonfinite`` (paths that went non-finite), ``num_paths`` (the
-        step's path count, see ``path_schedule``) and ``time``
-            (seconds spent in training steps and pilot runs so far, evaluations excluded).
+            step's path count, see ``path_schedule``) and ``time`` (seconds spent in training
+            steps and pilot runs so far, evaluations excluded).
         stop_reason: ``None`` if all steps ran, else why training stopped early.
         stopped_early: whether it stopped because ``patience`` ran out (not on a failure).
         validation: one dict per held-out evaluation with ``step`` (steps done), ``time``
