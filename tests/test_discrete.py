@@ -1,4 +1,4 @@
-"""Discrete columns (dkjax/_generative/_discrete.py): detection, dequantising, snapping, and the models that use them."""
+"""Discrete columns (dkjax/_generative/_discrete.py): detection, dequantising, snapping, and the models using them."""
 
 import jax.numpy as jnp
 import jax.random as jr
@@ -67,8 +67,9 @@ def test_snap_moves_each_value_to_the_value_of_its_cell(dtype):
 
 def test_generative_model_snaps_at_t1_only_and_keeps_its_columns_through_a_file(tmp_path):
     table = jnp.asarray(_table())
-    model = dkjax.GenerativeModel(dkjax.NeuralSDE(3, key=jr.key(1), width=8), dkjax.GaussianInitial(jnp.zeros(3), 1.0),
-                                  dkjax.DataScaling.fit(table), 0.0, 1.0, 4, dkjax.DiscreteColumns.detect(table))  # fmt: skip
+    sde, initial = dkjax.NeuralSDE(3, key=jr.key(1), width=8), dkjax.GaussianInitial(jnp.zeros(3), 1.0)
+    model = dkjax.GenerativeModel(sde, initial, dkjax.DataScaling.fit(table), 0.0, 1.0, 4,
+                                  dkjax.DiscreteColumns.detect(table))  # fmt: skip
     samples = np.asarray(model.sample(500, key=jr.key(2)))
     assert set(np.unique(samples[:, 1])) <= {-1.0, 2.0} and set(np.unique(samples[:, 2])) <= {0.0, 0.5, 1.0}
     assert len(np.unique(samples[:, 0])) == 500
